@@ -1,0 +1,46 @@
+# baton: make help lists the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION := $(shell cat VERSION)
+BIN := bin
+ADDR ?= 127.0.0.1:8080
+# Test binaries for the sandbox and the packages are static.
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -buildid='
+# Debian packages the test suite needs; `make deps` installs what is missing.
+APT_PACKAGES := systemd-container
+TEST_TIMEOUT ?= 40m
+
+.DEFAULT_GOAL := help
+.PHONY: help build run test bench lint vet deps clean
+
+help: ## list the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/webapp
+	$(GOBUILD) -o $(BIN)/webapp ./cmd/webapp
+
+run: build ## start webapp on $(ADDR) without systemd (Ctrl-C drains and stops)
+	$(BIN)/webapp serve --listen $(ADDR)
+
+test: deps ## run the whole test suite (installs what it needs)
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+lint: ## go vet, gofmt and shellcheck
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+
+deps: ## install the Debian packages the tests need (as root)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "make deps: missing Debian packages: $$missing (run make deps as root)"; exit 0; fi; \
+	echo "make deps: installing $$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing; }
+
+clean: ## remove build output
+	rm -rf $(BIN) dist
+
+-include packaging/packaging.mk
+-include bench/bench.mk
