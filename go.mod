@@ -3,7 +3,8 @@ module github.com/baton-dev/baton
 go 1.26.0
 
 require (
-	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
-	github.com/sirupsen/logrus v1.10.2 // indirect
-	golang.org/x/sys v0.50.0 // indirect
+	github.com/coreos/go-systemd/v22 v22.7.0
+	golang.org/x/sys v0.50.0
 )
+
+require github.com/sirupsen/logrus v1.10.2 // indirect
