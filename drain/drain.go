@@ -1,0 +1,329 @@
+package drain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultIdleGrace is the grace used when Options.IdleGrace is zero.
+const DefaultIdleGrace = time.Second
+
+// ErrCut is wrapped by the error Shutdown returns when its context ended
+// with connections still open, which it then closed by force.
+var ErrCut = errors.New("drain: connections cut at the deadline")
+
+// Logger receives messages of the drain. *logrus.Logger and *logrus.Entry
+// satisfy it.
+type Logger interface {
+	Infof(format string, args ...any)
+	Warnf(format string, args ...any)
+}
+
+// Options configures a Drainer. The zero value is ready to use.
+type Options struct {
+	// IdleGrace is how long servers keep answering on kept-alive
+	// connections after the drain begins, before idle connections are
+	// closed. Zero means DefaultIdleGrace; a negative value means none.
+	IdleGrace time.Duration
+	// Logger receives progress messages. Nil discards them.
+	Logger Logger
+}
+
+// Report says what a Shutdown did.
+type Report struct {
+	// Duration is the time from the start of Shutdown to its return.
+	Duration time.Duration
+	// Cut is how many connections were closed by force at the deadline.
+	Cut int
+}
+
+// Drainer tracks the connections of the servers and listeners it was
+// given, and shuts them down in order. Use New to make one.
+type Drainer struct {
+	opts     Options
+	draining atomic.Bool
+
+	mu        sync.Mutex
+	servers   map[*http.Server]struct{}
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]http.ConnState // connections of the servers
+	raw       map[*conn]struct{}          // raw and hijacked connections
+	onDrain   []func()
+	changed   chan struct{} // closed and replaced when a connection goes
+}
+
+// New returns a Drainer.
+func New(opts Options) *Drainer {
+	return &Drainer{
+		opts:      opts,
+		servers:   make(map[*http.Server]struct{}),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[net.Conn]http.ConnState),
+		raw:       make(map[*conn]struct{}),
+		changed:   make(chan struct{}),
+	}
+}
+
+// Draining reports whether Shutdown has begun.
+func (d *Drainer) Draining() bool { return d.draining.Load() }
+
+// Connections returns how many connections are open: those of the servers
+// (idle ones included) and the raw and hijacked ones.
+func (d *Drainer) Connections() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.conns) + len(d.raw)
+}
+
+// InFlight returns how many connections have work under way: server
+// connections reading or answering a request, and raw and hijacked ones.
+func (d *Drainer) InFlight() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.inFlightLocked()
+}
+
+func (d *Drainer) inFlightLocked() int {
+	n := len(d.raw)
+	for _, st := range d.conns {
+		if st != http.StateIdle {
+			n++
+		}
+	}
+	return n
+}
+
+// OnDrain registers f to be called, in its own goroutine, when Shutdown
+// begins: a place to tell long-lived connections (streams, websockets) to
+// finish.
+func (d *Drainer) OnDrain(f func()) {
+	d.mu.Lock()
+	d.onDrain = append(d.onDrain, f)
+	d.mu.Unlock()
+}
+
+// Serve serves srv on ln until Shutdown, and then returns
+// http.ErrServerClosed. The first call for a server wraps srv.Handler
+// (nil means http.DefaultServeMux) so that responses carry
+// "Connection: close" while draining, and installs a srv.ConnState hook
+// that calls any hook already set; do not change either afterwards. A
+// server may be served on several listeners.
+func (d *Drainer) Serve(srv *http.Server, ln net.Listener) error {
+	if err := d.register(srv, ln); err != nil {
+		return err
+	}
+	err := srv.Serve(ln)
+	if d.Draining() {
+		return http.ErrServerClosed
+	}
+	return err
+}
+
+func (d *Drainer) register(srv *http.Server, ln net.Listener) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Draining() {
+		ln.Close()
+		return http.ErrServerClosed
+	}
+	d.listeners[ln] = struct{}{}
+	if _, ok := d.servers[srv]; ok {
+		return nil
+	}
+	d.servers[srv] = struct{}{}
+	h := srv.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	srv.Handler = &handler{d: d, h: h}
+	prev := srv.ConnState
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		d.connState(c, st)
+		if prev != nil {
+			prev(c, st)
+		}
+	}
+	return nil
+}
+
+func (d *Drainer) connState(c net.Conn, st http.ConnState) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch st {
+	case http.StateClosed, http.StateHijacked:
+		delete(d.conns, c)
+		d.signalLocked()
+	default:
+		d.conns[c] = st
+	}
+}
+
+func (d *Drainer) signalLocked() {
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
+
+// Listen returns a listener whose accepted connections are tracked: on
+// Shutdown the listener is closed and the connections are waited for until
+// their owners close them, or cut at the deadline.
+func (d *Drainer) Listen(ln net.Listener) net.Listener {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Draining() {
+		ln.Close()
+	}
+	d.listeners[ln] = struct{}{}
+	return &listener{Listener: ln, d: d}
+}
+
+// track registers a raw or hijacked connection.
+func (d *Drainer) track(c net.Conn) net.Conn {
+	tc := &conn{Conn: c, d: d}
+	d.mu.Lock()
+	d.raw[tc] = struct{}{}
+	d.mu.Unlock()
+	return tc
+}
+
+func (d *Drainer) untrack(c *conn) {
+	d.mu.Lock()
+	if _, ok := d.raw[c]; ok {
+		delete(d.raw, c)
+		d.signalLocked()
+	}
+	d.mu.Unlock()
+}
+
+// Shutdown drains every server and listener given to d, in the order
+// described in the package documentation, and returns when all
+// connections are gone or ctx ends. It may be called once.
+func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
+	start := time.Now()
+	if !d.draining.CompareAndSwap(false, true) {
+		return Report{}, errors.New("drain: Shutdown called twice")
+	}
+	d.mu.Lock()
+	for ln := range d.listeners {
+		ln.Close()
+	}
+	for _, f := range d.onDrain {
+		go f()
+	}
+	servers := make([]*http.Server, 0, len(d.servers))
+	for s := range d.servers {
+		servers = append(servers, s)
+	}
+	d.mu.Unlock()
+
+	d.grace(ctx)
+
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Shutdown(ctx) // its error is ctx's; what is left is counted below
+		}()
+	}
+	wg.Wait()
+	d.waitRaw(ctx)
+
+	if ctx.Err() == nil {
+		return Report{Duration: time.Since(start)}, nil
+	}
+	d.mu.Lock()
+	cut := d.inFlightLocked()
+	for c := range d.raw {
+		c.Conn.Close()
+	}
+	d.mu.Unlock()
+	for _, s := range servers {
+		s.Close()
+	}
+	r := Report{Duration: time.Since(start), Cut: cut}
+	if cut == 0 {
+		return r, nil
+	}
+	if d.opts.Logger != nil {
+		d.opts.Logger.Warnf("drain: deadline reached after %v: cut %d connections", r.Duration.Round(time.Millisecond), cut)
+	}
+	return r, fmt.Errorf("%w: %d cut after %v: %w", ErrCut, cut, r.Duration.Round(time.Millisecond), context.Cause(ctx))
+}
+
+// grace keeps kept-alive connections served for the idle grace, ending
+// early once no connection is left.
+func (d *Drainer) grace(ctx context.Context) {
+	g := d.opts.IdleGrace
+	if g == 0 {
+		g = DefaultIdleGrace
+	}
+	if g < 0 {
+		return
+	}
+	t := time.NewTimer(g)
+	defer t.Stop()
+	for {
+		d.mu.Lock()
+		n := len(d.conns) + len(d.raw)
+		ch := d.changed
+		d.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (d *Drainer) waitRaw(ctx context.Context) {
+	for {
+		d.mu.Lock()
+		n := len(d.raw)
+		ch := d.changed
+		d.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+type listener struct {
+	net.Listener
+	d *Drainer
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.d.track(c), nil
+}
+
+type conn struct {
+	net.Conn
+	d    *Drainer
+	once sync.Once
+}
+
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.d.untrack(c) })
+	return err
+}

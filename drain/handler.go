@@ -1,0 +1,72 @@
+package drain
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+)
+
+// handler marks responses written while draining with Connection: close.
+type handler struct {
+	d *Drainer
+	h http.Handler
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rw := &responseWriter{ResponseWriter: w, d: h.d}
+	h.h.ServeHTTP(rw, r)
+	if !rw.wroteHeader {
+		// net/http writes the header after the handler returns.
+		rw.prepare()
+	}
+}
+
+type responseWriter struct {
+	http.ResponseWriter
+	d           *Drainer
+	wroteHeader bool
+}
+
+// prepare is called once, just before the header goes out.
+func (w *responseWriter) prepare() {
+	w.wroteHeader = true
+	if w.d.Draining() {
+		w.ResponseWriter.Header().Set("Connection", "close")
+	}
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if !w.wroteHeader && code >= 200 {
+		w.prepare()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.prepare()
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush sends buffered data, and the header first if needed.
+func (w *responseWriter) Flush() {
+	if !w.wroteHeader {
+		w.prepare()
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack takes over the connection; the Drainer then tracks it as a raw
+// connection until the caller closes it.
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.wroteHeader = true
+	return w.d.track(c), brw, nil
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
