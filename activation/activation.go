@@ -1,0 +1,429 @@
+package activation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Spec asks for the listeners of one name.
+type Spec struct {
+	// Name is the socket's FileDescriptorName=, e.g. "http". It must be
+	// 1 to 255 printable ASCII characters without ':' (systemd's rule).
+	Name string
+	// Network is the fallback network: "tcp", "tcp4", "tcp6" or "unix";
+	// "" means "tcp". Descriptors passed in are taken whatever their
+	// family.
+	Network string
+	// Address is the fallback address, e.g. "127.0.0.1:8080" or
+	// "/run/x.sock", bound when nothing was passed to the process. Empty
+	// means no fallback: Listen then fails with ErrMissing.
+	Address string
+	// Multiple accepts several descriptors under this name (e.g.
+	// ListenStream= given twice in one socket unit). By default exactly
+	// one is required. A fallback bind always makes exactly one.
+	Multiple bool
+}
+
+// Source says where the listeners of a Set came from.
+type Source int
+
+const (
+	// Bound: nothing was passed in; Listen bound the Specs' fallback
+	// addresses itself.
+	Bound Source = iota
+	// Systemd: the service manager passed them (LISTEN_FDS).
+	Systemd
+	// Inherited: a previous generation of the binary passed them
+	// (Set.Export).
+	Inherited
+)
+
+func (s Source) String() string {
+	switch s {
+	case Bound:
+		return "bound"
+	case Systemd:
+		return "systemd"
+	case Inherited:
+		return "inherited"
+	}
+	return "Source(" + strconv.Itoa(int(s)) + ")"
+}
+
+// File is one descriptor of a Set with its name.
+type File struct {
+	Name string
+	File *os.File
+}
+
+// Set holds the named listeners Listen made and the files under them. Its
+// methods are safe for concurrent use.
+type Set struct {
+	source Source
+	names  []string                  // Spec order
+	byName map[string][]net.Listener // descriptor order within a name
+	all    []net.Listener            // descriptor order
+	files  []File                    // descriptor order
+
+	mu       sync.Mutex
+	handedOn bool
+	closed   bool
+	unix     []*net.UnixListener // bound here: Close unlinks their paths unless handed on
+}
+
+// Listen returns a listener for every Spec.
+//
+// If the service manager passed descriptors to this process (LISTEN_PID is
+// ours), it takes them by name; if a previous generation did (Set.Export),
+// likewise. Every passed descriptor must be a listening stream socket whose
+// name a Spec asks for, and every Spec must get one (or several, with
+// Multiple); otherwise Listen closes everything it took and returns every
+// problem it found, as *FDError values. If nothing was passed, it binds each
+// Spec's Network and Address, honouring ctx. See the package documentation
+// for the environment it reads and unsets.
+func Listen(ctx context.Context, specs ...Spec) (*Set, error) {
+	if err := checkSpecs(specs); err != nil {
+		return nil, err
+	}
+	p, claimed, err := parseEnv(os.LookupEnv, os.Getpid(), os.Getppid())
+	if err != nil {
+		for _, r := range claimed {
+			markCloseOnExec(r)
+		}
+		unsetEnv()
+		return nil, err
+	}
+	if p.source == Bound {
+		unsetEnv()
+		return bind(ctx, specs)
+	}
+	files, err := takeFiles(p)
+	unsetEnv()
+	if err != nil {
+		return nil, err
+	}
+	return adopt(specs, p, files)
+}
+
+func unsetEnv() {
+	for _, v := range envVars {
+		os.Unsetenv(v)
+	}
+}
+
+var streamNetworks = map[string]bool{"": true, "tcp": true, "tcp4": true, "tcp6": true, "unix": true}
+
+func checkSpecs(specs []Spec) error {
+	var errs []error
+	seen := make(map[string]bool)
+	for _, sp := range specs {
+		switch {
+		case !validName(sp.Name):
+			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: fmt.Errorf("%w: a name is 1 to 255 printable ASCII characters without ':'", ErrBadSpec)})
+		case seen[sp.Name]:
+			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: fmt.Errorf("%w: name given twice", ErrBadSpec)})
+		case !streamNetworks[sp.Network]:
+			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: fmt.Errorf("%w: network %q is not tcp, tcp4, tcp6 or unix", ErrBadSpec, sp.Network)})
+		}
+		seen[sp.Name] = true
+	}
+	return joinErrors(errs...)
+}
+
+// validName is systemd's fdname_is_valid, less the empty name.
+func validName(s string) bool {
+	if s == "" || len(s) > 255 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] >= 0x7f || s[i] == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+func newSet(source Source, specs []Spec) *Set {
+	s := &Set{source: source, byName: make(map[string][]net.Listener)}
+	for _, sp := range specs {
+		s.names = append(s.names, sp.Name)
+	}
+	return s
+}
+
+// add records a listener and the file under it (nil if the platform has
+// none).
+func (s *Set) add(name string, l net.Listener, f *os.File) {
+	s.byName[name] = append(s.byName[name], l)
+	s.all = append(s.all, l)
+	if f != nil {
+		s.files = append(s.files, File{Name: name, File: f})
+	}
+}
+
+// adopt turns passed files into listeners, checking them against specs. It
+// owns files: on error every one of them is closed.
+func adopt(specs []Spec, p passed, files []*os.File) (*Set, error) {
+	s := newSet(p.source, specs)
+	want := make(map[string]Spec, len(specs))
+	for _, sp := range specs {
+		want[sp.Name] = sp
+	}
+	seen := make(map[string][]int) // descriptors per name
+	var errs []error
+	for i, f := range files {
+		fd, name := p.first+i, p.names[i]
+		sp, ok := want[name]
+		if !ok {
+			errs = append(errs, &FDError{FD: fd, Name: name, Err: unexpectedName(p, specs)})
+			continue
+		}
+		prev := seen[name]
+		seen[name] = append(prev, fd)
+		if len(prev) > 0 && !sp.Multiple {
+			errs = append(errs, &FDError{FD: fd, Name: name, Err: fmt.Errorf("%w: fd %d has this name too; Spec.Multiple accepts several", ErrDuplicateName, prev[0])})
+			continue
+		}
+		if err := checkListening(f); err != nil {
+			errs = append(errs, &FDError{FD: fd, Name: name, Err: err})
+			continue
+		}
+		l, err := net.FileListener(f)
+		if err != nil {
+			errs = append(errs, &FDError{FD: fd, Name: name, Err: err})
+			continue
+		}
+		s.add(name, l, f)
+	}
+	for _, sp := range specs {
+		if len(seen[sp.Name]) == 0 {
+			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: missingName(p)})
+		}
+	}
+	if len(errs) > 0 {
+		for _, l := range s.all {
+			l.Close()
+		}
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, joinErrors(errs...)
+	}
+	return s, nil
+}
+
+func unexpectedName(p passed, specs []Spec) error {
+	if !p.namesSet {
+		return fmt.Errorf("%w: %s is not set, so every descriptor is named %q; give the socket FileDescriptorName=", ErrUnexpectedName, envNames, unknownName)
+	}
+	if len(specs) == 0 {
+		return fmt.Errorf("%w: no listener was asked for", ErrUnexpectedName)
+	}
+	q := make([]string, len(specs))
+	for i, sp := range specs {
+		q[i] = strconv.Quote(sp.Name)
+	}
+	return fmt.Errorf("%w: asked for %s", ErrUnexpectedName, strings.Join(q, ", "))
+}
+
+func missingName(p passed) error {
+	if !p.namesSet {
+		return fmt.Errorf("%w: %s is not set; give the socket FileDescriptorName=", ErrMissing, envNames)
+	}
+	return fmt.Errorf("%w: not among %s=%q", ErrMissing, p.namesVar, strings.Join(p.names, ":"))
+}
+
+// bind is the fallback: it binds every Spec's address. On error it closes
+// whatever it bound.
+func bind(ctx context.Context, specs []Spec) (*Set, error) {
+	s := newSet(Bound, specs)
+	var errs []error
+	for _, sp := range specs {
+		if sp.Address == "" {
+			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: fmt.Errorf("%w: nothing was passed to this process and the Spec has no fallback Address", ErrMissing)})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, joinErrors(errs...)
+	}
+	for _, sp := range specs {
+		if err := s.bindOne(ctx, sp); err != nil {
+			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: err})
+			if cerr := s.Close(); cerr != nil {
+				errs = append(errs, cerr)
+			}
+			return nil, joinErrors(errs...)
+		}
+	}
+	return s, nil
+}
+
+func (s *Set) bindOne(ctx context.Context, sp Spec) error {
+	network := sp.Network
+	if network == "" {
+		network = "tcp"
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("listen %s %s: %w", network, sp.Address, err)
+	}
+	if network == "unix" {
+		if err := removeStale(ctx, sp.Address); err != nil {
+			return err
+		}
+	}
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, network, sp.Address)
+	if err != nil {
+		return err
+	}
+	f, err := listenerFile(l)
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("listen %s %s: %w", network, sp.Address, err)
+	}
+	s.add(sp.Name, l, f)
+	if ul, ok := l.(*net.UnixListener); ok {
+		s.unix = append(s.unix, ul)
+	}
+	return nil
+}
+
+// Listener returns the one listener of that name. It fails with ErrMissing
+// for a name the Set does not hold and with ErrDuplicateName for one that
+// holds several (see Listeners).
+func (s *Set) Listener(name string) (net.Listener, error) {
+	ls := s.byName[name]
+	switch len(ls) {
+	case 0:
+		return nil, &FDError{FD: -1, Name: name, Err: fmt.Errorf("%w: no listener of this name in the set", ErrMissing)}
+	case 1:
+		return ls[0], nil
+	}
+	return nil, &FDError{FD: -1, Name: name, Err: fmt.Errorf("%w: %d listeners of this name; Listeners returns them all", ErrDuplicateName, len(ls))}
+}
+
+// Listeners returns the listeners of that name in descriptor order, nil for
+// a name the Set does not hold. Each is a *net.TCPListener or a
+// *net.UnixListener.
+func (s *Set) Listeners(name string) []net.Listener {
+	ls := s.byName[name]
+	if ls == nil {
+		return nil
+	}
+	return append([]net.Listener(nil), ls...)
+}
+
+// Source says where the listeners came from.
+func (s *Set) Source() Source { return s.source }
+
+// Names returns the names the Set holds, in Spec order.
+func (s *Set) Names() []string { return append([]string(nil), s.names...) }
+
+// Files returns the descriptors under the listeners in descriptor order:
+// those passed in, kept as they were, or duplicates of those Listen bound.
+// They stay owned by the Set (Close closes them): hand them on, do not
+// close them. Like Export, Files marks the Set handed on, so that Close no
+// longer unlinks the unix socket paths it bound.
+func (s *Set) Files() []File {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.markHandedOn()
+	return append([]File(nil), s.files...)
+}
+
+// Export prepares the hand-over of the Set to a new generation of the
+// binary started with os/exec. Append files to cmd.ExtraFiles and env to
+// cmd.Env; firstFD is the descriptor the first file lands at in the child,
+// 3 + len(cmd.ExtraFiles) before appending (a lower value makes the child's
+// Listen fail with ErrBadEnvironment). The child's Listen then takes the
+// listeners by name, with Source Inherited. env names this process as the
+// parent, so a grandchild that merely inherits the environment does not
+// take them.
+//
+// The files stay owned by the Set: keep it open until the child is started
+// (or has taken over). Export marks the Set handed on, so that Close no
+// longer unlinks the unix socket paths it bound. It returns nothing for a
+// closed Set or one without files.
+func (s *Set) Export(firstFD int) (files []*os.File, env []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.files) == 0 {
+		return nil, nil
+	}
+	s.markHandedOn()
+	names := make([]string, len(s.files))
+	files = make([]*os.File, len(s.files))
+	for i, f := range s.files {
+		names[i], files[i] = f.Name, f.File
+	}
+	env = []string{
+		envInhFDStart + "=" + strconv.Itoa(firstFD),
+		envInhFDs + "=" + strconv.Itoa(len(files)),
+		envInhNames + "=" + strings.Join(names, ":"),
+		envParent + "=" + strconv.Itoa(os.Getpid()),
+	}
+	return files, env
+}
+
+// markHandedOn stops Close from unlinking the socket paths the Set bound:
+// a new generation may still serve on them. s.mu is held.
+func (s *Set) markHandedOn() {
+	if s.handedOn {
+		return
+	}
+	s.handedOn = true
+	for _, ul := range s.unix {
+		keepSocketPath(ul)
+	}
+}
+
+// Close closes every listener and file of the Set. Listeners the caller
+// closed already are skipped. A unix socket path the Set bound is removed
+// unless Files or Export was called. Calls after the first return nil.
+func (s *Set) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	for _, l := range s.all {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("activation: close %s: %w", l.Addr(), err))
+		}
+	}
+	for _, f := range s.files {
+		if err := f.File.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, fmt.Errorf("activation: close %q: %w", f.Name, err))
+		}
+	}
+	return joinErrors(errs...)
+}
+
+// joinErrors is errors.Join that returns a single error unwrapped, so that
+// a type assertion on it works.
+func joinErrors(errs ...error) error {
+	var nonNil []error
+	for _, err := range errs {
+		if err != nil {
+			nonNil = append(nonNil, err)
+		}
+	}
+	switch len(nonNil) {
+	case 0:
+		return nil
+	case 1:
+		return nonNil[0]
+	}
+	return errors.Join(nonNil...)
+}

@@ -1,0 +1,170 @@
+//go:build unix
+
+package activation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	sdactivation "github.com/coreos/go-systemd/v22/activation"
+	"golang.org/x/sys/unix"
+)
+
+// staleProbeTimeout bounds the connect that tells a stale unix socket file
+// from a live one.
+const staleProbeTimeout = time.Second
+
+// takeFiles wraps the descriptors p names, marking them close-on-exec. It
+// first checks that every one of them is open, so that it never wraps (and
+// later closes) a descriptor number that belongs to nobody, or to someone
+// else once reused. The caller unsets the environment.
+func takeFiles(p passed) ([]*os.File, error) {
+	r := p.fds()
+	var firstBad, bad int
+	var badErr error
+	for i := 0; i < r.n; i++ {
+		if _, err := unix.FcntlInt(uintptr(r.first+i), unix.F_GETFD, 0); err != nil {
+			if bad == 0 {
+				firstBad, badErr = i, err
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		markCloseOnExec(r)
+		countVar := envFDs
+		if p.source == Inherited {
+			countVar = envInhFDs
+		}
+		return nil, &FDError{FD: r.first + firstBad, Name: p.names[firstBad], Err: fmt.Errorf(
+			"%w: %s=%d names fds %d to %d, but %d of them are not open: %w",
+			ErrBadEnvironment, countVar, r.n, r.first, r.first+r.n-1, bad, badErr)}
+	}
+	if p.source == Systemd {
+		// go-systemd reads the same variables parseEnv checked, marks
+		// the descriptors close-on-exec and unsets LISTEN_*.
+		files := sdactivation.Files(true)
+		if len(files) != r.n {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, fmt.Errorf("activation: %w: %d descriptors taken for %s=%d (the environment changed while being read)",
+				ErrBadEnvironment, len(files), envFDs, r.n)
+		}
+		return files, nil
+	}
+	files := make([]*os.File, r.n)
+	for i := range files {
+		fd := r.first + i
+		unix.CloseOnExec(fd)
+		files[i] = os.NewFile(uintptr(fd), p.names[i])
+	}
+	return files, nil
+}
+
+// markCloseOnExec marks the open descriptors of r close-on-exec, as
+// sd_listen_fds(3) does before it looks at the names.
+func markCloseOnExec(r fdRange) {
+	for fd := r.first; fd < r.first+r.n; fd++ {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+			unix.CloseOnExec(fd)
+		}
+	}
+}
+
+// checkListening reports whether f is a listening stream socket: SO_TYPE
+// is SOCK_STREAM and SO_ACCEPTCONN is set. The error wraps ErrNotStream.
+func checkListening(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotStream, err)
+	}
+	var typ, acc int
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		typ, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+		if serr == nil {
+			acc, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		}
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrNotStream, err)
+	case errors.Is(serr, unix.ENOTSOCK):
+		return fmt.Errorf("%w: not a socket", ErrNotStream)
+	case serr != nil:
+		return fmt.Errorf("%w: getsockopt: %w", ErrNotStream, serr)
+	case typ != unix.SOCK_STREAM:
+		return fmt.Errorf("%w: socket type is %s", ErrNotStream, sockType(typ))
+	case acc == 0:
+		return fmt.Errorf("%w: stream socket is not listening", ErrNotStream)
+	}
+	return nil
+}
+
+func sockType(t int) string {
+	switch t {
+	case unix.SOCK_DGRAM:
+		return "SOCK_DGRAM"
+	case unix.SOCK_SEQPACKET:
+		return "SOCK_SEQPACKET"
+	case unix.SOCK_RAW:
+		return "SOCK_RAW"
+	}
+	return strconv.Itoa(t)
+}
+
+// listenerFile returns a duplicate of the descriptor under a listener
+// Listen bound (close-on-exec, as Go makes every descriptor).
+func listenerFile(l net.Listener) (*os.File, error) {
+	switch l := l.(type) {
+	case *net.TCPListener:
+		return l.File()
+	case *net.UnixListener:
+		return l.File()
+	}
+	return nil, fmt.Errorf("%T has no file", l)
+}
+
+// keepSocketPath stops the Close of a listener Listen bound from unlinking
+// its path.
+func keepSocketPath(l *net.UnixListener) { l.SetUnlinkOnClose(false) }
+
+// removeStale removes a unix socket file at path that nobody listens on:
+// one left behind by a process that died, or whose Set was handed on. It
+// leaves alone an abstract address, a path that is not a socket (an error)
+// and a socket someone accepts on (an error wrapping EADDRINUSE); when the
+// probe is inconclusive it leaves the path to bind to report.
+func removeStale(ctx context.Context, path string) error {
+	if path == "" || path[0] == '@' {
+		return nil
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("listen unix %s: %w and is not a socket; not removing it", path, fs.ErrExist)
+	}
+	ctx, cancel := context.WithTimeout(ctx, staleProbeTimeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("listen unix %s: %w: something accepts connections on it", path, unix.EADDRINUSE)
+	}
+	if !errors.Is(err, unix.ECONNREFUSED) {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("listen unix %s: removing the stale socket: %w", path, err)
+	}
+	return nil
+}
