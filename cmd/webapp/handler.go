@@ -1,0 +1,69 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// maxSlow bounds /slow?ms=N.
+const maxSlow = 120 * time.Second
+
+// app is webapp's HTTP handler.
+type app struct {
+	pid     string
+	version string
+	// unhealthyAt, when not zero, is when /healthz starts failing: a switch
+	// for tests of the watchdog (WEBAPP_FAIL_HEALTH_AFTER).
+	unhealthyAt time.Time
+	mux         *http.ServeMux
+}
+
+func newApp(version string, failHealthAfter time.Duration) *app {
+	a := &app{pid: strconv.Itoa(os.Getpid()), version: version, mux: http.NewServeMux()}
+	if failHealthAfter > 0 {
+		a.unhealthyAt = time.Now().Add(failHealthAfter)
+	}
+	a.mux.HandleFunc("GET /{$}", a.hello)
+	a.mux.HandleFunc("GET /slow", a.slow)
+	a.mux.HandleFunc("GET /healthz", a.healthz)
+	return a
+}
+
+func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h["X-Webapp-Pid"] = []string{a.pid}
+	h["X-Webapp-Version"] = []string{a.version}
+	a.mux.ServeHTTP(w, r)
+}
+
+func (a *app) hello(w http.ResponseWriter, r *http.Request) {
+	w.Header()["Content-Type"] = []string{"text/plain; charset=utf-8"}
+	w.Write([]byte("hello world\n"))
+}
+
+func (a *app) slow(w http.ResponseWriter, r *http.Request) {
+	ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+	if err != nil || ms < 0 || time.Duration(ms)*time.Millisecond > maxSlow {
+		http.Error(w, fmt.Sprintf("ms must be a whole number from 0 to %d", maxSlow.Milliseconds()), http.StatusBadRequest)
+		return
+	}
+	t := time.NewTimer(time.Duration(ms) * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+		return
+	}
+	fmt.Fprintf(w, "slept %d ms\n", ms)
+}
+
+func (a *app) healthz(w http.ResponseWriter, r *http.Request) {
+	if !a.unhealthyAt.IsZero() && time.Now().After(a.unhealthyAt) {
+		http.Error(w, "unhealthy (WEBAPP_FAIL_HEALTH_AFTER)", http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ok\n"))
+}

@@ -1,0 +1,96 @@
+// Command webapp is the reference service built with baton: a small HTTP
+// service that takes its socket from systemd, reports its state, drains on
+// SIGTERM and swaps its binary on reload without dropping a connection.
+//
+//	webapp serve [flags]     serve HTTP (see webapp serve -h)
+//	webapp reload [flags]    swap the running service's binary and wait
+//	webapp version           print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/baton-dev/baton"
+)
+
+// version overrides the module's VERSION file when set at link time:
+// go build -ldflags '-X main.version=1.2.3'.
+var version string
+
+func webappVersion() string {
+	if version != "" {
+		return version
+	}
+	return baton.Version()
+}
+
+const usage = `usage: webapp <command> [flags]
+
+commands:
+  serve     serve HTTP on the systemd socket "http" or --listen
+  reload    swap the running webapp for the binary now installed, and wait
+  version   print the version
+`
+
+// usageError is a bad command line: webapp exits 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	var ue *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "webapp: %s\n", ue.msg)
+		return 2
+	case errors.Is(err, errReported):
+		return 1
+	default:
+		fmt.Fprintf(stderr, "webapp: %v\n", err)
+		return 1
+	}
+}
+
+// errReported is an error that has been logged already.
+var errReported = errors.New("failed (see the log)")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return &usageError{"no command given"}
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr)
+	case "reload":
+		return reload(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		if len(args) > 1 {
+			return &usageError{"usage: webapp version (takes no arguments)"}
+		}
+		fmt.Fprintln(stdout, webappVersion())
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return &usageError{fmt.Sprintf("unknown command %q", args[0])}
+	}
+}
