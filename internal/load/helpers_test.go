@@ -12,7 +12,7 @@ import (
 
 // newHTTPServer starts a real net/http server on 127.0.0.1 that answers
 // with h and returns its URL.
-func newHTTPServer(t *testing.T, h http.HandlerFunc) *httptest.Server {
+func newHTTPServer(t testing.TB, h http.HandlerFunc) *httptest.Server {
 	t.Helper()
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)

@@ -134,6 +134,10 @@ func TestFailureClasses(t *testing.T) {
 			readRequest(br)
 			io.WriteString(c, "HTTP/1.1 2")
 		}},
+		{name: "truncated chunked body", want: ClassTruncated, wantWritten: true, handle: func(c net.Conn, br *bufio.Reader) {
+			readRequest(br)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+		}},
 		{name: "status", want: ClassStatus, wantWritten: true, handle: func(c net.Conn, br *bufio.Reader) {
 			for readRequest(br) {
 				io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
