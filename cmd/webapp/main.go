@@ -43,12 +43,16 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
-func main() {
+func main() { os.Exit(realMain()) }
+
+// realMain is main without the exit, so that tests can run the real
+// program in a child process (see TestMain).
+func realMain() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	os.Exit(exitCode(err, os.Stderr))
+	return exitCode(err, os.Stderr)
 }
 
 func exitCode(err error, stderr io.Writer) int {

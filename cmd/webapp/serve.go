@@ -130,6 +130,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := notifier.Notify(systemd.Ready, systemd.Status(what)); err != nil {
 		log.Warnf("notify: %v", err)
 	}
+	// Wait until systemd has taken READY=1 in, so that what follows (a
+	// reload request, say) meets a service it knows is running.
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := notifier.Barrier(bctx); err != nil {
+		log.Warnf("notify: %v", err)
+	}
+	cancel()
 	log.Infof("%s", what)
 
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/systemd/notifytest"
+)
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// builtWebapp builds cmd/webapp once per test run, as `make build` does.
+func builtWebapp(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "webapp-build-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "webapp")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", buildPath, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = err
+			t.Logf("go build: %s", out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building webapp: %v", buildErr)
+	}
+	return buildPath
+}
+
+// requireTool fails in CI and skips elsewhere when a real dependency is
+// missing.
+func requireTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not found (Debian package %s): `make deps` installs it", name, pkg)
+	}
+	t.Skipf("%s not found: install Debian package %s (`sudo make deps`) to run this test", name, pkg)
+	return ""
+}
+
+// TestUnderSystemdSocketActivate runs the built webapp under Debian's
+// systemd-socket-activate, which passes a named listening socket with the
+// real LISTEN_FDS protocol, and checks that the answer comes from that
+// process.
+func TestUnderSystemdSocketActivate(t *testing.T) {
+	tool := requireTool(t, "systemd-socket-activate", "systemd")
+	bin := builtWebapp(t)
+	addr := freeAddr(t)
+	sock := notifytest.Listen(t)
+	cmd := exec.Command(tool, "-l", addr, "--fdname=http", "-E", "NOTIFY_SOCKET="+sock.Addr(), bin, "serve", "--listen", "127.0.0.1:1")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("stderr:\n%s", stderr.String())
+		}
+	}()
+	// The first connection is what starts webapp.
+	var resp *http.Response
+	var err error
+	client := &http.Client{Timeout: 10 * time.Second}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err = client.Get("http://" + addr + "/")
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("GET / under systemd-socket-activate: %v", err)
+	}
+	var body bytes.Buffer
+	body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if body.String() != "hello world\n" {
+		t.Errorf("GET / = %q, want hello world", body.String())
+	}
+	// systemd-socket-activate execs webapp in its own process.
+	if got, want := resp.Header.Get("X-Webapp-Pid"), strconv.Itoa(cmd.Process.Pid); got != want {
+		t.Errorf("X-Webapp-Pid = %s, want %s (the activated process)", got, want)
+	}
+	m, _ := sock.WaitFor(t, 0, "READY=1", 5*time.Second)
+	if st, _ := m.Get("STATUS"); !strings.Contains(st, "systemd") || !strings.Contains(st, addr) {
+		t.Errorf("STATUS=%q, want it to say it serves %s from the systemd socket", st, addr)
+	}
+}
+
+// TestNotifyLifecycle checks the notifications webapp sends through a real
+// notify socket: READY=1 only once the listener serves, STATUS= lines,
+// BARRIER=1 with its descriptor, STOPPING=1 and a draining status on
+// SIGTERM.
+func TestNotifyLifecycle(t *testing.T) {
+	sock := notifytest.Listen(t)
+	c := startWebapp(t, []string{"NOTIFY_SOCKET=" + sock.Addr()})
+	ready, i := sock.WaitFor(t, 0, "READY=1", 5*time.Second)
+	st, ok := ready.Get("STATUS")
+	if !ok || !strings.Contains(st, "serving http on "+c.addr) {
+		t.Errorf("READY=1 came with STATUS=%q, want what it serves", st)
+	}
+	// READY=1 was sent after the listener served: it answers now.
+	cl := dial(t, c.addr)
+	if _, body, err := cl.get("/"); err != nil || body != "hello world\n" {
+		t.Fatalf("GET / after READY=1: %q, %v", body, err)
+	}
+	b, _ := sock.WaitFor(t, i, "BARRIER=1", 5*time.Second)
+	if b.FDs != 1 {
+		t.Errorf("BARRIER=1 came with %d descriptors, want 1", b.FDs)
+	}
+	c.signal(t, syscall.SIGTERM)
+	m, _ := sock.WaitFor(t, i, "STOPPING=1", 5*time.Second)
+	if st, _ := m.Get("STATUS"); !strings.HasPrefix(st, "draining: ") || !strings.Contains(st, "connections remain") {
+		t.Errorf("STOPPING=1 came with STATUS=%q, want a draining status with the count", st)
+	}
+	if code := c.wait(t, 10*time.Second); code != 0 {
+		t.Errorf("exit = %d, want 0", code)
+	}
+}
+
+// TestWatchdogStopsWhenUnhealthy runs webapp with WATCHDOG_USEC and the
+// health switch: pings come while healthy and stop once /healthz fails.
+func TestWatchdogStopsWhenUnhealthy(t *testing.T) {
+	sock := notifytest.Listen(t)
+	c := startWebapp(t, []string{
+		"NOTIFY_SOCKET=" + sock.Addr(),
+		"WATCHDOG_USEC=200000",
+		"WEBAPP_FAIL_HEALTH_AFTER=1s",
+	})
+	_ = c
+	sock.WaitFor(t, 0, "WATCHDOG=1", 5*time.Second)
+	time.Sleep(2 * time.Second)
+	msgs := sock.Messages()
+	var last time.Time
+	pings := 0
+	for _, m := range msgs {
+		if m.Has("WATCHDOG=1") {
+			pings++
+			last = m.Time
+		}
+	}
+	if pings < 5 {
+		t.Errorf("%d watchdog pings while healthy, want one every 100ms for about 1s", pings)
+	}
+	if since := time.Since(last); since < 700*time.Millisecond {
+		t.Errorf("last watchdog ping %v ago, want none since the health check began failing ~1s ago", since)
+	}
+	cl := dial(t, c.addr)
+	if resp, _, err := cl.get("/healthz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("GET /healthz = %v, %v; want 503 after WEBAPP_FAIL_HEALTH_AFTER", resp, err)
+	}
+}
+
+// TestJournalLogging runs webapp with stderr as the JOURNAL_STREAM: lines
+// carry syslog priorities and no timestamps.
+func TestJournalLogging(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dev, ino, err := fileStat(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	cmd := webappCmd(t, []string{"JOURNAL_STREAM=" + dev + ":" + ino}, "serve", "--listen", addr, "--drain-timeout", "500ms", "--idle-grace", "100ms")
+	cmd.Stderr = f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// A request cut at the deadline makes an error line.
+	var conn net.Conn
+	for i := 0; i < 500; i++ {
+		if conn, err = net.Dial("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte("GET /slow?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n"))
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() { <-ctx.Done(); cmd.Process.Kill() }()
+	cmd.Wait()
+	out, _ := os.ReadFile(f.Name())
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	var info, errs int
+	for _, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "<6>"):
+			info++
+		case strings.HasPrefix(l, "<3>"):
+			errs++
+		case strings.HasPrefix(l, "<4>"):
+		default:
+			t.Errorf("line without a syslog priority prefix: %q", l)
+		}
+		if strings.Contains(l, "time=") {
+			t.Errorf("line with a timestamp under journald: %q", l)
+		}
+	}
+	if info == 0 || errs == 0 {
+		t.Errorf("want <6> info lines and a <3> error line (cut connections), got:\n%s", out)
+	}
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain runs the real webapp when the test binary is re-executed as a
+// child with WEBAPP_TEST_MAIN=1, with the child's arguments after "--".
+func TestMain(m *testing.M) {
+	if os.Getenv("WEBAPP_TEST_MAIN") == "1" {
+		os.Unsetenv("WEBAPP_TEST_MAIN")
+		os.Args = append(os.Args[:1], os.Args[2:]...) // drop the "--"
+		os.Exit(realMain())
+	}
+	os.Exit(m.Run())
+}
+
+// syncBuffer collects a child's output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// child is webapp running in a child process.
+type child struct {
+	cmd    *exec.Cmd
+	addr   string
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error
+}
+
+// freeAddr returns a loopback address with a port nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// webappCmd is the test binary set up to run webapp with args.
+func webappCmd(t *testing.T, env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], append([]string{"--"}, args...)...)
+	cmd.Env = append(os.Environ(), "WEBAPP_TEST_MAIN=1")
+	cmd.Env = append(cmd.Env, env...)
+	return cmd
+}
+
+// startWebapp runs `webapp serve --listen <free port> args...` and waits
+// until it answers.
+func startWebapp(t *testing.T, env []string, args ...string) *child {
+	t.Helper()
+	addr := freeAddr(t)
+	c := &child{addr: addr, stderr: &syncBuffer{}, done: make(chan struct{})}
+	c.cmd = webappCmd(t, env, append([]string{"serve", "--listen", addr}, args...)...)
+	c.cmd.Stderr = c.stderr
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c.err = c.cmd.Wait()
+		close(c.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-c.done:
+		default:
+			c.cmd.Process.Kill()
+			<-c.done
+		}
+		if t.Failed() {
+			t.Logf("webapp stderr:\n%s", c.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+			return c
+		}
+		select {
+		case <-c.done:
+			t.Fatalf("webapp exited before serving: %v\n%s", c.err, c.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("webapp not serving on %s after 10s", addr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (c *child) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wait returns the exit code, failing the test after timeout.
+func (c *child) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(timeout):
+		t.Fatalf("webapp still running after %v", timeout)
+	}
+	return c.cmd.ProcessState.ExitCode()
+}
+
+// conn is a kept-alive client connection without retries.
+type conn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &conn{c: c, br: bufio.NewReader(c)}
+}
+
+func (c *conn) get(path string) (*http.Response, string, error) {
+	if _, err := fmt.Fprintf(c.c, "GET %s HTTP/1.1\r\nHost: webapp\r\n\r\n", path); err != nil {
+		return nil, "", err
+	}
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b), err
+}
+
+func TestEndpoints(t *testing.T) {
+	c := startWebapp(t, nil)
+	cl := dial(t, c.addr)
+	pid := strconv.Itoa(c.cmd.Process.Pid)
+	tests := []struct {
+		path     string
+		status   int
+		wantBody string
+	}{
+		{"/", 200, "hello world\n"},
+		{"/healthz", 200, "ok\n"},
+		{"/slow?ms=50", 200, "slept 50 ms\n"},
+		{"/slow?ms=-1", 400, ""},
+		{"/slow?ms=abc", 400, ""},
+		{"/slow?ms=999999999", 400, ""},
+		{"/nope", 404, ""},
+	}
+	for _, tt := range tests {
+		resp, body, err := cl.get(tt.path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", tt.path, err)
+		}
+		if resp.StatusCode != tt.status {
+			t.Errorf("GET %s = %d, want %d", tt.path, resp.StatusCode, tt.status)
+		}
+		if tt.wantBody != "" && body != tt.wantBody {
+			t.Errorf("GET %s body = %q, want %q", tt.path, body, tt.wantBody)
+		}
+		if got := resp.Header.Get("X-Webapp-Pid"); got != pid {
+			t.Errorf("GET %s X-Webapp-Pid = %q, want %s", tt.path, got, pid)
+		}
+		if got := resp.Header.Get("X-Webapp-Version"); got != webappVersion() {
+			t.Errorf("GET %s X-Webapp-Version = %q, want %s", tt.path, got, webappVersion())
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(out.String()); got == "" || got != webappVersion() {
+		t.Errorf("webapp version = %q, want %q", got, webappVersion())
+	}
+}
+
+// TestBadCommandLines runs the real program: each bad command line exits 2
+// with a usage line on stderr.
+func TestBadCommandLines(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"no command", nil, nil, "usage: webapp"},
+		{"unknown command", []string{"frobnicate"}, nil, `unknown command "frobnicate"`},
+		{"unknown flag", []string{"serve", "--bogus"}, nil, "flag provided but not defined: -bogus"},
+		{"bad duration", []string{"serve", "--drain-timeout", "soon"}, nil, "invalid value"},
+		{"zero drain", []string{"serve", "--drain-timeout", "0s"}, nil, "--drain-timeout 0s: must be positive"},
+		{"negative grace", []string{"serve", "--idle-grace", "-1s"}, nil, "--idle-grace -1s"},
+		{"grace past deadline", []string{"serve", "--idle-grace", "5s", "--drain-timeout", "2s"}, nil, "must be shorter than --drain-timeout"},
+		{"bad log format", []string{"serve", "--log-format", "xml"}, nil, `--log-format "xml"`},
+		{"bad log level", []string{"serve", "--log-level", "loud"}, nil, `--log-level "loud"`},
+		{"empty listen", []string{"serve", "--listen", ""}, nil, "--listen: empty address"},
+		{"extra argument", []string{"serve", "now"}, nil, `unexpected argument "now"`},
+		{"version argument", []string{"version", "x"}, nil, "takes no arguments"},
+		{"bad health switch", []string{"serve"}, []string{"WEBAPP_FAIL_HEALTH_AFTER=later"}, "WEBAPP_FAIL_HEALTH_AFTER"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := webappCmd(t, tt.env, tt.args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); code != 2 {
+				t.Errorf("webapp %q exit = %d (%v), want 2", tt.args, code, err)
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("webapp %q stderr = %q, want it to contain %q", tt.args, stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestBindFailureIsClear(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := webappCmd(t, nil, "serve", "--listen", ln.Addr().String())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("webapp on a busy port: exit %d, want 1", code)
+	}
+	if !strings.Contains(stderr.String(), "address already in use") || !strings.Contains(stderr.String(), `"http"`) {
+		t.Errorf("webapp on a busy port: stderr %q, want the listener's name and the bind error", stderr.String())
+	}
+}
