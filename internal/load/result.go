@@ -46,8 +46,8 @@ type Result struct {
 	PIDs     map[string]int64 `json:"pids"`
 	Versions map[string]int64 `json:"versions"`
 
-	// FailureDetails are the first failures, at most
-	// Options.MaxFailureDetails, in the order they were recorded.
+	// FailureDetails are the first failures recorded, at most
+	// Options.MaxFailureDetails, sorted by Offset.
 	FailureDetails []Failure `json:"failure_details,omitempty"`
 
 	// Samples are the kept per-request samples sorted by start;
@@ -213,6 +213,7 @@ func (r *runner) result(elapsed time.Duration) *Result {
 		res.RPS = float64(res.Requests) / elapsed.Seconds()
 	}
 	slices.SortFunc(res.Samples, func(a, b Sample) int { return cmp.Compare(a.Start, b.Start) })
+	slices.SortStableFunc(res.FailureDetails, func(a, b Failure) int { return cmp.Compare(a.Offset, b.Offset) })
 	computeStats(res, r.opts.Margin)
 	return res
 }
@@ -295,6 +296,9 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 	return sorted[rank-1]
 }
 
+// maxShownFailures caps the failure details that String shows.
+const maxShownFailures = 10
+
 // String returns a human-readable summary as a few aligned tables.
 func (r *Result) String() string {
 	var b strings.Builder
@@ -336,10 +340,15 @@ func (r *Result) String() string {
 		tw.Flush()
 	}
 	if len(r.FailureDetails) > 0 {
-		fmt.Fprintf(&b, "first %d failures\n", len(r.FailureDetails))
+		shown := r.FailureDetails[:min(len(r.FailureDetails), maxShownFailures)]
+		fmt.Fprintf(&b, "first %d failures", len(shown))
+		if len(shown) < len(r.FailureDetails) {
+			fmt.Fprintf(&b, " (%d kept in the JSON summary)", len(r.FailureDetails))
+		}
+		b.WriteByte('\n')
 		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 		fmt.Fprint(tw, "  at\tclass\tclient\tconn req\twritten\ttook\terror\n")
-		for _, f := range r.FailureDetails {
+		for _, f := range shown {
 			fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%t\t%s\t%s\n", round(f.Offset), f.Class, f.Client, f.ConnRequest, f.Written, round(f.Latency), f.Error)
 		}
 		tw.Flush()
