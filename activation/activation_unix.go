@@ -20,31 +20,48 @@ import (
 // from a live one.
 const staleProbeTimeout = time.Second
 
-// takeFiles wraps the descriptors p names, marking them close-on-exec. It
-// first checks that every one of them is open, so that it never wraps (and
-// later closes) a descriptor number that belongs to nobody, or to someone
-// else once reused. The caller unsets the environment.
+// takeFiles wraps the descriptors p names, marking them close-on-exec. The
+// caller unsets the environment.
+//
+// It first checks that every one of them is an open socket, and if one is
+// not it takes none: a count larger than what was really passed would
+// otherwise have it wrap, and on error close, descriptors that belong to the
+// Go runtime or the program (an *os.File even closes its descriptor when it
+// is garbage collected). The descriptors are then only marked close-on-exec.
 func takeFiles(p passed) ([]*os.File, error) {
 	r := p.fds()
-	var firstBad, bad int
-	var badErr error
+	var errs []error
+	notOpen, notOpenAt, notOpenFD := 0, 0, 0 // count, index in errs, first fd
+	var notOpenErr error
 	for i := 0; i < r.n; i++ {
-		if _, err := unix.FcntlInt(uintptr(r.first+i), unix.F_GETFD, 0); err != nil {
-			if bad == 0 {
-				firstBad, badErr = i, err
+		fd, name := r.first+i, p.names[i]
+		_, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EBADF):
+			if notOpen == 0 {
+				notOpenAt, notOpenFD, notOpenErr = len(errs), fd, err
+				errs = append(errs, nil) // filled in below, in fd order
 			}
-			bad++
+			notOpen++
+		case errors.Is(err, unix.ENOTSOCK):
+			errs = append(errs, &FDError{FD: fd, Name: name, Err: fmt.Errorf("%w: not a socket", ErrNotStream)})
+		default:
+			errs = append(errs, &FDError{FD: fd, Name: name, Err: fmt.Errorf("%w: getsockopt SO_TYPE: %w", ErrNotStream, err)})
 		}
 	}
-	if bad > 0 {
-		markCloseOnExec(r)
-		countVar := envFDs
-		if p.source == Inherited {
-			countVar = envInhFDs
+	if len(errs) > 0 {
+		if notOpen > 0 {
+			countVar := envFDs
+			if p.source == Inherited {
+				countVar = envInhFDs
+			}
+			errs[notOpenAt] = &FDError{FD: notOpenFD, Name: p.names[notOpenFD-r.first], Err: fmt.Errorf(
+				"%w: %s=%d names fds %d to %d, but %d of them are not open: %w",
+				ErrBadEnvironment, countVar, r.n, r.first, r.first+r.n-1, notOpen, notOpenErr)}
 		}
-		return nil, &FDError{FD: r.first + firstBad, Name: p.names[firstBad], Err: fmt.Errorf(
-			"%w: %s=%d names fds %d to %d, but %d of them are not open: %w",
-			ErrBadEnvironment, countVar, r.n, r.first, r.first+r.n-1, bad, badErr)}
+		markCloseOnExec(r)
+		return nil, joinErrors(errs...)
 	}
 	if p.source == Systemd {
 		// go-systemd reads the same variables parseEnv checked, marks

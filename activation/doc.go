@@ -38,9 +38,13 @@
 // descriptor (else ErrDuplicateName); every Spec must get one (else
 // ErrMissing: a passed set is never completed by binding). On any error
 // Listen closes every descriptor and listener it took and returns every
-// problem it found. When the environment itself is bad (ErrBadEnvironment)
-// nothing is taken, since it does not say reliably which descriptors are
-// ours: the descriptors it claims are marked close-on-exec and left open.
+// problem it found. When the environment itself is bad (ErrBadEnvironment),
+// or when a descriptor in the claimed range is not an open socket
+// (ErrBadEnvironment or ErrNotStream), nothing is taken: the environment
+// does not say reliably which descriptors are ours, and a LISTEN_FDS larger
+// than what was passed would otherwise have Listen close descriptors of the
+// Go runtime or of the program. The claimed descriptors are then marked
+// close-on-exec and left open.
 //
 // The units: name every socket with FileDescriptorName= and ask for the
 // same names in the Specs.
