@@ -84,7 +84,8 @@ type Set struct {
 // likewise. Every passed descriptor must be a listening stream socket whose
 // name a Spec asks for, and every Spec must get one (or several, with
 // Multiple); otherwise Listen closes everything it took and returns every
-// problem it found, as *FDError values. If nothing was passed, it binds each
+// problem it found, as *FDError values (an *EnvError for a malformed
+// environment), joined when there are several. If nothing was passed, it binds each
 // Spec's Network and Address, honouring ctx. See the package documentation
 // for the environment it reads and unsets.
 func Listen(ctx context.Context, specs ...Spec) (*Set, error) {
@@ -325,8 +326,9 @@ func (s *Set) Source() Source { return s.source }
 // Names returns the names the Set holds, in Spec order.
 func (s *Set) Names() []string { return append([]string(nil), s.names...) }
 
-// Files returns the descriptors under the listeners in descriptor order:
-// those passed in, kept as they were, or duplicates of those Listen bound.
+// Files returns the descriptors under the listeners in descriptor order
+// (Spec order for a bound Set): those passed in, kept as they were, or
+// duplicates of those Listen bound.
 // They stay owned by the Set (Close closes them): hand them on, do not
 // close them. Like Export, Files marks the Set handed on, so that Close no
 // longer unlinks the unix socket paths it bound.
@@ -349,7 +351,9 @@ func (s *Set) Files() []File {
 // parent, so a grandchild that merely inherits the environment does not
 // take them.
 //
-// The files stay owned by the Set: keep it open until the child is started
+// With cmd.Env nil the child would get this process's environment without
+// env: set cmd.Env = append(os.Environ(), env...). The files stay owned by
+// the Set: keep it open until the child is started
 // (or has taken over). Export marks the Set handed on, so that Close no
 // longer unlinks the unix socket paths it bound. It returns nothing for a
 // closed Set or one without files.
