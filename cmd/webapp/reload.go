@@ -2,9 +2,50 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/baton-dev/baton/upgrade"
 )
 
+// reload is `webapp reload`: ExecReload= of webapp.service. It asks the
+// running generation to swap in the binary now installed and returns only
+// when the swap has succeeded (exit 0) or failed (exit 1, with the reason).
 func reload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return &usageError{"reload: not available in this build"}
+	fs := flag.NewFlagSet("webapp reload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	control := fs.String("control", defaultControl(), "the running service's control socket `path` (default $RUNTIME_DIRECTORY/control.sock, as set by systemd)")
+	timeout := fs.Duration("timeout", 90*time.Second, "give up waiting for the outcome after this `duration`")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: webapp reload [--control PATH] [--timeout D]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return &usageError{err.Error()}
+	}
+	switch {
+	case fs.NArg() > 0:
+		return &usageError{fmt.Sprintf("reload: unexpected argument %q", fs.Arg(0))}
+	case *timeout <= 0:
+		return &usageError{fmt.Sprintf("--timeout %v: must be positive", *timeout)}
+	case *control == "":
+		return &usageError{"reload: no control socket: RUNTIME_DIRECTORY is not set (not run by systemd); pass --control PATH, or send SIGHUP to webapp"}
+	case !filepath.IsAbs(*control):
+		return &usageError{fmt.Sprintf("--control %q: must be an absolute path", *control)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	res, err := upgrade.Request(ctx, *control)
+	if err != nil {
+		return fmt.Errorf("reload failed: %w", err)
+	}
+	fmt.Fprintf(stdout, "reloaded: pid %d is serving (swap took %v)\n", res.PID, res.Duration.Round(time.Millisecond))
+	return nil
 }

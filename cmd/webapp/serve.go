@@ -8,7 +8,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -16,6 +20,7 @@ import (
 	"github.com/baton-dev/baton/activation"
 	"github.com/baton-dev/baton/drain"
 	"github.com/baton-dev/baton/systemd"
+	"github.com/baton-dev/baton/upgrade"
 )
 
 // serveConfig is the parsed command line of webapp serve.
@@ -25,6 +30,8 @@ type serveConfig struct {
 	idleGrace       time.Duration
 	logFormat       string
 	logLevel        string
+	reloadTimeout   time.Duration
+	control         string
 	failHealthAfter time.Duration
 }
 
@@ -35,10 +42,12 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8080", "fallback `address` of the http listener when systemd passes none (host:port, or a /path for a unix socket)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, cut connections still open after this `duration` (keep it below TimeoutStopSec=)")
 	fs.DurationVar(&c.idleGrace, "idle-grace", drain.DefaultIdleGrace, "keep answering kept-alive connections this `duration` into a drain before closing idle ones")
+	fs.DurationVar(&c.reloadTimeout, "reload-timeout", upgrade.DefaultTimeout, "on reload, give up on a new generation not ready within this `duration` (keep it below TimeoutStartSec=)")
+	fs.StringVar(&c.control, "control", defaultControl(), "unix socket `path` on which `webapp reload` reaches this service (default $RUNTIME_DIRECTORY/control.sock; none outside systemd)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: error, warn, info or debug")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: webapp serve [--listen ADDR] [--drain-timeout D] [--idle-grace D] [--log-format text|json] [--log-level L]")
+		fmt.Fprintln(fs.Output(), "usage: webapp serve [--listen ADDR] [--drain-timeout D] [--idle-grace D] [--reload-timeout D] [--control PATH] [--log-format text|json] [--log-level L]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -57,6 +66,10 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		return nil, &usageError{fmt.Sprintf("--drain-timeout %v: must be positive", c.drainTimeout)}
 	case c.idleGrace < 0:
 		return nil, &usageError{fmt.Sprintf("--idle-grace %v: must not be negative", c.idleGrace)}
+	case c.reloadTimeout <= 0:
+		return nil, &usageError{fmt.Sprintf("--reload-timeout %v: must be positive", c.reloadTimeout)}
+	case c.control != "" && !filepath.IsAbs(c.control):
+		return nil, &usageError{fmt.Sprintf("--control %q: must be an absolute path", c.control)}
 	case c.idleGrace >= c.drainTimeout:
 		return nil, &usageError{fmt.Sprintf("--idle-grace %v: must be shorter than --drain-timeout %v", c.idleGrace, c.drainTimeout)}
 	}
@@ -77,6 +90,32 @@ func listenSpec(addr string) activation.Spec {
 	return activation.Spec{Name: "http", Network: "tcp", Address: addr}
 }
 
+// defaultControl is the control socket path under systemd (with
+// RuntimeDirectory= set), or none.
+func defaultControl() string {
+	if d := os.Getenv("RUNTIME_DIRECTORY"); d != "" {
+		// RuntimeDirectory= may list several, separated by colons.
+		d, _, _ = strings.Cut(d, ":")
+		return filepath.Join(d, "control.sock")
+	}
+	return ""
+}
+
+// installPath is the path this program was started from, made absolute:
+// the binary a reload starts. Not /proc/self/exe, which names the file a
+// package upgrade has replaced.
+func installPath() (string, error) {
+	p := os.Args[0]
+	if !strings.Contains(p, "/") {
+		lp, err := exec.LookPath(p)
+		if err != nil {
+			return "", fmt.Errorf("cannot find the program's install path: %w", err)
+		}
+		p = lp
+	}
+	return filepath.Abs(p)
+}
+
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg, err := parseServe(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -94,14 +133,48 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil && !errors.Is(err, systemd.ErrNotSupervised) {
 		return err
 	}
+	// A previous generation that started us passes its sockets and a
+	// handshake; otherwise this is a fresh start.
+	handoff, err := upgrade.Inherited()
+	if err != nil && !errors.Is(err, upgrade.ErrNotInherited) {
+		return err
+	}
 
 	set, err := activation.Listen(ctx, listenSpec(cfg.listen))
 	if err != nil {
-		notifier.Notify(systemd.Status("start failed: " + err.Error()))
+		if handoff == nil {
+			notifier.Notify(systemd.Status("start failed: " + err.Error()))
+		}
 		return err
 	}
 	defer set.Close()
 	ln, err := set.Listener("http")
+	if err != nil {
+		return err
+	}
+	control := handoff.Control()
+	if control == nil && cfg.control != "" {
+		if control, err = upgrade.ListenControl(cfg.control); err != nil {
+			return err
+		}
+	}
+	path, err := installPath()
+	if err != nil {
+		return err
+	}
+	upgrader, err := upgrade.New(upgrade.Options{
+		Path:     path,
+		Args:     append([]string{"serve"}, args...),
+		Timeout:  cfg.reloadTimeout,
+		Notifier: notifier,
+		Logger:   log,
+	}, func() (upgrade.Handover, error) {
+		files, env := set.Export(3)
+		if len(files) == 0 {
+			return upgrade.Handover{}, errors.New("no listener left to hand on")
+		}
+		return upgrade.Handover{Files: files, Env: env}, nil
+	})
 	if err != nil {
 		return err
 	}
@@ -118,11 +191,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- d.Serve(srv, probe) }()
 
+	// Prove the server healthy before taking a single connection.
 	readyCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = probe.Check(readyCtx)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("not ready: %w", err)
+	}
+	if handoff != nil {
+		// The old generation commits (MAINPID=, READY=1) before we accept.
+		hctx, cancel := context.WithTimeout(ctx, cfg.reloadTimeout+10*time.Second)
+		err := handoff.Ready(hctx)
+		cancel()
+		if err != nil {
+			log.Errorf("not taking over: %v", err)
+			return errReported
+		}
 	}
 	go func() { serveErr <- d.Serve(srv, ln) }()
 
@@ -142,18 +226,46 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 	startWatchdog(wdCtx, notifier, probe, log)
+	if control != nil {
+		go func() {
+			if err := upgrader.ServeControl(ctx, control); err != nil && !errors.Is(err, upgrade.ErrHandedOver) {
+				log.Errorf("control socket: %v", err)
+			}
+		}()
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		if !errors.Is(err, http.ErrServerClosed) {
-			log.Errorf("serve: %v", err)
-			notifier.Notify(systemd.Status("failed: " + err.Error()))
-			return errReported
+	for {
+		select {
+		case <-ctx.Done():
+			stopWatchdog()
+			// Handed over just now? Then the service is not stopping.
+			return stop(d, set, notifier, log, cfg.drainTimeout, !isClosed(upgrader.HandedOver()))
+		case err := <-serveErr:
+			if !errors.Is(err, http.ErrServerClosed) {
+				log.Errorf("serve: %v", err)
+				notifier.Notify(systemd.Status("failed: " + err.Error()))
+				return errReported
+			}
+		case <-hup:
+			log.Infof("SIGHUP: swapping in %s", path)
+			go upgrader.Upgrade(ctx) // it logs the outcome
+		case <-upgrader.HandedOver():
+			stopWatchdog()
+			return stop(d, set, notifier, log, cfg.drainTimeout, false)
 		}
 	}
-	stopWatchdog()
-	return stop(d, set, notifier, log, cfg.drainTimeout, true)
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // stop drains this generation. stopping says whether the service is
@@ -165,7 +277,11 @@ func stop(d *drain.Drainer, set *activation.Set, notifier *systemd.Notifier, log
 	if stopping {
 		notifier.Notify(systemd.Stopping, status())
 	}
-	log.Infof("draining %d connections (deadline %v)", d.Connections(), timeout)
+	if stopping {
+		log.Infof("stopping: draining %d connections (deadline %v)", d.Connections(), timeout)
+	} else {
+		log.Infof("handed over: draining %d connections (deadline %v)", d.Connections(), timeout)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	done := make(chan struct{})

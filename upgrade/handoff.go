@@ -1,0 +1,108 @@
+package upgrade
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Handoff is the new generation's side of the handshake. A nil *Handoff
+// (a process started afresh) is valid: Ready returns nil at once and
+// Control returns nil.
+type Handoff struct {
+	conn    *os.File
+	control net.Listener
+}
+
+// Inherited reads the handshake descriptors a previous generation passed
+// (BATON_UPGRADE_FD, BATON_CONTROL_FD, BATON_UPGRADE_PARENT), and unsets
+// those variables. It returns ErrNotInherited when the process was not
+// started by a previous generation; the variables naming another parent
+// (a grandchild that inherited them) count as not inherited.
+func Inherited() (*Handoff, error) {
+	fdv, ctlv, parentv := os.Getenv(envUpgradeFD), os.Getenv(envControlFD), os.Getenv(envParent)
+	os.Unsetenv(envUpgradeFD)
+	os.Unsetenv(envControlFD)
+	os.Unsetenv(envParent)
+	if fdv == "" {
+		return nil, ErrNotInherited
+	}
+	parent, err := strconv.Atoi(parentv)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: %s=%q: not a process id", envParent, parentv)
+	}
+	if parent != os.Getppid() {
+		return nil, ErrNotInherited
+	}
+	fd, err := parseFD(envUpgradeFD, fdv)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handoff{conn: os.NewFile(uintptr(fd), "upgrade-handshake")}
+	markCloseOnExec(fd)
+	if ctlv != "" {
+		cfd, err := parseFD(envControlFD, ctlv)
+		if err != nil {
+			h.conn.Close()
+			return nil, err
+		}
+		markCloseOnExec(cfd)
+		f := os.NewFile(uintptr(cfd), "control")
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			h.conn.Close()
+			return nil, fmt.Errorf("upgrade: inherited control socket (fd %d): %w", cfd, err)
+		}
+		h.control = ln
+	}
+	return h, nil
+}
+
+func parseFD(name, v string) (int, error) {
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return 0, fmt.Errorf("upgrade: %s=%q: want a descriptor number of at least 3", name, v)
+	}
+	return fd, nil
+}
+
+// Control returns the inherited control socket, or nil.
+func (h *Handoff) Control() net.Listener {
+	if h == nil {
+		return nil
+	}
+	return h.control
+}
+
+// Ready tells the old generation that this one is healthy, and waits for
+// its commit: when Ready returns nil this process is the main process and
+// must start accepting. Any other outcome (the old generation gave up, or
+// ctx ended) returns an error, and this process must exit without having
+// accepted a connection.
+func (h *Handoff) Ready(ctx context.Context) error {
+	if h == nil {
+		return nil
+	}
+	defer h.conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		h.conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { h.conn.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := h.conn.Write([]byte("ready\n")); err != nil {
+		return fmt.Errorf("%w: %w", ErrAborted, err)
+	}
+	line, err := bufio.NewReader(h.conn).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrAborted, err)
+	}
+	if line != "commit\n" {
+		return fmt.Errorf("%w: unexpected handshake %q", ErrAborted, line)
+	}
+	return nil
+}

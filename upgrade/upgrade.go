@@ -1,0 +1,314 @@
+package upgrade
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/baton-dev/baton/systemd"
+)
+
+// DefaultTimeout is how long a new generation has to become ready when
+// Options.Timeout is zero. It is well under the TimeoutStartSec= that
+// bounds `systemctl reload`.
+const DefaultTimeout = 20 * time.Second
+
+// Environment entries that a new generation receives.
+const (
+	envUpgradeFD = "BATON_UPGRADE_FD"
+	envControlFD = "BATON_CONTROL_FD"
+	envParent    = "BATON_UPGRADE_PARENT"
+)
+
+var (
+	// ErrHandedOver is returned for an upgrade requested after this
+	// generation has handed over to a new one.
+	ErrHandedOver = errors.New("upgrade: this generation has handed over")
+	// ErrNotInherited is returned by Inherited in a process that was not
+	// started by a previous generation.
+	ErrNotInherited = errors.New("upgrade: not started by a previous generation")
+	// ErrAborted is returned by Handoff.Ready when the old generation
+	// gives up on this one.
+	ErrAborted = errors.New("upgrade: the old generation aborted the upgrade")
+)
+
+// Logger receives progress messages. *logrus.Logger and *logrus.Entry
+// satisfy it.
+type Logger interface {
+	Infof(format string, args ...any)
+	Warnf(format string, args ...any)
+}
+
+// Options configures an Upgrader.
+type Options struct {
+	// Path is the binary to start: the install path of the program, such
+	// as /usr/bin/webapp. Required; it must be absolute.
+	Path string
+	// Args are its arguments, without the program name (typically
+	// os.Args[1:]).
+	Args []string
+	// Timeout bounds the time from start to ready. Zero means
+	// DefaultTimeout.
+	Timeout time.Duration
+	// Notifier is told about the reload (RELOADING=1, MAINPID=, READY=1,
+	// STATUS=). Nil outside systemd.
+	Notifier *systemd.Notifier
+	// Logger receives progress messages. Nil discards them.
+	Logger Logger
+}
+
+// Handover is what a new generation inherits besides the handshake: files
+// that land at descriptor 3 onwards in the child, in order, and the
+// environment entries that describe them (see activation.Set.Export with
+// firstFD 3).
+type Handover struct {
+	Files []*os.File
+	Env   []string
+}
+
+// Result describes a successful upgrade.
+type Result struct {
+	// PID is the new generation's process id, now the main process.
+	PID int
+	// Duration is the time from start to commit.
+	Duration time.Duration
+}
+
+// Upgrader performs upgrades for the running generation. Use New.
+type Upgrader struct {
+	opts     Options
+	handover func() (Handover, error)
+
+	mu         sync.Mutex
+	cur        *attempt
+	handedOver chan struct{}
+	done       bool
+	control    *os.File // a duplicate of the control socket, handed on
+	controlLn  net.Listener
+}
+
+type attempt struct {
+	done chan struct{}
+	res  Result
+	err  error
+}
+
+// New returns an Upgrader. handover is called at each upgrade for the
+// files and environment the new generation inherits (typically a
+// closure over activation.Set.Export(3)).
+func New(opts Options, handover func() (Handover, error)) (*Upgrader, error) {
+	if !filepath.IsAbs(opts.Path) {
+		return nil, fmt.Errorf("upgrade: binary path %q: must be absolute", opts.Path)
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.Timeout < 0 {
+		return nil, fmt.Errorf("upgrade: timeout %v: must be positive", opts.Timeout)
+	}
+	if handover == nil {
+		return nil, errors.New("upgrade: no handover function")
+	}
+	return &Upgrader{opts: opts, handover: handover, handedOver: make(chan struct{})}, nil
+}
+
+// HandedOver is closed once a new generation has taken over. The caller
+// then stops accepting and drains this generation.
+func (u *Upgrader) HandedOver() <-chan struct{} { return u.handedOver }
+
+// Upgrade starts a new generation and hands over to it, as described in
+// the package documentation. It returns once the new generation is the
+// main process and ready, or with the reason it is not; the old
+// generation then keeps serving. ctx aborts the attempt (for example when
+// the service is told to stop). Concurrent calls share one attempt.
+func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) {
+	u.mu.Lock()
+	if u.done {
+		u.mu.Unlock()
+		return Result{}, ErrHandedOver
+	}
+	if a := u.cur; a != nil {
+		u.mu.Unlock()
+		u.logf("upgrade: already under way, waiting for its outcome")
+		<-a.done
+		return a.res, a.err
+	}
+	a := &attempt{done: make(chan struct{})}
+	u.cur = a
+	u.mu.Unlock()
+
+	a.res, a.err = u.attempt(ctx)
+
+	u.mu.Lock()
+	u.cur = nil
+	if a.err == nil {
+		u.done = true
+		close(u.handedOver)
+	}
+	u.mu.Unlock()
+	close(a.done)
+	return a.res, a.err
+}
+
+func (u *Upgrader) attempt(ctx context.Context) (Result, error) {
+	start := time.Now()
+	n := u.opts.Notifier
+	n.Notify(systemd.Reloading(), systemd.Status("reloading: starting "+u.opts.Path))
+	u.logf("upgrade: starting %s", u.opts.Path)
+	pid, err := u.run(ctx, start)
+	if err != nil {
+		err = fmt.Errorf("upgrade: %w", err)
+		n.Notify(systemd.Ready, systemd.Status("reload failed: "+strings.TrimPrefix(err.Error(), "upgrade: ")))
+		if u.opts.Logger != nil {
+			u.opts.Logger.Warnf("%v; still serving as pid %d", err, os.Getpid())
+		}
+		return Result{}, err
+	}
+	res := Result{PID: pid, Duration: time.Since(start)}
+	u.logf("upgrade: pid %d took over in %v", pid, res.Duration.Round(time.Millisecond))
+	return res, nil
+}
+
+// run starts the new generation and commits to it; it returns the new pid.
+func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
+	h, err := u.handover()
+	if err != nil {
+		return 0, fmt.Errorf("preparing the handover: %w", err)
+	}
+	ours, theirs, err := socketpair()
+	if err != nil {
+		return 0, fmt.Errorf("socketpair: %w", err)
+	}
+	defer ours.Close()
+
+	files := append(append([]*os.File(nil), h.Files...), theirs)
+	env := append(childEnv(os.Environ()), h.Env...)
+	env = append(env,
+		envUpgradeFD+"="+strconv.Itoa(3+len(files)-1),
+		envParent+"="+strconv.Itoa(os.Getpid()))
+	u.mu.Lock()
+	if u.control != nil {
+		files = append(files, u.control)
+		env = append(env, envControlFD+"="+strconv.Itoa(3+len(files)-1))
+	}
+	u.mu.Unlock()
+
+	cmd := exec.Command(u.opts.Path, u.opts.Args...)
+	cmd.Env = env
+	cmd.ExtraFiles = files
+	cmd.Stdin = nil
+	cmd.Stdout = os.Stdout
+	cmd.Stderr = os.Stderr
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		return 0, fmt.Errorf("cannot start the new binary: %w", err)
+	}
+	pid := cmd.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(ours).ReadString('\n')
+		switch {
+		case err != nil:
+			ready <- err
+		case line != "ready\n":
+			ready <- fmt.Errorf("unexpected handshake %q", line)
+		default:
+			ready <- nil
+		}
+	}()
+	abort := func(why error) (int, error) {
+		cmd.Process.Kill()
+		<-exited
+		return 0, why
+	}
+	timer := time.NewTimer(u.opts.Timeout - time.Since(start))
+	defer timer.Stop()
+	select {
+	case err := <-exited:
+		return 0, fmt.Errorf("new generation (pid %d) %s before it was ready", pid, exitReason(cmd, err))
+	case <-timer.C:
+		return abort(fmt.Errorf("new generation (pid %d) not ready within %v", pid, u.opts.Timeout))
+	case <-ctx.Done():
+		return abort(fmt.Errorf("canceled: %w", context.Cause(ctx)))
+	case err := <-ready:
+		if err != nil {
+			// The handshake broke: wait briefly for the exit status,
+			// which says more than the broken pipe.
+			select {
+			case werr := <-exited:
+				return 0, fmt.Errorf("new generation (pid %d) %s before it was ready", pid, exitReason(cmd, werr))
+			case <-time.After(time.Second):
+				return abort(fmt.Errorf("new generation (pid %d): handshake: %w", pid, err))
+			}
+		}
+	}
+
+	// Commit: systemd learns the new main process before we let it accept.
+	n := u.opts.Notifier
+	if err := n.Notify(systemd.MainPID(pid), systemd.Ready,
+		systemd.Status(fmt.Sprintf("reloaded: pid %d took over from pid %d", pid, os.Getpid()))); err != nil {
+		return abort(fmt.Errorf("announcing pid %d: %w", pid, err))
+	}
+	bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err = n.Barrier(bctx)
+	cancel()
+	if err != nil && u.opts.Logger != nil {
+		u.opts.Logger.Warnf("upgrade: %v (going on)", err)
+	}
+	u.mu.Lock()
+	if u.controlLn != nil {
+		u.controlLn.Close()
+	}
+	u.mu.Unlock()
+	if _, err := ours.Write([]byte("commit\n")); err != nil {
+		// It died between ready and commit: take the main process back.
+		n.Notify(systemd.MainPID(os.Getpid()))
+		return abort(fmt.Errorf("new generation (pid %d) went away at commit: %w", pid, err))
+	}
+	return pid, nil
+}
+
+func exitReason(cmd *exec.Cmd, err error) string {
+	st := cmd.ProcessState
+	if st == nil {
+		return fmt.Sprintf("failed: %v", err)
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return fmt.Sprintf("was killed by signal %v", ws.Signal())
+	}
+	return fmt.Sprintf("exited with status %d", st.ExitCode())
+}
+
+// childEnv is env without what must not reach a new generation.
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "WATCHDOG_PID", k == "LISTEN_PID", k == "LISTEN_FDS", k == "LISTEN_FDNAMES",
+			strings.HasPrefix(k, "BATON_"):
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func (u *Upgrader) logf(format string, args ...any) {
+	if u.opts.Logger != nil {
+		u.opts.Logger.Infof(format, args...)
+	}
+}
