@@ -20,22 +20,23 @@ DEB_FILE := $(DIST)/webapp_$(VERSION)_$(call deb_arch,$(ARCH)).deb
 RPM_FILE := $(DIST)/webapp-$(VERSION).$(call rpm_arch,$(ARCH)).rpm
 
 # Tools the packaging tests run (see packaging/packaging_test.go).
-APT_PACKAGES += lintian rpm rpmlint shellcheck systemd
+APT_PACKAGES += lintian man-db rpm rpmlint shellcheck systemd
 
 MAINTAINER_SCRIPTS := $(wildcard packaging/scripts/deb/* packaging/scripts/rpm/*)
 
 .PHONY: deb rpm packages lint-packaging
 
-deb: ## build $(DIST)/webapp_$(VERSION)_<arch>.deb
+deb: ## build dist/webapp_<version>_<arch>.deb (DIST=, VERSION=)
 	$(call nfpm_package,deb,$(DEB_FILE))
 
-rpm: ## build $(DIST)/webapp-$(VERSION).<arch>.rpm
+rpm: ## build dist/webapp-<version>.<arch>.rpm (DIST=, VERSION=)
 	$(call nfpm_package,rpm,$(RPM_FILE))
 
 packages: deb rpm ## build the deb and the rpm
 
+# `make lint` also checks the maintainer scripts.
 lint: lint-packaging
-lint-packaging: ## shellcheck the package maintainer scripts
+lint-packaging:
 	shellcheck --shell=sh $(MAINTAINER_SCRIPTS)
 
 # nfpm_package FORMAT OUTPUT: build webapp (or take WEBAPP_BIN) and the man
