@@ -84,6 +84,13 @@ func (u *Upgrader) ServeControl(ctx context.Context, ln net.Listener) error {
 // line.
 func (u *Upgrader) answer(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
+	if err != nil {
+		fmt.Fprintf(c, "error bad request: %v\n", err)
+		return
+	}
+	c.SetReadDeadline(time.Time{})
 	uid, err := peerUID(c)
 	if err != nil {
 		fmt.Fprintf(c, "error cannot identify the caller: %v\n", err)
@@ -96,13 +103,6 @@ func (u *Upgrader) answer(ctx context.Context, c *net.UnixConn) {
 		fmt.Fprintf(c, "error permission denied: uid %d is neither root nor the service's user\n", uid)
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
-	if err != nil {
-		fmt.Fprintf(c, "error bad request: %v\n", err)
-		return
-	}
-	c.SetReadDeadline(time.Time{})
 	switch strings.TrimSpace(line) {
 	case "reload":
 		res, err := u.Upgrade(ctx)
@@ -143,10 +143,13 @@ func request(ctx context.Context, path, verb string) (Result, error) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
-	if _, err := io.WriteString(c, verb+"\n"); err != nil {
-		return Result{}, fmt.Errorf("upgrade: %s: %w", path, err)
-	}
+	// A write error is not final: the service may have answered (and
+	// closed) first, refusing the caller; read what it said.
+	_, werr := io.WriteString(c, verb+"\n")
 	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil && werr != nil {
+		return Result{}, fmt.Errorf("upgrade: %s: %w", path, werr)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return Result{}, fmt.Errorf("upgrade: no answer from %s: %w", path, context.Cause(ctx))

@@ -24,7 +24,7 @@ func markCloseOnExec(fd int) { syscall.CloseOnExec(fd) }
 // to: the umask is tightened around bind, so that there is no moment at
 // which others could connect.
 func listenUnixPrivate(path string) (*net.UnixListener, error) {
-	old := syscall.Umask(0o077)
+	old := syscall.Umask(0o177)
 	defer syscall.Umask(old)
 	return net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 }

@@ -1,0 +1,460 @@
+package upgrade_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/systemd"
+	"github.com/baton-dev/baton/systemd/notifytest"
+	"github.com/baton-dev/baton/upgrade"
+)
+
+// TestMain plays the new generation when the test binary is started by an
+// Upgrader with UPGRADE_TEST_CHILD set.
+func TestMain(m *testing.M) {
+	mode := os.Getenv("UPGRADE_TEST_CHILD")
+	if mode == "" {
+		os.Exit(m.Run())
+	}
+	if dir := os.Getenv("UPGRADE_TEST_PIDS"); dir != "" {
+		os.WriteFile(filepath.Join(dir, strconv.Itoa(os.Getpid())), nil, 0o644)
+	}
+	switch mode {
+	case "exit":
+		os.Exit(3)
+	case "kill":
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	case "hang":
+		select {}
+	case "good", "slow":
+		os.Exit(child(mode))
+	}
+	os.Exit(99)
+}
+
+// child inherits the listener at fd 3, becomes ready (after 300ms when
+// slow), and answers each connection with its pid; with an inherited
+// control socket it answers control requests too.
+func child(mode string) int {
+	h, err := upgrade.Inherited()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	f := os.NewFile(3, "listener")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	if mode == "slow" {
+		time.Sleep(300 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.Ready(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	if c := h.Control(); c != nil {
+		u, err := upgrade.New(upgrade.Options{Path: os.Args[0]}, func() (upgrade.Handover, error) {
+			return upgrade.Handover{}, errors.New("child: no handover")
+		})
+		if err != nil {
+			return 1
+		}
+		go u.ServeControl(context.Background(), c)
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return 0
+		}
+		fmt.Fprintf(c, "%d\n", os.Getpid())
+		c.Close()
+	}
+}
+
+type setup struct {
+	ln     net.Listener
+	file   *os.File
+	notify *notifytest.Socket
+	pids   string // directory where children write their pids
+}
+
+func newSetup(t *testing.T) *setup {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &setup{ln: ln, file: f, notify: notifytest.Listen(t), pids: t.TempDir()}
+}
+
+// upgrader starts this test binary in the given child mode.
+func (s *setup) upgrader(t *testing.T, mode string, timeout time.Duration) *upgrade.Upgrader {
+	t.Helper()
+	n, err := systemd.NewNotifier(s.notify.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("UPGRADE_TEST_CHILD", mode)
+	t.Setenv("UPGRADE_TEST_PIDS", s.pids)
+	u, err := upgrade.New(upgrade.Options{Path: os.Args[0], Timeout: timeout, Notifier: n}, func() (upgrade.Handover, error) {
+		return upgrade.Handover{Files: []*os.File{s.file}}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// children returns the pids of every child started so far, and makes sure
+// they are gone when the test ends.
+func (s *setup) children(t *testing.T) []int {
+	ents, _ := os.ReadDir(s.pids)
+	var pids []int
+	for _, e := range ents {
+		p, _ := strconv.Atoi(e.Name())
+		pids = append(pids, p)
+	}
+	return pids
+}
+
+func killAtEnd(t *testing.T, pid int) {
+	t.Cleanup(func() {
+		syscall.Kill(pid, syscall.SIGKILL)
+		for i := 0; i < 100 && alive(pid); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// alive reports whether pid runs (a zombie counts as dead).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || !strings.HasPrefix(s[i+1:], " Z")
+}
+
+func askPID(t *testing.T, addr string) int {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading from the upgraded listener: %v", err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(line))
+	return pid
+}
+
+func TestUpgradeHandsOver(t *testing.T) {
+	s := newSetup(t)
+	u := s.upgrader(t, "good", 10*time.Second)
+	res, err := u.Upgrade(context.Background())
+	if err != nil {
+		t.Fatalf("Upgrade() = %v", err)
+	}
+	killAtEnd(t, res.PID)
+	select {
+	case <-u.HandedOver():
+	default:
+		t.Error("HandedOver not closed after a successful upgrade")
+	}
+	// The old generation stops accepting; the new one answers on the
+	// inherited socket.
+	s.ln.Close()
+	if got := askPID(t, s.ln.Addr().String()); got != res.PID {
+		t.Errorf("connection answered by pid %d, want the new generation %d", got, res.PID)
+	}
+	msgs := s.notify.Messages()
+	var order []string
+	for _, m := range msgs {
+		switch {
+		case m.Has("RELOADING=1"):
+			if _, ok := m.Get("MONOTONIC_USEC"); !ok {
+				t.Errorf("RELOADING=1 without MONOTONIC_USEC: %v", m)
+			}
+			order = append(order, "reloading")
+		case m.Has("READY=1"):
+			if v, _ := m.Get("MAINPID"); v != strconv.Itoa(res.PID) {
+				t.Errorf("READY=1 with MAINPID=%q, want %d", v, res.PID)
+			}
+			order = append(order, "mainpid+ready")
+		case m.Has("BARRIER=1"):
+			order = append(order, "barrier")
+		}
+	}
+	if got := strings.Join(order, ","); got != "reloading,mainpid+ready,barrier" {
+		t.Errorf("notifications %s, want reloading,mainpid+ready,barrier", got)
+	}
+	if _, err := u.Upgrade(context.Background()); !errors.Is(err, upgrade.ErrHandedOver) {
+		t.Errorf("second Upgrade() after hand-over = %v, want ErrHandedOver", err)
+	}
+}
+
+func TestUpgradeFailures(t *testing.T) {
+	tests := []struct {
+		mode    string
+		path    string
+		want    string
+		timeout time.Duration
+	}{
+		{"exit", "", "exited with status 3 before it was ready", 10 * time.Second},
+		{"kill", "", "was killed by signal killed", 10 * time.Second},
+		{"hang", "", "not ready within 500ms", 500 * time.Millisecond},
+		{"good", "/nonexistent/webapp", "cannot start the new binary", 10 * time.Second},
+		{"good", "notexec", "cannot start the new binary", 10 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode+tt.path, func(t *testing.T) {
+			s := newSetup(t)
+			u := s.upgrader(t, tt.mode, tt.timeout)
+			if tt.path != "" {
+				p := tt.path
+				if p == "notexec" {
+					p = filepath.Join(t.TempDir(), "webapp")
+					os.WriteFile(p, []byte("#!/bin/sh\n"), 0o644)
+				}
+				var err error
+				u, err = upgrade.New(upgrade.Options{Path: p}, func() (upgrade.Handover, error) { return upgrade.Handover{}, nil })
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			start := time.Now()
+			_, err := u.Upgrade(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Upgrade() = %v, want an error saying %q", err, tt.want)
+			}
+			if d := time.Since(start); d > tt.timeout+3*time.Second {
+				t.Errorf("Upgrade() took %v to fail, want within the %v timeout", d, tt.timeout)
+			}
+			for _, pid := range s.children(t) {
+				if alive(pid) {
+					t.Errorf("failed new generation %d still running", pid)
+				}
+			}
+			select {
+			case <-u.HandedOver():
+				t.Error("HandedOver closed after a failed upgrade")
+			default:
+			}
+			if tt.path == "" {
+				m, _ := s.notify.WaitFor(t, 0, "READY=1", time.Second)
+				if st, _ := m.Get("STATUS"); !strings.HasPrefix(st, "reload failed: ") || !strings.Contains(st, tt.want) {
+					t.Errorf("after failure STATUS=%q, want reload failed: ...%s", st, tt.want)
+				}
+				if _, ok := m.Get("MAINPID"); ok {
+					t.Errorf("failure notification %v names a MAINPID", m)
+				}
+			}
+		})
+	}
+}
+
+// Concurrent requests share one attempt: one new generation, one outcome.
+func TestConcurrentUpgradesShareOneAttempt(t *testing.T) {
+	s := newSetup(t)
+	u := s.upgrader(t, "slow", 10*time.Second)
+	const n = 10
+	var wg sync.WaitGroup
+	pids := make([]int, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := u.Upgrade(context.Background())
+			pids[i], errs[i] = r.PID, err
+		}()
+	}
+	wg.Wait()
+	started := s.children(t)
+	for _, p := range started {
+		killAtEnd(t, p)
+	}
+	if len(started) != 1 {
+		t.Fatalf("%d new generations started, want exactly 1", len(started))
+	}
+	for i := range n {
+		if errs[i] == nil && pids[i] != started[0] {
+			t.Errorf("Upgrade() #%d = pid %d, want %d", i, pids[i], started[0])
+		}
+		if errs[i] != nil && !errors.Is(errs[i], upgrade.ErrHandedOver) {
+			t.Errorf("Upgrade() #%d = %v, want the shared outcome or ErrHandedOver", i, errs[i])
+		}
+	}
+}
+
+func TestUpgradeCanceled(t *testing.T) {
+	s := newSetup(t)
+	u := s.upgrader(t, "hang", 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := u.Upgrade(ctx)
+	if err == nil || !strings.Contains(err.Error(), "canceled") {
+		t.Fatalf("Upgrade() with a canceled context = %v, want canceled", err)
+	}
+	for _, pid := range s.children(t) {
+		if alive(pid) {
+			t.Errorf("new generation %d still running after cancel", pid)
+		}
+	}
+}
+
+func TestControlSocket(t *testing.T) {
+	s := newSetup(t)
+	u := s.upgrader(t, "good", 10*time.Second)
+	path := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := upgrade.ListenControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("control socket mode = %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+	if _, err := upgrade.ListenControl(path); err == nil {
+		t.Error("ListenControl on a live socket succeeded, want an error")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go u.ServeControl(ctx, ln)
+
+	pid, err := upgrade.MainPID(ctx, path)
+	if err != nil || pid != os.Getpid() {
+		t.Fatalf("MainPID() = %d, %v; want this process %d", pid, err, os.Getpid())
+	}
+	res, err := upgrade.Request(ctx, path)
+	if err != nil {
+		t.Fatalf("Request() = %v", err)
+	}
+	killAtEnd(t, res.PID)
+	// The control socket went with the listeners: the same path now
+	// reaches the new generation.
+	pid, err = upgrade.MainPID(ctx, path)
+	if err != nil || pid != res.PID {
+		t.Errorf("after the upgrade MainPID() = %d, %v; want the new generation %d", pid, err, res.PID)
+	}
+}
+
+// A caller that is neither root nor the service's user is refused, even
+// when the socket file lets it connect.
+func TestControlSocketRefusesOtherUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to run a client as another user")
+		}
+		t.Skip("needs root to run a client as another user; run as root (make test under sudo)")
+	}
+	s := newSetup(t)
+	u := s.upgrader(t, "good", 10*time.Second)
+	// A directory and a copy of the test binary that another user can reach.
+	dir, err := os.MkdirTemp("/var/tmp", "upgrade-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "client")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "control.sock")
+	ln, err := upgrade.ListenControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o666)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go u.ServeControl(ctx, ln)
+	// A client process running as nobody.
+	cmd := exec.Command(bin, "-test.run=^TestControlClientHelper$")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "UPGRADE_TEST_CLIENT="+path, "UPGRADE_TEST_CHILD=")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "permission denied: uid 65534") {
+		t.Errorf("request as uid 65534: %s; want permission denied", out)
+	}
+	if n := len(s.children(t)); n != 0 {
+		t.Errorf("%d new generations started for a refused request, want 0", n)
+	}
+}
+
+// TestControlClientHelper is the client of TestControlSocketRefusesOtherUsers.
+func TestControlClientHelper(t *testing.T) {
+	path := os.Getenv("UPGRADE_TEST_CLIENT")
+	if path == "" {
+		return // only meaningful as a child
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := upgrade.Request(ctx, path)
+	fmt.Println(err)
+	if !errors.Is(err, upgrade.ErrDenied) {
+		t.Fail()
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	h := func() (upgrade.Handover, error) { return upgrade.Handover{}, nil }
+	if _, err := upgrade.New(upgrade.Options{Path: "webapp"}, h); err == nil {
+		t.Error("New(relative path) = nil error, want an error")
+	}
+	if _, err := upgrade.New(upgrade.Options{Path: "/usr/bin/webapp", Timeout: -time.Second}, h); err == nil {
+		t.Error("New(negative timeout) = nil error, want an error")
+	}
+	if _, err := upgrade.New(upgrade.Options{Path: "/usr/bin/webapp"}, nil); err == nil {
+		t.Error("New(nil handover) = nil error, want an error")
+	}
+}
+
+func TestInheritedNotAChild(t *testing.T) {
+	t.Setenv("BATON_UPGRADE_FD", "")
+	if _, err := upgrade.Inherited(); !errors.Is(err, upgrade.ErrNotInherited) {
+		t.Errorf("Inherited() without the marker = %v, want ErrNotInherited", err)
+	}
+	t.Setenv("BATON_UPGRADE_FD", "7")
+	t.Setenv("BATON_UPGRADE_PARENT", "1")
+	if _, err := upgrade.Inherited(); !errors.Is(err, upgrade.ErrNotInherited) {
+		t.Errorf("Inherited() with another parent = %v, want ErrNotInherited", err)
+	}
+	if v := os.Getenv("BATON_UPGRADE_FD"); v != "" {
+		t.Errorf("BATON_UPGRADE_FD=%q after Inherited, want it unset", v)
+	}
+}
