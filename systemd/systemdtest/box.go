@@ -354,9 +354,9 @@ func (b *Box) Root() string { return fmt.Sprintf("/proc/%d/root", b.st.Init.PID)
 // and a clean environment (PATH, HOME=/root, LANG=C.UTF-8, TERM=dumb,
 // SYSTEMD_COLORS=0, SYSTEMD_PAGER=; prefix args with "env", "K=V" to add
 // variables). The process is not supervised by the box's systemd (use
-// systemd-run for that), but it is killed with the box and when the
-// returned command is killed, e.g. because ctx is done. The caller may set
-// Stdin, Stdout and Stderr.
+// systemd-run for that), but it is killed with the box and when ctx is
+// done. Stop it through ctx rather than by killing cmd.Process (nsenter):
+// see killInBox. The caller may set Stdin, Stdout and Stderr.
 func (b *Box) Command(ctx context.Context, args ...string) *exec.Cmd {
 	argv := []string{"nsenter", "-t", strconv.Itoa(b.st.Init.PID), "-a", "-r", "-w", "--",
 		"setpriv", "--bounding-set", b.caps, "--inh-caps=-all", "--pdeathsig", "KILL", "--",
@@ -366,6 +366,7 @@ func (b *Box) Command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd.Env = []string{"PATH=" + boxPATH}
 	cmd.Dir = "/"
 	cmd.WaitDelay = waitDelay
+	cmd.Cancel = func() error { return killInBox(cmd.Process) }
 	switch {
 	case len(args) == 0:
 		cmd.Err = errors.New("systemdtest: Command: no command")
@@ -373,6 +374,24 @@ func (b *Box) Command(ctx context.Context, args ...string) *exec.Cmd {
 		cmd.Err = ErrDown
 	}
 	return cmd
+}
+
+// killInBox kills the process that nsenter forked into the box, so that
+// nsenter reaps it and exits with its status. Killing nsenter instead would
+// hand the process to the host's PID 1, which may take seconds to reap it,
+// and a PID namespace cannot end (the box cannot power off) before all its
+// zombies are reaped.
+func killInBox(nsenter *os.Process) error {
+	kids := children(nsenter.Pid)
+	if len(kids) == 0 {
+		return nsenter.Kill() // not forked yet
+	}
+	for _, pid := range kids {
+		if p, err := procOf(pid); err == nil {
+			_ = signalProc(p, syscall.SIGKILL)
+		}
+	}
+	return nil
 }
 
 // Exec runs args inside the box like Command and returns its output. A
@@ -584,17 +603,20 @@ func (b *Box) Close() error {
 // left, the state directory is kept so that Sweep can try again.
 func teardown(dir string, st state) error {
 	var errs []error
+	if alive(st.Init) {
+		stopCommands(st.Init.PID)
+	}
 	if alive(st.Nspawn) {
 		// nspawn turns SIGTERM into --kill-signal=SIGRTMIN+4: systemd powers off.
 		_ = signalProc(st.Nspawn, syscall.SIGTERM)
-		waitGone(stopTimeout, st.Nspawn)
+		waitGone(stopTimeout, st.Init, st.Nspawn)
 	}
 	if alive(st.Nspawn) || alive(st.Init) {
 		// Killing nspawn alone leaves systemd running; killing PID 1 of the
 		// box kills every process of its PID namespace.
 		_ = signalProc(st.Init, syscall.SIGKILL)
 		_ = signalProc(st.Nspawn, syscall.SIGKILL)
-		if !waitGone(killTimeout, st.Nspawn, st.Init) {
+		if !waitGone(killTimeout, st.Init, st.Nspawn, st.Init) {
 			errs = append(errs, fmt.Errorf("systemd-nspawn (pid %d) or the box's PID 1 (pid %d) survived SIGKILL", st.Nspawn.PID, st.Init.PID))
 		}
 	}
@@ -645,7 +667,9 @@ func teardown(dir string, st state) error {
 	if err := os.RemoveAll(filepath.Join(dir, seedDir)); err != nil {
 		errs = append(errs, err)
 	}
-	for _, f := range []string{consoleFile, stateFile + ".tmp", rwDir, rootDir, stateFile, ""} {
+	// nspawn's image lock, left behind when nspawn was killed.
+	lck := ".#" + rootDir + ".lck"
+	for _, f := range []string{consoleFile, stateFile + ".tmp", lck, rwDir, rootDir, stateFile, ""} {
 		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -653,11 +677,16 @@ func teardown(dir string, st state) error {
 	return errors.Join(errs...)
 }
 
-// waitGone waits until none of ps is alive, for at most d. It reports
-// whether they are all gone.
-func waitGone(d time.Duration, ps ...proc) bool {
+// waitGone waits until none of ps is alive, for at most d, and keeps the
+// nsenter processes of the box whose PID 1 is init going meanwhile (see
+// continueNsenters). It reports whether they are all gone.
+func waitGone(d time.Duration, init proc, ps ...proc) bool {
 	deadline := time.Now().Add(d)
-	for {
+	for i := 0; ; i++ {
+		continueNsenters(init.PID)
+		if i%10 == 9 {
+			_ = signalProc(init, syscall.SIGCHLD)
+		}
 		some := false
 		for _, p := range ps {
 			some = some || alive(p)
@@ -669,6 +698,61 @@ func waitGone(d time.Duration, ps ...proc) bool {
 			return false
 		}
 		time.Sleep(pollInterval)
+	}
+}
+
+// nsenters returns the running nsenter processes of Box.Command for the box
+// whose PID 1 is init, with their states.
+func nsenters(init int) map[proc]byte {
+	if init <= 0 {
+		return nil
+	}
+	want := []byte("nsenter\x00-t\x00" + strconv.Itoa(init) + "\x00")
+	entries, _ := os.ReadDir("/proc")
+	found := make(map[proc]byte)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !bytes.HasPrefix(cmdline, want) {
+			continue
+		}
+		if st, err := readStat(pid); err == nil && st.state != 'Z' {
+			found[proc{PID: pid, Start: st.start}] = st.state
+		}
+	}
+	return found
+}
+
+// stopCommands kills what Box.Command runs in the box whose PID 1 is init,
+// before the box powers off. nsenter, outside the box, is the parent of
+// those processes; when they die during the poweroff, no SIGCHLD reaches
+// systemd-shutdown, which waits for them until its 90 s timeout.
+func stopCommands(init int) {
+	for p := range nsenters(init) {
+		for _, c := range children(p.PID) {
+			if cp, err := procOf(c); err == nil {
+				_ = signalProc(cp, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
+// continueNsenters resumes the stopped nsenter processes of the box whose
+// PID 1 is init, and wakes up that PID 1. On poweroff systemd-shutdown
+// stops every process of the box (kill(-1, SIGSTOP)) before it sends
+// SIGTERM and SIGCONT; nsenter, which waits for its child with WUNTRACED,
+// sees the child stop and stops itself, out of reach of the box's SIGCONT.
+// Stopped, it never reaps its child, and the box's PID namespace, hence its
+// PID 1 and nspawn, cannot end. Once nsenter has reaped the child, SIGCHLD
+// makes systemd-shutdown look again at the processes it waits for.
+func continueNsenters(init int) {
+	for p, state := range nsenters(init) {
+		if state == 'T' || state == 't' {
+			_ = signalProc(p, syscall.SIGCONT)
+		}
 	}
 }
 

@@ -188,12 +188,13 @@ func TestExec(t *testing.T) {
 	if _, err := os.Stat("/opt/sdt"); err == nil {
 		t.Errorf("/opt/sdt exists on the host: the box's files must stay in its overlay")
 	}
-	busy := b.Command(ctx, "/opt/sdt/deep/sleep", "100")
+	bctx, stop := context.WithCancel(ctx)
+	busy := b.Command(bctx, "/opt/sdt/deep/sleep", "100")
 	if err := busy.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { busy.Process.Kill(); busy.Wait() }()
-	b.Run(t, "sh", "-c", "until pgrep -f /opt/sdt/deep/sleep; do sleep 0.01; done")
+	defer func() { stop(); busy.Wait() }()
+	b.Run(t, "sh", "-c", "until pgrep -x sleep; do sleep 0.01; done")
 	b.CopyFile(t, "/bin/sleep", "/opt/sdt/deep/sleep", 0o755)
 	if err := b.writeFile("relative/path", strings.NewReader(""), 0o644); err == nil {
 		t.Errorf("writeFile(relative/path) succeeded, want an error")
@@ -229,32 +230,49 @@ func TestPrivateNetwork(t *testing.T) {
 
 func TestParallelBoxes(t *testing.T) {
 	t.Parallel()
-	var (
-		mu    sync.Mutex
-		pids  = map[string]int{}
-		ready sync.WaitGroup
-	)
-	ready.Add(2)
-	for _, name := range []string{"left", "right"} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			b := Boot(t, Options{Name: name})
-			if got := strings.TrimSpace(b.Run(t, "hostname")); got != b.Name() {
-				t.Errorf("hostname in the box = %q, want %q", got, b.Name())
+	Require(t)
+	// Boot two boxes at the same moment, one on each kind of network, with
+	// the same name prefix; Boot is a thin wrapper around newBox and boot.
+	boxes := make([]*Box, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range boxes {
+		b, err := newBox("parallel", Options{PrivateNetwork: i == 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := b.Close(); err != nil {
+				t.Error(err)
 			}
-			mu.Lock()
-			pids[name] = b.PID1()
-			mu.Unlock()
-			ready.Done()
-			ready.Wait() // both boxes up at the same time
-			b.Systemctl(t, "is-system-running")
+		})
+		boxes[i] = b
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(t.Context(), bootTimeout)
+			defer cancel()
+			errs[i] = b.boot(ctx)
 		})
 	}
-	t.Cleanup(func() {
-		if pids["left"] == pids["right"] {
-			t.Errorf("both boxes have PID 1 = %d", pids["left"])
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("boot box %d: %v", i, err)
 		}
-	})
+	}
+	if boxes[0].Name() == boxes[1].Name() || boxes[0].PID1() == boxes[1].PID1() {
+		t.Fatalf("two boxes with name %s and PID 1 %d", boxes[0].Name(), boxes[0].PID1())
+	}
+	for _, b := range boxes {
+		if got := strings.TrimSpace(b.Run(t, "hostname")); got != b.Name() {
+			t.Errorf("hostname in box %s = %q, want its name", b.Name(), got)
+		}
+		b.WriteFile(t, "/etc/sdt-owner", []byte(b.Name()), 0o644)
+	}
+	for _, b := range boxes {
+		if got := strings.TrimSpace(b.Run(t, "cat", "/etc/sdt-owner")); got != b.Name() {
+			t.Errorf("/etc/sdt-owner in box %s = %q: the boxes share files", b.Name(), got)
+		}
+	}
 }
 
 func TestCloseLeavesNothing(t *testing.T) {

@@ -19,7 +19,13 @@ import (
 // saying why and how to run it.
 func Require(t testing.TB) {
 	t.Helper()
-	err := canBoot()
+	requireWith(t, canBoot())
+}
+
+// requireWith applies the policy to err, the reason a box cannot be booted
+// (nil if it can).
+func requireWith(t testing.TB, err error) {
+	t.Helper()
 	if err == nil {
 		return
 	}
