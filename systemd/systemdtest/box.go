@@ -267,7 +267,7 @@ func (b *Box) boot(ctx context.Context) error {
 		journal, _, _ := b.Exec(ctx, "journalctl", "--no-pager", "-b", "-p", "warning")
 		return fmt.Errorf("the box booted degraded; failed units:\n%s\njournal (warnings):\n%s", failed, tail(journal, 60))
 	default:
-		return b.withConsole(fmt.Errorf("systemctl is-system-running --wait = %q (%v), want running; stderr: %s", sys, err, strings.TrimSpace(stderr)))
+		return b.withConsole(fmt.Errorf("systemctl is-system-running --wait = %q, want running (%w); stderr: %s", sys, err, strings.TrimSpace(stderr)))
 	}
 	b.ready.Store(true)
 	return nil
@@ -356,7 +356,10 @@ func (b *Box) Root() string { return fmt.Sprintf("/proc/%d/root", b.st.Init.PID)
 // variables). The process is not supervised by the box's systemd (use
 // systemd-run for that), but it is killed with the box and when ctx is
 // done. Stop it through ctx rather than by killing cmd.Process (nsenter):
-// see killInBox. The caller may set Stdin, Stdout and Stderr.
+// see killInBox. The caller may set Stdin, Stdout and Stderr. Once the
+// command has exited, Wait waits at most 5 s for its output pipes
+// (exec.Cmd.WaitDelay): a background process that keeps them open makes
+// it return exec.ErrWaitDelay.
 func (b *Box) Command(ctx context.Context, args ...string) *exec.Cmd {
 	argv := []string{"nsenter", "-t", strconv.Itoa(b.st.Init.PID), "-a", "-r", "-w", "--",
 		"setpriv", "--bounding-set", b.caps, "--inh-caps=-all", "--pdeathsig", "KILL", "--",
@@ -408,10 +411,11 @@ func (b *Box) Exec(ctx context.Context, args ...string) (stdout, stderr string, 
 
 // Run runs args inside the box like Exec and returns its standard output.
 // It fails the test, showing both outputs, if the command fails or takes
-// longer than two minutes.
+// longer than two minutes. It also works in cleanup functions registered
+// after Boot (they run while the box is still up).
 func (b *Box) Run(t testing.TB, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), commandTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	out, stderr, err := b.Exec(ctx, args...)
 	if err != nil {
@@ -444,7 +448,7 @@ func (b *Box) Show(t testing.TB, unit string, props ...string) map[string]string
 // Journal(t, "-u", "webapp.service", "-o", "cat").
 func (b *Box) Journal(t testing.TB, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), commandTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	_, _, _ = b.Exec(ctx, "journalctl", "--sync")
 	return b.Run(t, append([]string{"journalctl", "--no-pager"}, args...)...)

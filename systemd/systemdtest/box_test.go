@@ -111,6 +111,23 @@ func TestSocketActivation(t *testing.T) {
 		t.Errorf("ReadFile(/etc/hostname) = %q, want %q", got, b.Name()+"\n")
 	}
 
+	// A restart keeps the socket: the next connection reaches a new process.
+	b.Systemctl(t, "restart", "sdt-echo.service")
+	conn, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial after restart: %v", err)
+	}
+	if pid2 := readEcho(t, conn); pid2 == pid {
+		t.Errorf("after restart the service still has PID %d", pid)
+	}
+
+	// What Boot's cleanup logs when a test fails.
+	r := &recorder{TB: t}
+	b.logDiagnostics(r)
+	if !strings.Contains(r.logs, "failed units:") || !strings.Contains(r.logs, "echo: serving") {
+		t.Errorf("logDiagnostics logged %q, want the failed units and the journal", r.logs)
+	}
+
 	b.Systemctl(t, "stop", "sdt-echo.socket", "sdt-echo.service")
 	if got := b.Show(t, "sdt-echo.service", "ActiveState")["ActiveState"]; got != "inactive" {
 		t.Errorf("after stop: ActiveState = %q, want inactive", got)
@@ -416,4 +433,86 @@ func TestSweep(t *testing.T) {
 			t.Errorf("Close after Sweep = %v, want nil", err)
 		}
 	})
+}
+
+// requireTool fails (CI) or skips the test if a host tool is missing.
+func requireTool(t *testing.T, tool string) {
+	t.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		requireWith(t, fmt.Errorf("%s is missing (make deps installs it)", tool))
+	}
+}
+
+func TestPackageInstall(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "dpkg-deb")
+	requireTool(t, "rpmbuild")
+	b := Boot(t, Options{})
+	const unit = "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/echo started by %s\n"
+
+	// A deb whose postinst enables and starts its service the Debian way:
+	// this needs the box's policy-rc.d gone.
+	pkg := t.TempDir()
+	files := map[string]string{
+		"DEBIAN/control": "Package: sdt-deb\nVersion: 1.0\nArchitecture: all\n" +
+			"Maintainer: baton <baton@example.org>\nDescription: systemdtest package\n",
+		"DEBIAN/postinst": "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then\n" +
+			"  systemctl daemon-reload\n  deb-systemd-helper enable sdt-deb.service\n" +
+			"  deb-systemd-invoke start sdt-deb.service\nfi\n",
+		"lib/systemd/system/sdt-deb.service": fmt.Sprintf(unit, "postinst") + "[Install]\nWantedBy=multi-user.target\n",
+	}
+	for name, data := range files {
+		p := filepath.Join(pkg, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mode := os.FileMode(0o644)
+		if name == "DEBIAN/postinst" {
+			mode = 0o755
+		}
+		if err := os.WriteFile(p, []byte(data), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deb := filepath.Join(t.TempDir(), "sdt-deb.deb")
+	if out, err := exec.Command("dpkg-deb", "--root-owner-group", "--build", pkg, deb).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb: %v\n%s", err, out)
+	}
+	b.CopyFile(t, deb, "/var/tmp/sdt-deb.deb", 0o644)
+	b.Run(t, "dpkg", "-i", "/var/tmp/sdt-deb.deb")
+	if got := b.Show(t, "sdt-deb.service", "ActiveState")["ActiveState"]; got != "active" {
+		t.Errorf("after dpkg -i: sdt-deb.service ActiveState = %q, want active", got)
+	}
+	if out, err := exec.Command("dpkg-query", "-W", "sdt-deb").CombinedOutput(); err == nil {
+		t.Errorf("sdt-deb is installed on the host too: %s", out)
+	}
+
+	// An rpm whose %post starts its service.
+	top := t.TempDir()
+	spec := filepath.Join(top, "sdt-rpm.spec")
+	specText := "Name: sdt-rpm\nVersion: 1.0\nRelease: 1\nSummary: systemdtest package\nLicense: MIT\n" +
+		"BuildArch: noarch\nAutoReqProv: no\n%description\nsystemdtest package\n" +
+		"%install\nmkdir -p %{buildroot}/usr/lib/systemd/system\n" +
+		"printf '" + strings.ReplaceAll(fmt.Sprintf(unit, "post"), "\n", `\n`) + "' > %{buildroot}/usr/lib/systemd/system/sdt-rpm.service\n" +
+		"%post\nsystemctl daemon-reload\nsystemctl start sdt-rpm.service\n" +
+		"%files\n/usr/lib/systemd/system/sdt-rpm.service\n"
+	if err := os.WriteFile(spec, []byte(specText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("rpmbuild", "--define", "_topdir "+top, "-bb", spec).CombinedOutput(); err != nil {
+		t.Fatalf("rpmbuild: %v\n%s", err, out)
+	}
+	rpms, _ := filepath.Glob(filepath.Join(top, "RPMS", "noarch", "*.rpm"))
+	if len(rpms) != 1 {
+		t.Fatalf("rpmbuild made %v, want one rpm", rpms)
+	}
+	b.CopyFile(t, rpms[0], "/var/tmp/sdt-rpm.rpm", 0o644)
+	// --nodeps: the box's rpm database is empty, /bin/sh is not in it.
+	b.Run(t, "rpm", "-i", "--nodeps", "/var/tmp/sdt-rpm.rpm")
+	if got := b.Show(t, "sdt-rpm.service", "ActiveState")["ActiveState"]; got != "active" {
+		t.Errorf("after rpm -i: sdt-rpm.service ActiveState = %q, want active", got)
+	}
+	if j := b.Journal(t, "-u", "sdt-rpm.service", "-o", "cat"); !strings.Contains(j, "started by post") {
+		t.Errorf("journal of sdt-rpm.service = %q, want its output", j)
+	}
 }

@@ -11,6 +11,11 @@ import (
 type recorder struct {
 	testing.TB
 	fatal, skip string
+	logs        string
+}
+
+func (r *recorder) Logf(format string, args ...any) {
+	r.logs += fmt.Sprintf(format, args...) + "\n"
 }
 
 func (r *recorder) Helper() {}

@@ -3,10 +3,9 @@ package systemdtest
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -24,14 +23,14 @@ var ports struct {
 	sync.Mutex
 	next   int
 	issued map[int]bool
-	locks  []*os.File // held for the life of the process
+	locks  []io.Closer // held for the life of the process
 }
 
 // Port returns a TCP port on 127.0.0.1 between 20000 and 32000 that was
 // free when Port bound it, never handed out twice by one process. Test
 // processes running at the same time (go test ./... runs packages in
-// parallel) get different ports too: each port is also claimed with a lock
-// file in the system's temporary directory, held until the process exits.
+// parallel) get different ports too: on Linux each port is also claimed
+// with an abstract unix socket, held until the process exits.
 // Port fails the test if no port is left.
 func Port(t testing.TB) int {
 	t.Helper()
@@ -49,8 +48,6 @@ func nextPort() (int, error) {
 		ports.issued = make(map[int]bool)
 		ports.next = portMin + rand.IntN(portMax-portMin) // spread processes apart
 	}
-	lockDir := filepath.Join(os.TempDir(), "baton-ports")
-	canLock := os.MkdirAll(lockDir, 0o777) == nil
 	for range portMax - portMin {
 		p := ports.next
 		ports.next++
@@ -60,16 +57,11 @@ func nextPort() (int, error) {
 		if ports.issued[p] {
 			continue
 		}
-		var lock *os.File
-		if canLock {
-			var err error
-			lock, err = lockFile(filepath.Join(lockDir, strconv.Itoa(p)))
-			if errors.Is(err, errLocked) {
-				continue // another process has it
-			}
-			// Other errors (e.g. a lock file of another user): go on
-			// with the bind check alone.
+		lock, err := lockPort(p)
+		if errors.Is(err, errLocked) {
+			continue // another process has it
 		}
+		// Other errors: go on with the bind check alone.
 		if !bindable(p) {
 			if lock != nil {
 				lock.Close()

@@ -4,15 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// errLocked is returned by lockFile when another open file holds the lock.
+// errLocked is returned when another process holds a lock.
 var errLocked = errors.New("locked by another process")
 
 // bootSysProcAttr starts the boot script in its own session and a new mount
@@ -60,17 +62,16 @@ func lockDir(dir string, wait bool) (*os.File, error) {
 	return f, nil
 }
 
-// lockFile is lockDir for a regular file, created if missing.
-func lockFile(name string) (*os.File, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o666)
-	if err != nil {
-		return nil, err
+// lockPort claims port for this process among all processes on the host
+// by binding the abstract unix socket @baton-port-<port>, which the kernel
+// releases when the process exits. It returns errLocked if another process
+// holds the claim.
+func lockPort(port int) (io.Closer, error) {
+	c, err := net.ListenPacket("unixgram", "@baton-port-"+strconv.Itoa(port))
+	if errors.Is(err, unix.EADDRINUSE) {
+		return nil, errLocked
 	}
-	if err := flock(f, false); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
+	return c, err
 }
 
 func flock(f *os.File, wait bool) error {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -22,7 +23,8 @@ func signalProc(proc, syscall.Signal) error { return errUnsupported }
 
 func lockDir(string, bool) (*os.File, error) { return nil, errUnsupported }
 
-func lockFile(string) (*os.File, error) { return nil, errUnsupported }
+// lockPort claims nothing: ports are only checked by binding them.
+func lockPort(int) (io.Closer, error) { return nil, nil }
 
 func dialInNetns(context.Context, *os.File, *net.Dialer, string, string) (net.Conn, error) {
 	return nil, errUnsupported

@@ -270,9 +270,9 @@ func TestPortSkipsLockedAndBusy(t *testing.T) {
 	}
 	// Another process holds the lock of the next port, and something
 	// listens on the one after it.
-	lock, err := lockFile(filepath.Join(os.TempDir(), "baton-ports", strconv.Itoa(next)))
-	if err != nil {
-		t.Skipf("cannot take a port lock: %v", err)
+	lock, err := lockPort(next)
+	if err != nil || lock == nil {
+		t.Skipf("cannot claim a port: %v", err)
 	}
 	defer lock.Close()
 	l, err := listenPort(next + 1)
