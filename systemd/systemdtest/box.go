@@ -355,8 +355,9 @@ func (b *Box) Root() string { return fmt.Sprintf("/proc/%d/root", b.st.Init.PID)
 // SYSTEMD_COLORS=0, SYSTEMD_PAGER=; prefix args with "env", "K=V" to add
 // variables). The process is not supervised by the box's systemd (use
 // systemd-run for that), but it is killed with the box and when ctx is
-// done. Stop it through ctx rather than by killing cmd.Process (nsenter):
-// see killInBox. The caller may set Stdin, Stdout and Stderr. Once the
+// done. Stop it through ctx rather than by killing cmd.Process: that is
+// nsenter, and its orphaned child would then wait for the host's PID 1 to
+// reap it, which can hold up the box's poweroff. The caller may set Stdin, Stdout and Stderr. Once the
 // command has exited, Wait waits at most 5 s for its output pipes
 // (exec.Cmd.WaitDelay): a background process that keeps them open makes
 // it return exec.ErrWaitDelay.
@@ -777,10 +778,14 @@ func mkdirCgroup(dir string) error {
 // live Box holds: boxes of test processes that died (killed, timed out)
 // and boxes whose teardown failed. Boxes of running test processes,
 // including the caller's, are left alone. Call it from TestMain before and
-// after m.Run. A missing parent is not an error.
+// after m.Run. A missing parent is not an error, and without root Sweep
+// does nothing (nothing could be booted either).
 func Sweep(parent string) error {
 	if parent == "" {
 		parent = DefaultDir
+	}
+	if os.Geteuid() != 0 {
+		return nil
 	}
 	entries, err := os.ReadDir(parent)
 	if errors.Is(err, fs.ErrNotExist) {
