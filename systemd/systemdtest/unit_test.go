@@ -288,3 +288,16 @@ func TestPortSkipsLockedAndBusy(t *testing.T) {
 func listenPort(p int) (interface{ Close() error }, error) {
 	return net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 }
+
+func TestBootRejectsBadDir(t *testing.T) {
+	r := record(t, func(tb testing.TB) { Boot(tb, Options{Dir: "/var/tmp/bad:dir"}) })
+	if r.skip != "" {
+		t.Skip(r.skip)
+	}
+	if !strings.Contains(r.fatal, "contains white space, ',' or ':'") {
+		t.Errorf("Boot(Dir with a colon) fatal = %q, want the path rejected", r.fatal)
+	}
+	if _, err := os.Stat("/var/tmp/bad:dir"); err == nil {
+		t.Errorf("Boot created /var/tmp/bad:dir")
+	}
+}
