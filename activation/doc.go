@@ -72,7 +72,10 @@
 // environment entries for the child:
 //
 //   - BATON_LISTEN_PARENT: the pid of the process that exported. The child
-//     takes the descriptors only if it equals os.Getppid(), so a grandchild
+//     takes the descriptors only if it equals os.Getppid(), or if
+//     BATON_LISTEN_PID equals os.Getpid() (a starter that knows the new
+//     pid, such as a shell that exports BATON_LISTEN_PID=$$ before it
+//     execs the program, sets that one), so a grandchild
 //     that merely inherits the environment does not; LISTEN_PID cannot be
 //     used, as the child's pid is unknown before it is started.
 //   - BATON_LISTEN_FDS_START: the fd of the first descriptor in the child

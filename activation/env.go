@@ -13,6 +13,7 @@ const (
 	envNames = "LISTEN_FDNAMES"
 
 	envParent     = "BATON_LISTEN_PARENT"
+	envInhPID     = "BATON_LISTEN_PID"
 	envInhFDs     = "BATON_LISTEN_FDS"
 	envInhNames   = "BATON_LISTEN_FDNAMES"
 	envInhFDStart = "BATON_LISTEN_FDS_START"
@@ -26,7 +27,7 @@ const listenFDsStart = 3
 const unknownName = "unknown"
 
 // envVars are the variables Listen reads and then unsets.
-var envVars = [...]string{envPID, envFDs, envNames, envParent, envInhFDs, envInhNames, envInhFDStart}
+var envVars = [...]string{envPID, envFDs, envNames, envParent, envInhPID, envInhFDs, envInhNames, envInhFDStart}
 
 // fdRange is a run of descriptors first, first+1, ..., first+n-1.
 type fdRange struct {
@@ -54,7 +55,7 @@ func (p passed) fds() fdRange { return fdRange{first: p.first, n: len(p.names)} 
 // so that the caller can mark them close-on-exec as sd_listen_fds(3) does.
 func parseEnv(lookup func(string) (string, bool), pid, ppid int) (passed, []fdRange, error) {
 	sd, sdClaim, sdErr := parseSystemd(lookup, pid)
-	inh, inhClaim, inhErr := parseInherited(lookup, ppid)
+	inh, inhClaim, inhErr := parseInherited(lookup, pid, ppid)
 	var claimed []fdRange
 	for _, r := range []fdRange{sdClaim, inhClaim} {
 		if r.n > 0 {
@@ -120,22 +121,34 @@ func parseSystemd(lookup func(string) (string, bool), pid int) (passed, fdRange,
 	return p, claim, nil
 }
 
-// parseInherited reads the private protocol Set.Export writes. Like
-// LISTEN_PID, BATON_LISTEN_PARENT absent or naming another process than our
-// parent means nothing was passed; unlike LISTEN_FDNAMES,
-// BATON_LISTEN_FDNAMES is required.
-func parseInherited(lookup func(string) (string, bool), ppid int) (passed, fdRange, error) {
-	v, ok := lookup(envParent)
-	if !ok {
+// parseInherited reads the private protocol Set.Export writes. The
+// descriptors are ours when BATON_LISTEN_PARENT names our parent, or when
+// BATON_LISTEN_PID names this very process (set by a starter that knows
+// the pid, such as a shell that sets it to $$ and then execs us). Like
+// LISTEN_PID, neither naming us means nothing was passed; unlike
+// LISTEN_FDNAMES, BATON_LISTEN_FDNAMES is required.
+func parseInherited(lookup func(string) (string, bool), pid, ppid int) (passed, fdRange, error) {
+	addressed := false
+	for _, a := range []struct {
+		name string
+		want int
+	}{{envInhPID, pid}, {envParent, ppid}} {
+		v, ok := lookup(a.name)
+		if !ok {
+			continue
+		}
+		got, err := parsePID(a.name, v)
+		if err != nil {
+			return passed{}, fdRange{}, err
+		}
+		if got == a.want {
+			addressed = true
+		}
+	}
+	if !addressed {
 		return passed{}, fdRange{}, nil
 	}
-	got, err := parsePID(envParent, v)
-	if err != nil {
-		return passed{}, fdRange{}, err
-	}
-	if got != ppid {
-		return passed{}, fdRange{}, nil
-	}
+	var err error
 	first := listenFDsStart
 	if v, ok := lookup(envInhFDStart); ok {
 		first, err = strconv.Atoi(v)
@@ -146,7 +159,7 @@ func parseInherited(lookup func(string) (string, bool), ppid int) (passed, fdRan
 			return passed{}, fdRange{}, badEnv(envInhFDStart, v, "not a descriptor above stderr")
 		}
 	}
-	v, ok = lookup(envInhFDs)
+	v, ok := lookup(envInhFDs)
 	if !ok {
 		return passed{}, fdRange{}, badEnv(envInhFDs, v, "not set although %s names our parent", envParent)
 	}

@@ -12,10 +12,15 @@
 //     caller's Handover files, from fd 3 on, with the environment entries
 //     that name them), one end of a socketpair for the handshake, and the
 //     control socket, if any. Their descriptor numbers are passed in
-//     BATON_UPGRADE_FD and BATON_CONTROL_FD, with BATON_UPGRADE_PARENT set to
-//     the old generation's pid; LISTEN_PID is never faked. WATCHDOG_PID is
-//     removed from the child's environment (it names the old generation),
-//     WATCHDOG_USEC and NOTIFY_SOCKET are kept.
+//     BATON_UPGRADE_FD and BATON_CONTROL_FD. The child is started through
+//     /bin/sh, which backgrounds it and exits at once, so that the service
+//     manager becomes its parent before it is announced as MAINPID=
+//     (systemd does not wait on stop for a main process that is not its
+//     child). The inner shell exports its own pid, kept by the program
+//     across exec, as BATON_UPGRADE_PID and BATON_LISTEN_PID: only that
+//     process takes the descriptors; LISTEN_PID is never faked.
+//     WATCHDOG_PID is removed from the child's environment (it names the
+//     old generation); WATCHDOG_USEC and NOTIFY_SOCKET are kept.
 //  2. The new generation (Inherited, then Handoff.Ready) sets up its server
 //     and proves it healthy without accepting a connection from the shared
 //     sockets, then writes "ready" on the socketpair.

@@ -19,31 +19,31 @@ type Handoff struct {
 }
 
 // Inherited reads the handshake descriptors a previous generation passed
-// (BATON_UPGRADE_FD, BATON_CONTROL_FD, BATON_UPGRADE_PARENT), and unsets
-// those variables. It returns ErrNotInherited when the process was not
+// (BATON_UPGRADE_FD, BATON_CONTROL_FD, BATON_UPGRADE_PID,
+// BATON_UPGRADE_PARENT), and unsets those variables. It returns ErrNotInherited when the process was not
 // started by a previous generation; the variables naming another parent
 // (a grandchild that inherited them) count as not inherited.
 func Inherited() (*Handoff, error) {
-	fdv, ctlv, parentv := os.Getenv(envUpgradeFD), os.Getenv(envControlFD), os.Getenv(envParent)
-	os.Unsetenv(envUpgradeFD)
-	os.Unsetenv(envControlFD)
-	os.Unsetenv(envParent)
+	fdv, ctlv, parentv, pidv := os.Getenv(envUpgradeFD), os.Getenv(envControlFD), os.Getenv(envParent), os.Getenv(envPID)
+	for _, k := range []string{envUpgradeFD, envControlFD, envParent, envPID} {
+		os.Unsetenv(k)
+	}
 	if fdv == "" {
 		return nil, ErrNotInherited
 	}
-	parent, err := strconv.Atoi(parentv)
-	if err != nil {
-		return nil, fmt.Errorf("upgrade: %s=%q: not a process id", envParent, parentv)
-	}
-	if parent != os.Getppid() {
+	// Ours if BATON_UPGRADE_PID is this process (set by the intermediate
+	// shell just before exec) or BATON_UPGRADE_PARENT our parent.
+	if pidv != strconv.Itoa(os.Getpid()) && (parentv == "" || parentv != strconv.Itoa(os.Getppid())) {
 		return nil, ErrNotInherited
 	}
 	fd, err := parseFD(envUpgradeFD, fdv)
 	if err != nil {
 		return nil, err
 	}
-	h := &Handoff{conn: os.NewFile(uintptr(fd), "upgrade-handshake")}
+	// Non-blocking, so that the file is pollable and deadlines work.
 	markCloseOnExec(fd)
+	setNonblock(fd)
+	h := &Handoff{conn: os.NewFile(uintptr(fd), "upgrade-handshake")}
 	if ctlv != "" {
 		cfd, err := parseFD(envControlFD, ctlv)
 		if err != nil {

@@ -3,8 +3,10 @@
 package upgrade
 
 import (
+	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -37,3 +39,94 @@ func socketpair() (ours, theirs *os.File, err error) {
 	}
 	return os.NewFile(uintptr(pair[0]), "upgrade-handshake"), os.NewFile(uintptr(pair[1]), "upgrade-handshake-child"), nil
 }
+
+// process is a non-child process watched through a pidfd, immune to pid
+// reuse.
+type process struct{ fd int }
+
+func openProcess(pid int) (*process, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open: %w", err)
+	}
+	return &process{fd: fd}, nil
+}
+
+// Wait blocks until the process has exited.
+func (p *process) Wait() {
+	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, -1)
+		if n > 0 || (err != nil && err != unix.EINTR) {
+			return
+		}
+	}
+}
+
+func (p *process) Kill() { unix.PidfdSendSignal(p.fd, unix.SIGKILL, nil, 0) }
+
+func (p *process) Close() { unix.Close(p.fd) }
+
+// checkExecutable reports, before anything is started, why path cannot be
+// run.
+func checkExecutable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file", path)
+	}
+	if err := unix.Access(path, unix.X_OK); err != nil {
+		return fmt.Errorf("%s: not executable: %w", path, err)
+	}
+	return nil
+}
+
+// spawn starts path with files at descriptors 3 onwards and standard
+// input from /dev/null, output to ours. It passes the raw descriptors:
+// os/exec would call (*os.File).Fd on each, which switches the shared
+// socket to blocking mode under this process's own listeners, whose
+// Accept would then block in the kernel and hold up their Close.
+func spawn(path string, argv, env []string, files []*os.File) (int, error) {
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, err
+	}
+	defer devnull.Close()
+	all := append([]*os.File{devnull, os.Stdout, os.Stderr}, files...)
+	fds := make([]uintptr, len(all))
+	for i, f := range all {
+		sc, err := f.SyscallConn()
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", f.Name(), err)
+		}
+		if err := sc.Control(func(fd uintptr) { fds[i] = fd }); err != nil {
+			return 0, fmt.Errorf("%s: %w", f.Name(), err)
+		}
+	}
+	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{Env: env, Files: fds})
+	// Keep the files open until the child has its copies.
+	runtime.KeepAlive(all)
+	return pid, err
+}
+
+// reap waits for a child started by spawn.
+func reap(pid int) error {
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if ws.ExitStatus() != 0 {
+			return fmt.Errorf("%s exited with status %d", "sh", ws.ExitStatus())
+		}
+		return nil
+	}
+}
+
+func setNonblock(fd int) { syscall.SetNonblock(fd, true) }

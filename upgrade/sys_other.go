@@ -22,3 +22,25 @@ func listenUnixPrivate(path string) (*net.UnixListener, error) {
 func socketpair() (ours, theirs *os.File, err error) {
 	return nil, nil, fmt.Errorf("upgrade: %w", errors.ErrUnsupported)
 }
+
+type process struct{}
+
+func openProcess(pid int) (*process, error) {
+	return nil, fmt.Errorf("upgrade: %w", errors.ErrUnsupported)
+}
+
+func (p *process) Wait()  {}
+func (p *process) Kill()  {}
+func (p *process) Close() {}
+
+func checkExecutable(path string) error {
+	return fmt.Errorf("upgrade: %w", errors.ErrUnsupported)
+}
+
+func spawn(path string, argv, env []string, files []*os.File) (int, error) {
+	return 0, fmt.Errorf("upgrade: %w", errors.ErrUnsupported)
+}
+
+func reap(pid int) error { return nil }
+
+func setNonblock(fd int) {}

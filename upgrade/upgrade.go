@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/baton-dev/baton/systemd"
@@ -28,7 +26,15 @@ const (
 	envUpgradeFD = "BATON_UPGRADE_FD"
 	envControlFD = "BATON_CONTROL_FD"
 	envParent    = "BATON_UPGRADE_PARENT"
+	envPID       = "BATON_UPGRADE_PID"
 )
+
+// trampoline is the intermediate shell: it starts the new generation in
+// the background and exits. The inner shell exports its own pid, which the
+// program keeps across exec, in BATON_UPGRADE_PID and BATON_LISTEN_PID (the
+// same check for package activation), so that only that process takes the
+// descriptors; the pid goes back to the old generation on fd 3.
+const trampoline = `/bin/sh -c 'export BATON_UPGRADE_PID=$$ BATON_LISTEN_PID=$$; exec "$@"' baton-generation "$@" 3>&- & echo $! >&3`
 
 var (
 	// ErrHandedOver is returned for an upgrade requested after this
@@ -68,9 +74,9 @@ type Options struct {
 }
 
 // Handover is what a new generation inherits besides the handshake: files
-// that land at descriptor 3 onwards in the child, in order, and the
-// environment entries that describe them (see activation.Set.Export with
-// firstFD 3).
+// that land at consecutive descriptors from the firstFD given to the
+// handover function, in order, and the environment entries that describe
+// them (see activation.Set.Export).
 type Handover struct {
 	Files []*os.File
 	Env   []string
@@ -87,7 +93,7 @@ type Result struct {
 // Upgrader performs upgrades for the running generation. Use New.
 type Upgrader struct {
 	opts     Options
-	handover func() (Handover, error)
+	handover func(firstFD int) (Handover, error)
 
 	mu         sync.Mutex
 	cur        *attempt
@@ -104,9 +110,10 @@ type attempt struct {
 }
 
 // New returns an Upgrader. handover is called at each upgrade for the
-// files and environment the new generation inherits (typically a
-// closure over activation.Set.Export(3)).
-func New(opts Options, handover func() (Handover, error)) (*Upgrader, error) {
+// files and environment the new generation inherits, with the descriptor
+// the first file lands at (typically a closure over
+// activation.Set.Export(firstFD)).
+func New(opts Options, handover func(firstFD int) (Handover, error)) (*Upgrader, error) {
 	if !filepath.IsAbs(opts.Path) {
 		return nil, fmt.Errorf("upgrade: binary path %q: must be absolute", opts.Path)
 	}
@@ -181,7 +188,12 @@ func (u *Upgrader) attempt(ctx context.Context) (Result, error) {
 
 // run starts the new generation and commits to it; it returns the new pid.
 func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
-	h, err := u.handover()
+	if err := checkExecutable(u.opts.Path); err != nil {
+		return 0, fmt.Errorf("cannot start the new binary: %w", err)
+	}
+	// fd 3 of the intermediate shell reports the new pid; the handover
+	// files follow from fd 4.
+	h, err := u.handover(4)
 	if err != nil {
 		return 0, fmt.Errorf("preparing the handover: %w", err)
 	}
@@ -190,8 +202,15 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 		return 0, fmt.Errorf("socketpair: %w", err)
 	}
 	defer ours.Close()
+	pidR, pidW, err := os.Pipe()
+	if err != nil {
+		theirs.Close()
+		return 0, err
+	}
+	defer pidR.Close()
 
-	files := append(append([]*os.File(nil), h.Files...), theirs)
+	files := append([]*os.File{pidW}, h.Files...)
+	files = append(files, theirs)
 	env := append(childEnv(os.Environ()), h.Env...)
 	env = append(env,
 		envUpgradeFD+"="+strconv.Itoa(3+len(files)-1),
@@ -203,20 +222,36 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	}
 	u.mu.Unlock()
 
-	cmd := exec.Command(u.opts.Path, u.opts.Args...)
-	cmd.Env = env
-	cmd.ExtraFiles = files
-	cmd.Stdin = nil
-	cmd.Stdout = os.Stdout
-	cmd.Stderr = os.Stderr
-	err = cmd.Start()
+	// The new generation is started by a shell that exits at once, so that
+	// it is reparented to the service manager before it is announced as
+	// MAINPID=: systemd only watches a main process that is its own child
+	// ("Supervising process ... which is not our child" otherwise, and a
+	// later stop would not wait for it to drain).
+	argv := append([]string{"baton-upgrade", "-c", trampoline, "baton-upgrade", u.opts.Path}, u.opts.Args...)
+	shPID, err := spawn("/bin/sh", argv, env, files)
 	theirs.Close()
+	pidW.Close()
 	if err != nil {
 		return 0, fmt.Errorf("cannot start the new binary: %w", err)
 	}
-	pid := cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	pidR.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, rerr := bufio.NewReader(pidR).ReadString('\n')
+	werr := reap(shPID)
+	pid, perr := strconv.Atoi(strings.TrimSpace(line))
+	if rerr != nil || perr != nil || pid <= 0 {
+		return 0, fmt.Errorf("cannot start the new binary: no process id from the shell (%v, %v)", rerr, werr)
+	}
+	proc, err := openProcess(pid)
+	if err != nil {
+		return 0, fmt.Errorf("new generation (pid %d): %w", pid, err)
+	}
+	defer proc.Close()
+
+	exited := make(chan struct{})
+	go func() {
+		proc.Wait()
+		close(exited)
+	}()
 	ready := make(chan error, 1)
 	go func() {
 		line, err := bufio.NewReader(ours).ReadString('\n')
@@ -230,26 +265,30 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 		}
 	}()
 	abort := func(why error) (int, error) {
-		cmd.Process.Kill()
-		<-exited
+		proc.Kill()
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+		}
 		return 0, why
+	}
+	gone := func() (int, error) {
+		return abort(fmt.Errorf("new generation (pid %d) exited before it was ready (its log says why)", pid))
 	}
 	timer := time.NewTimer(u.opts.Timeout - time.Since(start))
 	defer timer.Stop()
 	select {
-	case err := <-exited:
-		return 0, fmt.Errorf("new generation (pid %d) %s before it was ready", pid, exitReason(cmd, err))
+	case <-exited:
+		return gone()
 	case <-timer.C:
 		return abort(fmt.Errorf("new generation (pid %d) not ready within %v", pid, u.opts.Timeout))
 	case <-ctx.Done():
 		return abort(fmt.Errorf("canceled: %w", context.Cause(ctx)))
 	case err := <-ready:
 		if err != nil {
-			// The handshake broke: wait briefly for the exit status,
-			// which says more than the broken pipe.
 			select {
-			case werr := <-exited:
-				return 0, fmt.Errorf("new generation (pid %d) %s before it was ready", pid, exitReason(cmd, werr))
+			case <-exited:
+				return gone()
 			case <-time.After(time.Second):
 				return abort(fmt.Errorf("new generation (pid %d): handshake: %w", pid, err))
 			}
@@ -279,17 +318,6 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 		return abort(fmt.Errorf("new generation (pid %d) went away at commit: %w", pid, err))
 	}
 	return pid, nil
-}
-
-func exitReason(cmd *exec.Cmd, err error) string {
-	st := cmd.ProcessState
-	if st == nil {
-		return fmt.Sprintf("failed: %v", err)
-	}
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return fmt.Sprintf("was killed by signal %v", ws.Signal())
-	}
-	return fmt.Sprintf("exited with status %d", st.ExitCode())
 }
 
 // childEnv is env without what must not reach a new generation.

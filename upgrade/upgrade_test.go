@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/baton-dev/baton/systemd"
 	"github.com/baton-dev/baton/systemd/notifytest"
 	"github.com/baton-dev/baton/upgrade"
@@ -53,7 +55,8 @@ func child(mode string) int {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 1
 	}
-	f := os.NewFile(3, "listener")
+	fd, _ := strconv.Atoi(os.Getenv("TEST_LISTEN_FD"))
+	f := os.NewFile(uintptr(fd), "listener")
 	ln, err := net.FileListener(f)
 	f.Close()
 	if err != nil {
@@ -70,7 +73,7 @@ func child(mode string) int {
 		return 1
 	}
 	if c := h.Control(); c != nil {
-		u, err := upgrade.New(upgrade.Options{Path: os.Args[0]}, func() (upgrade.Handover, error) {
+		u, err := upgrade.New(upgrade.Options{Path: os.Args[0]}, func(int) (upgrade.Handover, error) {
 			return upgrade.Handover{}, errors.New("child: no handover")
 		})
 		if err != nil {
@@ -119,8 +122,8 @@ func (s *setup) upgrader(t *testing.T, mode string, timeout time.Duration) *upgr
 	}
 	t.Setenv("UPGRADE_TEST_CHILD", mode)
 	t.Setenv("UPGRADE_TEST_PIDS", s.pids)
-	u, err := upgrade.New(upgrade.Options{Path: os.Args[0], Timeout: timeout, Notifier: n}, func() (upgrade.Handover, error) {
-		return upgrade.Handover{Files: []*os.File{s.file}}, nil
+	u, err := upgrade.New(upgrade.Options{Path: os.Args[0], Timeout: timeout, Notifier: n}, func(firstFD int) (upgrade.Handover, error) {
+		return upgrade.Handover{Files: []*os.File{s.file}, Env: []string{"TEST_LISTEN_FD=" + strconv.Itoa(firstFD)}}, nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -147,6 +150,16 @@ func killAtEnd(t *testing.T, pid int) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
+}
+
+func nonblocking(t *testing.T, f *os.File) bool {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flags int
+	sc.Control(func(fd uintptr) { flags, _ = unix.FcntlInt(fd, unix.F_GETFL, 0) })
+	return flags&unix.O_NONBLOCK != 0
 }
 
 // alive reports whether pid runs (a zombie counts as dead).
@@ -179,6 +192,15 @@ func askPID(t *testing.T, addr string) int {
 func TestUpgradeHandsOver(t *testing.T) {
 	s := newSetup(t)
 	u := s.upgrader(t, "good", 10*time.Second)
+	// This generation is accepting when the upgrade happens.
+	acceptDone := make(chan error, 1)
+	go func() {
+		c, err := s.ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+		acceptDone <- err
+	}()
 	res, err := u.Upgrade(context.Background())
 	if err != nil {
 		t.Fatalf("Upgrade() = %v", err)
@@ -189,9 +211,22 @@ func TestUpgradeHandsOver(t *testing.T) {
 	default:
 		t.Error("HandedOver not closed after a successful upgrade")
 	}
-	// The old generation stops accepting; the new one answers on the
-	// inherited socket.
-	s.ln.Close()
+	// The old generation stops accepting, at once: handing the socket on
+	// must not have switched it to blocking mode under our Accept.
+	if !nonblocking(t, s.file) {
+		t.Error("the handed-on socket is in blocking mode after the upgrade")
+	}
+	closed := make(chan struct{})
+	go func() { s.ln.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("closing the old generation's listener blocks after the upgrade")
+	}
+	if err := <-acceptDone; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("old generation's Accept = %v, want net.ErrClosed", err)
+	}
+	// The new one answers on the inherited socket.
 	if got := askPID(t, s.ln.Addr().String()); got != res.PID {
 		t.Errorf("connection answered by pid %d, want the new generation %d", got, res.PID)
 	}
@@ -228,11 +263,11 @@ func TestUpgradeFailures(t *testing.T) {
 		want    string
 		timeout time.Duration
 	}{
-		{"exit", "", "exited with status 3 before it was ready", 10 * time.Second},
-		{"kill", "", "was killed by signal killed", 10 * time.Second},
+		{"exit", "", "exited before it was ready", 10 * time.Second},
+		{"kill", "", "exited before it was ready", 10 * time.Second},
 		{"hang", "", "not ready within 500ms", 500 * time.Millisecond},
 		{"good", "/nonexistent/webapp", "cannot start the new binary", 10 * time.Second},
-		{"good", "notexec", "cannot start the new binary", 10 * time.Second},
+		{"good", "notexec", "not executable", 10 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode+tt.path, func(t *testing.T) {
@@ -245,7 +280,7 @@ func TestUpgradeFailures(t *testing.T) {
 					os.WriteFile(p, []byte("#!/bin/sh\n"), 0o644)
 				}
 				var err error
-				u, err = upgrade.New(upgrade.Options{Path: p}, func() (upgrade.Handover, error) { return upgrade.Handover{}, nil })
+				u, err = upgrade.New(upgrade.Options{Path: p}, func(int) (upgrade.Handover, error) { return upgrade.Handover{}, nil })
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -432,7 +467,7 @@ func TestControlClientHelper(t *testing.T) {
 }
 
 func TestNewRejectsBadOptions(t *testing.T) {
-	h := func() (upgrade.Handover, error) { return upgrade.Handover{}, nil }
+	h := func(int) (upgrade.Handover, error) { return upgrade.Handover{}, nil }
 	if _, err := upgrade.New(upgrade.Options{Path: "webapp"}, h); err == nil {
 		t.Error("New(relative path) = nil error, want an error")
 	}

@@ -168,8 +168,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Timeout:  cfg.reloadTimeout,
 		Notifier: notifier,
 		Logger:   log,
-	}, func() (upgrade.Handover, error) {
-		files, env := set.Export(3)
+	}, func(firstFD int) (upgrade.Handover, error) {
+		files, env := set.Export(firstFD)
 		if len(files) == 0 {
 			return upgrade.Handover{}, errors.New("no listener left to hand on")
 		}

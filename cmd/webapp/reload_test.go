@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/load"
+	"github.com/baton-dev/baton/upgrade"
+)
+
+// installed is webapp installed at a path of its own (as /usr/bin/webapp
+// is), started from there with a control socket.
+type installed struct {
+	path    string
+	control string
+	addr    string
+	first   *exec.Cmd
+	stderr  *syncBuffer
+	mu      sync.Mutex
+	pids    map[int]bool // every generation seen
+}
+
+func install(t *testing.T, args ...string) *installed {
+	t.Helper()
+	dir := t.TempDir()
+	in := &installed{
+		path:    filepath.Join(dir, "webapp"),
+		control: filepath.Join(dir, "control.sock"),
+		addr:    freeAddr(t),
+		stderr:  &syncBuffer{},
+		pids:    map[int]bool{},
+	}
+	in.put(t, builtWebapp(t))
+	cmd := exec.Command(in.path, append([]string{"serve", "--listen", in.addr, "--control", in.control}, args...)...)
+	cmd.Stderr = in.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	in.first = cmd
+	go cmd.Wait()
+	in.pids[cmd.Process.Pid] = true
+	t.Cleanup(func() {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		for pid := range in.pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if t.Failed() {
+			t.Logf("webapp log:\n%s", in.stderr.String())
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		if _, err := upgrade.MainPID(ctx, in.control); err == nil {
+			return in
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("webapp not answering on %s:\n%s", in.control, in.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// put installs the file at src as the binary, replacing it the way a
+// package manager does (write aside, rename over).
+func (in *installed) put(t *testing.T, src string) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := in.path + ".new"
+	if err := os.WriteFile(tmp, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, in.path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (in *installed) mainPID(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	pid, err := upgrade.MainPID(ctx, in.control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.mu.Lock()
+	in.pids[pid] = true
+	in.mu.Unlock()
+	return pid
+}
+
+// slowGet runs GET /slow?ms=2000 on a new connection and reports the pid
+// that answered.
+func slowGet(addr string) (int, error) {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + "/slow?ms=2000")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || string(b) != "slept 2000 ms\n" {
+		return 0, fmt.Errorf("slow answer %q, %v", b, err)
+	}
+	return strconv.Atoi(resp.Header.Get("X-Webapp-Pid"))
+}
+
+// TestSIGHUPSwapUnderLoad is the swap without systemd: 20 SIGHUPs while 32
+// clients load webapp, in each connection mode; two 2 s requests in flight
+// at each swap complete on the old generation; no request fails.
+func TestSIGHUPSwapUnderLoad(t *testing.T) {
+	for _, mode := range []load.Mode{load.KeepAlive, load.NewConnection} {
+		t.Run(mode.String(), func(t *testing.T) {
+			in := install(t)
+			var slowErrs []error
+			var slowMu sync.Mutex
+			var slowWG sync.WaitGroup
+			res, err := load.Run(context.Background(), "http://"+in.addr+"/", load.Options{
+				Clients:  32,
+				Mode:     mode,
+				Duration: 60 * time.Second,
+				Tail:     time.Second,
+				Schedule: load.Schedule{
+					Start: 500 * time.Millisecond,
+					Every: 300 * time.Millisecond,
+					Count: 20,
+					Run: func(ctx context.Context, i int) error {
+						old := in.mainPID(t)
+						for range 2 {
+							slowWG.Add(1)
+							go func() {
+								defer slowWG.Done()
+								pid, err := slowGet(in.addr)
+								if err == nil && pid != old {
+									err = fmt.Errorf("2 s request answered by pid %d, want the old generation %d", pid, old)
+								}
+								if err != nil {
+									slowMu.Lock()
+									slowErrs = append(slowErrs, err)
+									slowMu.Unlock()
+								}
+							}()
+						}
+						time.Sleep(100 * time.Millisecond) // the slow requests are in flight
+						if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+							return err
+						}
+						deadline := time.Now().Add(10 * time.Second)
+						for in.mainPID(t) == old {
+							if time.Now().After(deadline) {
+								return fmt.Errorf("SIGHUP %d: no new generation after 10s", i)
+							}
+							time.Sleep(5 * time.Millisecond)
+						}
+						return nil
+					},
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			slowWG.Wait()
+			for _, e := range res.Events {
+				if e.Err != nil {
+					t.Errorf("swap %d: %v", e.Index, e.Err)
+				}
+			}
+			t.Logf("%s: %d requests, %d ok, %d generations answered, steady p99 %v, failures %+v",
+				mode, res.Requests, res.OK, len(res.PIDs), res.Steady.P99, res.Failures)
+			if len(res.Events) != 20 {
+				t.Errorf("%d swaps ran, want 20", len(res.Events))
+			}
+			if n := res.Failed(); n != 0 {
+				t.Errorf("%d requests failed, want 0: %+v", n, res.FailureDetails)
+			}
+			if len(res.PIDs) < 15 {
+				t.Errorf("%d generations answered, want about 21", len(res.PIDs))
+			}
+			for _, e := range slowErrs {
+				t.Error(e)
+			}
+			// Stop the last generation; the drained ones are gone.
+			last := in.mainPID(t)
+			syscall.Kill(last, syscall.SIGTERM)
+			deadline := time.Now().Add(10 * time.Second)
+			for pid := range in.pids {
+				for pidAlive(pid) && time.Now().Before(deadline) {
+					time.Sleep(20 * time.Millisecond)
+				}
+				if pidAlive(pid) {
+					t.Errorf("generation %d still running after the last one was stopped", pid)
+				}
+			}
+		})
+	}
+}
+
+// TestReloadCommandFailures replaces the installed binary with broken ones:
+// webapp reload fails with the reason, the old generation keeps serving,
+// nothing is left running, and a good binary then swaps in.
+func TestReloadCommandFailures(t *testing.T) {
+	in := install(t, "--reload-timeout", "1s")
+	pid := in.mainPID(t)
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755)
+		return p
+	}
+	tests := []struct {
+		name    string
+		install func()
+		want    string
+	}{
+		{"missing", func() { os.Remove(in.path) }, "cannot start the new binary"},
+		{"not executable", func() { in.put(t, builtWebapp(t)); os.Chmod(in.path, 0o644) }, "not executable"},
+		{"exits at once", func() { in.put(t, script("exit", "exit 3")) }, "exited before it was ready"},
+		{"crashes", func() { in.put(t, script("crash", "kill -SEGV $$")) }, "exited before it was ready"},
+		{"never ready", func() { in.put(t, script("hang", "exec sleep 30")) }, "not ready within 1s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.install()
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command(builtWebapp(t), "reload", "--control", in.control)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			start := time.Now()
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Errorf("webapp reload = %v, want exit 1", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("webapp reload took %v to fail", d)
+			}
+			if !strings.Contains(stderr.String(), "reload failed: ") || !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("webapp reload said %q, want the reason %q", stderr.String(), tt.want)
+			}
+			if got := in.mainPID(t); got != pid {
+				t.Errorf("main pid %d after a failed reload, want the old %d", got, pid)
+			}
+			cl := dial(t, in.addr)
+			if resp, body, err := cl.get("/"); err != nil || body != "hello world\n" || resp.Header.Get("X-Webapp-Pid") != strconv.Itoa(pid) {
+				t.Errorf("after the failed reload GET / = %q, %v; want hello world from %d", body, err, pid)
+			}
+		})
+	}
+	// No failed generation is left behind.
+	out, _ := exec.Command("pgrep", "-f", in.path).Output()
+	for _, f := range strings.Fields(string(out)) {
+		if p, _ := strconv.Atoi(f); p != pid {
+			t.Errorf("process %d from a failed reload still runs", p)
+		}
+	}
+	in.put(t, builtWebapp(t))
+	out2, err := exec.Command(builtWebapp(t), "reload", "--control", in.control).CombinedOutput()
+	if err != nil || !strings.Contains(string(out2), "reloaded: pid ") {
+		t.Fatalf("reload with the good binary back: %s, %v", out2, err)
+	}
+	if got := in.mainPID(t); got == pid {
+		t.Errorf("main pid still %d after a good reload", got)
+	}
+}
+
+func TestReloadWithoutControlSocket(t *testing.T) {
+	var stderr bytes.Buffer
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	err := run(context.Background(), []string{"reload"}, io.Discard, &stderr)
+	var ue *usageError
+	if !errors.As(err, &ue) || !strings.Contains(ue.msg, "pass --control PATH, or send SIGHUP") {
+		t.Errorf("webapp reload with no control socket = %v, want a usage error saying what to do", err)
+	}
+}
+
+// pidAlive reports whether pid runs (a zombie counts as dead).
+func pidAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || !strings.HasPrefix(s[i+1:], " Z")
+}
