@@ -1,0 +1,14 @@
+# bench/bench.mk: baton's published benchmark, included by the top Makefile.
+# The benchmark is a Go test in its own module (bench/go.mod), so that its
+# dependencies stay out of baton's go.mod. Both targets need root (the
+# systemd sandbox); see bench/doc.go.
+BENCH_TIMEOUT ?= 15m
+
+.PHONY: bench bench-smoke
+
+bench: ## run the benchmark (root, ~8 min on 2 cores): writes BENCHMARKS.md and bench/charts/*.svg
+	cd bench && $(GO) test -count=1 -timeout $(BENCH_TIMEOUT) -run '^TestBench$$' -v . \
+		-args -full -report ../BENCHMARKS.md -charts charts -command 'make bench'
+
+bench-smoke: ## the benchmark cut to a few seconds per scenario (run by make test)
+	cd bench && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...

@@ -1,0 +1,292 @@
+package bench
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/load"
+)
+
+var (
+	flagFull    = flag.Bool("full", false, "full durations (make bench); without it, a smoke run of a few seconds per scenario")
+	flagReport  = flag.String("report", "", "write the Markdown report to this `file` (default: a temporary file, checked and discarded)")
+	flagCharts  = flag.String("charts", "", "write the SVG charts to this `directory` (default: beside the report)")
+	flagCommand = flag.String("command", "", "the `command` shown in the report (default: the go test command)")
+	flagKeep    = flag.String("keep", "", "keep the servers' logs and the sandbox journal in this `directory`")
+)
+
+// config is how long and how hard each scenario runs.
+type config struct {
+	clients int
+
+	warmup, steadyRun time.Duration
+	steadyRounds      int
+
+	// Disruption runs: lead-in, period and tail.
+	lead, every, tail     time.Duration
+	reloads, restarts     int
+	altEvents             int
+	bin                   time.Duration // of the charts
+	stopRounds, idleConns int
+	slow, ranBefore       time.Duration
+}
+
+var (
+	full = config{
+		clients: load.DefaultClients,
+		warmup:  time.Second, steadyRun: 3 * time.Second, steadyRounds: 5,
+		lead: 2 * time.Second, every: 2500 * time.Millisecond, tail: 2 * time.Second,
+		reloads: 20, restarts: 10, altEvents: 10,
+		bin:        100 * time.Millisecond,
+		stopRounds: 5, idleConns: 32,
+		slow: 2 * time.Second, ranBefore: 200 * time.Millisecond,
+	}
+	smoke = config{
+		clients: load.DefaultClients,
+		warmup:  200 * time.Millisecond, steadyRun: time.Second, steadyRounds: 2,
+		lead: time.Second, every: 1500 * time.Millisecond, tail: time.Second,
+		reloads: 2, restarts: 2, altEvents: 1,
+		bin:        50 * time.Millisecond,
+		stopRounds: 1, idleConns: 8,
+		slow: 500 * time.Millisecond, ranBefore: 100 * time.Millisecond,
+	}
+)
+
+// TestBench runs the benchmark: with -full as `make bench` does, without
+// it as a smoke test of a few seconds per scenario.
+func TestBench(t *testing.T) {
+	requireRoot(t)
+	cfg := smoke
+	if *flagFull {
+		cfg = full
+	}
+	started := time.Now()
+	work := t.TempDir()
+	logs := work
+	if *flagKeep != "" {
+		logs = *flagKeep
+		if err := os.MkdirAll(logs, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bins := buildAll(t, work)
+	rep := &Report{
+		Machine: ThisMachine(),
+		Command: *flagCommand,
+		GoTest:  goTestCommand(),
+		Commit:  Commit("..", "BENCHMARKS.md", "bench/charts"),
+		Started: started,
+		Full:    *flagFull,
+		Clients: cfg.clients,
+	}
+	if rep.Command == "" {
+		rep.Command = rep.GoTest
+	}
+	env := &benchEnv{cfg: cfg, bins: bins, logs: logs}
+
+	t.Run("steady", func(t *testing.T) { rep.Steady = runSteady(t, env) })
+	t.Run("stop", func(t *testing.T) { rep.Stop = runStop(t, env) })
+	t.Run("alternatives", func(t *testing.T) { rep.Alternatives = runAlternatives(t, env) })
+	t.Run("systemd", func(t *testing.T) {
+		rep.Reload, rep.Restart = runSystemd(t, env, &rep.Machine)
+	})
+	rep.Took = time.Since(started)
+
+	report := *flagReport
+	if report == "" {
+		report = filepath.Join(work, "BENCHMARKS.md")
+	}
+	charts := *flagCharts
+	if charts == "" {
+		charts = filepath.Dir(report)
+	}
+	writeAll(t, rep, report, charts, cfg.bin)
+	t.Logf("report written to %s, charts to %s (%v)", report, charts, rep.Took.Round(time.Second))
+}
+
+// benchEnv is what the scenarios share.
+type benchEnv struct {
+	cfg  config
+	bins binaries
+	logs string
+}
+
+// logFile opens a log file for a server of the benchmark; it is closed at
+// the end of the test.
+func (e *benchEnv) logFile(t testing.TB, name string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(e.logs, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// requireRoot applies the project's policy: the benchmark needs root for
+// the systemd sandbox. With CI=true it fails without; otherwise it skips
+// with one line saying why and how to run it.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if runtime.GOOS == "linux" && os.Geteuid() == 0 {
+		return
+	}
+	why := "the benchmark needs root on Linux (it boots a systemd sandbox)"
+	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+		t.Fatalf("bench: CI=true but %s", why)
+	}
+	t.Skipf("bench: %s; run `sudo make bench`, or `sudo make test` for the short version", why)
+}
+
+// binaries are the programs under test, built for this run.
+type binaries struct {
+	webapp, plain, flip string
+}
+
+func buildAll(t *testing.T, dir string) binaries {
+	t.Helper()
+	b := binaries{
+		webapp: filepath.Join(dir, "webapp"),
+		plain:  filepath.Join(dir, "plainhttp"),
+		flip:   filepath.Join(dir, "flipapp"),
+	}
+	// webapp goes into the sandbox too: static, like the packages'.
+	goBuild(t, "..", b.webapp, "./cmd/webapp")
+	goBuild(t, ".", b.plain, "./cmd/plainhttp")
+	goBuild(t, ".", b.flip, "./cmd/flipapp")
+	return b
+}
+
+func goBuild(t *testing.T, dir, out, pkg string) {
+	t.Helper()
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s in %s: %v\n%s", pkg, dir, err, b)
+	}
+}
+
+// goTestCommand returns the go test command line that started this test
+// binary, rebuilt from its arguments.
+func goTestCommand() string {
+	keep := map[string]bool{"run": true, "timeout": true, "count": true, "v": true}
+	cmd, own := []string{"go", "test"}, []string{"-args"}
+	args := os.Args[1:]
+	for i := 0; i < len(args); i++ {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if rest, ok := strings.CutPrefix(name, "test."); ok {
+			if keep[rest] && !(rest == "v" && val == "true") {
+				cmd = append(cmd, "-"+rest+"="+val)
+			} else if rest == "v" {
+				cmd = append(cmd, "-v")
+			}
+			continue
+		}
+		if name == "command" || name == "keep" {
+			if !hasVal {
+				i++
+			}
+			continue
+		}
+		own = append(own, args[i])
+		if isBoolFlag(name) {
+			continue
+		}
+		if !hasVal && i+1 < len(args) {
+			i++
+			own = append(own, args[i])
+		}
+	}
+	cmd = append(cmd, ".")
+	if len(own) > 1 {
+		cmd = append(cmd, own...)
+	}
+	return strings.Join(cmd, " ")
+}
+
+func isBoolFlag(name string) bool {
+	f := flag.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+func writeAll(t *testing.T, rep *Report, report, charts string, bin time.Duration) {
+	t.Helper()
+	if err := os.MkdirAll(charts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	chart := func(key string, f func(path string) error) {
+		p := filepath.Join(charts, key+".svg")
+		if err := f(p); err != nil {
+			t.Errorf("chart %s: %v", key, err)
+		}
+		files = append(files, p)
+	}
+	if rep.Steady != nil {
+		chart("steady", func(p string) error { return SteadyChart(p, rep.Steady) })
+	}
+	if rep.Stop != nil {
+		chart("stop", func(p string) error { return StopChart(p, rep.Stop) })
+	}
+	for _, d := range append([]*Disruption{rep.Reload, rep.Restart}, rep.Alternatives...) {
+		if d == nil {
+			continue
+		}
+		chart(d.Key, func(p string) error { return TimelineChart(p, d.Title, d.Noun+"s", d.Runs, bin) })
+	}
+	rel, err := filepath.Rel(filepath.Dir(report), charts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md bytes.Buffer
+	if err := rep.WriteMarkdown(&md, filepath.ToSlash(rel)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(report, md.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The outputs must be what they claim to be.
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if !bytes.Contains(b[:min(len(b), 512)], []byte("<svg")) {
+			t.Errorf("%s is not an SVG file", f)
+		}
+		if !bytes.Contains(md.Bytes(), []byte("("+filepath.ToSlash(filepath.Join(rel, filepath.Base(f)))+")")) {
+			t.Errorf("the report does not link %s", f)
+		}
+	}
+	for _, want := range []string{"## Headline", "## Targets not reached"} {
+		if !bytes.Contains(md.Bytes(), []byte(want)) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+}
+
+// cmdError wraps a command's failure with its standard error.
+func cmdError(err error, stderr string) error {
+	if err == nil {
+		return nil
+	}
+	if s := strings.TrimSpace(stderr); s != "" {
+		return fmt.Errorf("%w: %s", err, s)
+	}
+	return err
+}

@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/baton-dev/baton/internal/load"
+)
+
+// Spread is the median of some values with their smallest and largest.
+type Spread struct {
+	N                int
+	Median, Min, Max float64
+}
+
+// SpreadOf returns the spread of xs (zero for none). The median of an even
+// count is the mean of the two middle values.
+func SpreadOf(xs []float64) Spread {
+	if len(xs) == 0 {
+		return Spread{}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	med := s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return Spread{N: n, Median: med, Min: s[0], Max: s[n-1]}
+}
+
+// DurationSpread returns the spread of ds, in nanoseconds.
+func DurationSpread(ds []time.Duration) Spread {
+	xs := make([]float64, len(ds))
+	for i, d := range ds {
+		xs[i] = float64(d)
+	}
+	return SpreadOf(xs)
+}
+
+// percentile returns the nearest-rank p-th percentile of sorted, as the
+// load generator computes it.
+func percentile(sorted []time.Duration, p int) time.Duration {
+	n := len(sorted)
+	if n == 0 {
+		return 0
+	}
+	rank := max((p*n+99)/100, 1)
+	return sorted[rank-1]
+}
+
+// Around returns the statistics of the requests of res that started within
+// any event's window (event ± margin), pooled: "latency around a
+// disruption".
+func Around(res *load.Result) load.Stats {
+	var st load.Stats
+	var lat []time.Duration
+	for _, x := range res.Samples {
+		if !inWindow(res.Events, x.Start) {
+			continue
+		}
+		st.Requests++
+		if x.Class != load.ClassOK {
+			st.Failed++
+			continue
+		}
+		lat = append(lat, x.Latency)
+	}
+	if len(lat) == 0 {
+		return st
+	}
+	slices.Sort(lat)
+	st.P50 = percentile(lat, 50)
+	st.P90 = percentile(lat, 90)
+	st.P99 = percentile(lat, 99)
+	st.Max = lat[len(lat)-1]
+	return st
+}
+
+// inWindow reports whether t is within the window of one of evs. Events
+// never overlap, so both ends of their windows increase with the index:
+// only the first window that ends at or after t can hold t.
+func inWindow(evs []load.Event, t time.Duration) bool {
+	i, _ := slices.BinarySearchFunc(evs, t, func(e load.Event, t time.Duration) int {
+		return cmp.Compare(e.Window.To, t)
+	})
+	return i < len(evs) && evs[i].Window.From <= t
+}

@@ -1,0 +1,70 @@
+package bench
+
+import (
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/load"
+)
+
+func TestSpreadOf(t *testing.T) {
+	tests := []struct {
+		in   []float64
+		want Spread
+	}{
+		{nil, Spread{}},
+		{[]float64{3}, Spread{N: 1, Median: 3, Min: 3, Max: 3}},
+		{[]float64{4, 1, 3}, Spread{N: 3, Median: 3, Min: 1, Max: 4}},
+		{[]float64{4, 1, 3, 2}, Spread{N: 4, Median: 2.5, Min: 1, Max: 4}},
+	}
+	for _, tt := range tests {
+		if got := SpreadOf(tt.in); got != tt.want {
+			t.Errorf("SpreadOf(%v) = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestAround(t *testing.T) {
+	ms := time.Millisecond
+	res := &load.Result{
+		Events: []load.Event{
+			{Window: load.Window{From: 100 * ms, To: 200 * ms}},
+			{Window: load.Window{From: 150 * ms, To: 400 * ms}}, // overlaps the first
+			{Window: load.Window{From: 800 * ms, To: 900 * ms}},
+		},
+	}
+	for i, start := range []time.Duration{0, 100, 180, 300, 500, 850, 950} {
+		s := load.Sample{Start: start * ms, Latency: time.Duration(i+1) * ms}
+		if start == 300 {
+			s.Class = load.ClassReset
+		}
+		res.Samples = append(res.Samples, s)
+	}
+	got := Around(res)
+	// In windows: 100 (2 ms), 180 (3 ms), 300 (failed), 850 (6 ms).
+	want := load.Stats{Requests: 4, Failed: 1, P50: 3 * ms, P90: 6 * ms, P99: 6 * ms, Max: 6 * ms}
+	if got != want {
+		t.Errorf("Around = %+v, want %+v", got, want)
+	}
+}
+
+func TestFmtDur(t *testing.T) {
+	tests := []struct {
+		in   time.Duration
+		want string
+	}{
+		{0, "0"},
+		{420 * time.Microsecond, "420 µs"},
+		{1234 * time.Microsecond, "1.23 ms"},
+		{20 * time.Millisecond, "20 ms"},
+		{123456 * time.Microsecond, "123.5 ms"},
+		{time.Second, "1 s"},
+		{2500 * time.Millisecond, "2.5 s"},
+		{1234 * time.Millisecond, "1.23 s"},
+	}
+	for _, tt := range tests {
+		if got := fmtDur(tt.in); got != tt.want {
+			t.Errorf("fmtDur(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,124 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/load"
+	"github.com/baton-dev/baton/systemd/systemdtest"
+)
+
+// Readiness lines of the servers.
+const (
+	webappReady = "serving http on"
+	plainReady  = "ready "
+)
+
+// startServer starts a server on a fresh port and stops it at the end of
+// the test. It returns the process and its URL.
+func startServer(t testing.TB, e *benchEnv, name, path string, args func(addr string) []string, ready string) (*Proc, string) {
+	t.Helper()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(systemdtest.Port(t)))
+	p, err := StartProc(path, args(addr), e.logFile(t, name), ready, 10*time.Second)
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if _, err := p.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
+			select {
+			case <-p.Done():
+			default:
+				t.Errorf("stop %s: %v", name, err)
+			}
+		}
+	})
+	return p, "http://" + addr + "/"
+}
+
+func webappArgs(addr string) []string { return []string{"serve", "--listen", addr} }
+func plainArgs(addr string) []string  { return []string{"--listen", addr} }
+
+// loadFor runs plain load against url.
+func loadFor(t testing.TB, url string, mode load.Mode, d time.Duration, clients int) *load.Result {
+	t.Helper()
+	res, err := load.Run(t.Context(), url, load.Options{Clients: clients, Mode: mode, Duration: d})
+	if err != nil {
+		t.Fatalf("load %s: %v", url, err)
+	}
+	return res
+}
+
+// runSteady is scenario 1: webapp against plain net/http, A/B.
+func runSteady(t *testing.T, e *benchEnv) *Steady {
+	cfg := e.cfg
+	_, webURL := startServer(t, e, "steady-webapp", e.bins.webapp, webappArgs, webappReady)
+	_, plainURL := startServer(t, e, "steady-plain", e.bins.plain, plainArgs, plainReady)
+	modes := []load.Mode{load.KeepAlive, load.NewConnection}
+	for _, m := range modes {
+		loadFor(t, webURL, m, cfg.warmup, cfg.clients)
+		loadFor(t, plainURL, m, cfg.warmup, cfg.clients)
+	}
+	s := &Steady{Rounds: cfg.steadyRounds, Duration: cfg.steadyRun}
+	for _, m := range modes {
+		s.Modes = append(s.Modes, SteadyMode{Mode: m})
+	}
+	for round := range cfg.steadyRounds {
+		webappFirst := round%2 == 0
+		for i, m := range modes {
+			sm := &s.Modes[i]
+			one := func(url string) RunStats {
+				st := StatsOf(loadFor(t, url, m, cfg.steadyRun, cfg.clients))
+				if st.Failed > 0 {
+					t.Errorf("steady state, %s, %s: %d failed requests", m, url, st.Failed)
+				}
+				return st
+			}
+			var w, p RunStats
+			if webappFirst {
+				w, p = one(webURL), one(plainURL)
+			} else {
+				p, w = one(plainURL), one(webURL)
+			}
+			sm.Webapp = append(sm.Webapp, w)
+			sm.Plain = append(sm.Plain, p)
+			sm.WebappFirst = append(sm.WebappFirst, webappFirst)
+			t.Logf("round %d %s: webapp %.0f req/s (p99 %v), plain %.0f req/s (p99 %v), ratio %.3f",
+				round+1, m, w.RPS, w.P99, p.RPS, p.P99, w.RPS/p.RPS)
+		}
+	}
+	return s
+}
+
+// disruptionRun runs load on url in mode while event runs n times on the
+// configured schedule, and checks the schedule ran.
+func disruptionRun(t testing.TB, e *benchEnv, url string, mode load.Mode, n int, event func(ctx context.Context, i int) error) *load.Result {
+	t.Helper()
+	cfg := e.cfg
+	opts := load.Options{
+		Clients:  cfg.clients,
+		Mode:     mode,
+		Duration: cfg.lead + time.Duration(n)*(cfg.every+15*time.Second) + cfg.tail,
+		Schedule: load.Schedule{Start: cfg.lead, Every: cfg.every, Count: n, Run: event},
+		Tail:     cfg.tail,
+	}
+	res, err := load.Run(t.Context(), url, opts)
+	if err != nil {
+		t.Fatalf("load %s: %v", url, err)
+	}
+	if len(res.Events) != n {
+		t.Errorf("load %s, %s: %d events ran, want %d", url, mode, len(res.Events), n)
+	}
+	for _, ev := range res.Events {
+		if ev.Error != "" {
+			t.Logf("%s event %d: %s", mode, ev.Index, ev.Error)
+		}
+	}
+	t.Logf("%s: %d requests (%.0f/s), %d failed %s, %d events, %d PIDs, steady p99 %v, around p99 %v",
+		mode, res.Requests, res.RPS, res.Failed(), fmt.Sprint(byClass(res.Failures)), len(res.Events), len(res.PIDs), res.Steady.P99, Around(res).P99)
+	return res
+}

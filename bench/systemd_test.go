@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/load"
+	"github.com/baton-dev/baton/systemd/systemdtest"
+)
+
+// runSystemd is scenarios 2 and 3: webapp under a real systemd in a
+// sandbox that shares the host's network, loaded from the host.
+func runSystemd(t *testing.T, e *benchEnv, m *Machine) (reload, restart *Disruption) {
+	box := systemdtest.Boot(t, systemdtest.Options{Name: "bench"})
+	port := systemdtest.Port(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	url := "http://" + addr + "/"
+
+	box.CopyFile(t, e.bins.webapp, "/usr/bin/webapp", 0o755)
+	for _, u := range []string{"webapp.socket", "webapp.service"} {
+		box.CopyFile(t, filepath.Join("..", "systemd", "units", u), "/etc/systemd/system/"+u, 0o644)
+	}
+	box.WriteFile(t, "/etc/systemd/system/webapp.socket.d/bench.conf",
+		[]byte("[Socket]\nListenStream=\nListenStream="+addr+"\n"), 0o644)
+	box.Systemctl(t, "daemon-reload")
+	box.Systemctl(t, "start", "webapp.socket")
+	if v := strings.SplitN(box.Systemctl(t, "--version"), "\n", 2)[0]; v != "" {
+		m.Systemd = strings.TrimSpace(v)
+	}
+	// The first connection starts webapp.service.
+	if err := waitServing(t.Context(), url, 30*time.Second); err != nil {
+		t.Fatalf("webapp in the sandbox: %v\n%s", err, box.Journal(t, "-u", "webapp.service", "-u", "webapp.socket"))
+	}
+	overhead := sandboxOverhead(t, box)
+	show := func() map[string]string {
+		return box.Show(t, "webapp.service", "MainPID", "NRestarts", "ActiveState", "SubState", "Result")
+	}
+	before := show()
+
+	reload = &Disruption{
+		Key: "reload", Title: "webapp under systemd, systemctl reload",
+		Program: "webapp (`webapp.socket` + `webapp.service` from `systemd/units`)", Noun: "reload",
+		Action: "`systemctl reload webapp` (`ExecReload=webapp reload`: returns once the new generation is main and ready)",
+		Where:  "under systemd 252 as PID 1 of a sandbox on the host's network, loaded from the host",
+		Every:  e.cfg.every, Margin: load.DefaultMargin, Overhead: overhead,
+	}
+	for _, mode := range modes {
+		reload.Runs = append(reload.Runs, disruptionRun(t, e, url, mode, e.cfg.reloads, func(ctx context.Context, i int) error {
+			_, stderr, err := box.Exec(ctx, "systemctl", "reload", "webapp")
+			return cmdError(err, stderr)
+		}))
+	}
+	after := show()
+	reload.Notes = append(reload.Notes, serviceNote(before, after))
+	reload.Notes = append(reload.Notes, journalNote(t, e, box, "reload"))
+
+	restart = &Disruption{
+		Key: "restart", Title: "webapp under systemd, systemctl restart",
+		Program: reload.Program, Noun: "restart",
+		Action: "`systemctl restart webapp.service` (the socket stays open: connections queue in its backlog)",
+		Where:  reload.Where,
+		Every:  e.cfg.every, Margin: load.DefaultMargin, Overhead: overhead,
+	}
+	before = show()
+	for _, mode := range modes {
+		restart.Runs = append(restart.Runs, disruptionRun(t, e, url, mode, e.cfg.restarts, func(ctx context.Context, i int) error {
+			_, stderr, err := box.Exec(ctx, "systemctl", "restart", "webapp.service")
+			return cmdError(err, stderr)
+		}))
+	}
+	after = show()
+	restart.Notes = append(restart.Notes, serviceNote(before, after))
+	restart.Notes = append(restart.Notes, journalNote(t, e, box, "restart"))
+
+	for _, d := range []*Disruption{reload, restart} {
+		if d.Failed() > 0 || d.EventErrors() > 0 {
+			t.Logf("%s: %d failed requests, %d failed %ss; the journal:\n%s", d.Title, d.Failed(), d.EventErrors(), d.Noun,
+				box.Journal(t, "-u", "webapp.service", "-o", "short-monotonic", "-n", "300"))
+		}
+	}
+	return reload, restart
+}
+
+// waitServing polls url until it answers 200.
+func waitServing(ctx context.Context, url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		res, err := load.Run(ctx, url, load.Options{Clients: 1, MaxRequests: 1, Timeout: 5 * time.Second})
+		if err == nil && res.OK == 1 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if res != nil && len(res.FailureDetails) > 0 {
+				return fmt.Errorf("not serving after %v: %s", timeout, res.FailureDetails[0].Error)
+			}
+			return fmt.Errorf("not serving after %v", timeout)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// sandboxOverhead is the median time of a trivial systemctl call run in
+// the sandbox the way the disruptions are.
+func sandboxOverhead(t *testing.T, box *systemdtest.Box) time.Duration {
+	var ds []time.Duration
+	for range 5 {
+		t0 := time.Now()
+		if _, stderr, err := box.Exec(t.Context(), "systemctl", "is-active", "webapp.service"); err != nil {
+			t.Fatalf("systemctl is-active: %v", cmdError(err, stderr))
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	return time.Duration(DurationSpread(ds).Median)
+}
+
+func serviceNote(before, after map[string]string) string {
+	return fmt.Sprintf("`systemctl show webapp.service` before: MainPID=%s NRestarts=%s; after: MainPID=%s NRestarts=%s ActiveState=%s SubState=%s Result=%s.",
+		before["MainPID"], before["NRestarts"], after["MainPID"], after["NRestarts"], after["ActiveState"], after["SubState"], after["Result"])
+}
+
+// journalNote counts the journal lines of webapp.service at warning or
+// above so far, webapp's own and systemd's about the unit apart, logs them,
+// and keeps the whole journal when asked to.
+func journalNote(t *testing.T, e *benchEnv, box *systemdtest.Box, what string) string {
+	all := nonEmptyLines(box.Journal(t, "-u", "webapp.service", "-p", "warning", "-o", "short-monotonic", "-q"))
+	own := nonEmptyLines(box.Journal(t, "-u", "webapp.service", "-t", "webapp", "-p", "warning", "-o", "short-monotonic", "-q"))
+	if *flagKeep != "" {
+		j := box.Journal(t, "-u", "webapp.service", "-u", "webapp.socket", "-o", "short-monotonic", "-q")
+		if err := os.WriteFile(filepath.Join(e.logs, "journal-"+what+".log"), []byte(j), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	if len(all) > 0 {
+		t.Logf("journal of webapp.service after the %s runs, warning and above:\n%s", what, strings.Join(all, "\n"))
+	}
+	note := fmt.Sprintf("`journalctl -u webapp.service -p warning` after the %s runs: %d entries from webapp", what, len(own))
+	if len(own) > 0 {
+		note += fmt.Sprintf(" (the last: `%s`)", oneLine(own[len(own)-1]))
+	}
+	var others []string
+	for _, l := range all {
+		if !slices.Contains(own, l) {
+			others = append(others, l)
+		}
+	}
+	if len(others) > 0 {
+		note += fmt.Sprintf(", %d from systemd about the unit (the last: `%s`)", len(others), oneLine(others[len(others)-1]))
+	}
+	return note + "."
+}
+
+func nonEmptyLines(s string) []string {
+	var out []string
+	for l := range strings.Lines(s) {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
