@@ -250,9 +250,6 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 	if cut == 0 {
 		return r, nil
 	}
-	if d.opts.Logger != nil {
-		d.opts.Logger.Warnf("drain: deadline reached after %v: cut %d connections", r.Duration.Round(time.Millisecond), cut)
-	}
 	return r, fmt.Errorf("%w: %d cut after %v: %w", ErrCut, cut, r.Duration.Round(time.Millisecond), context.Cause(ctx))
 }
 

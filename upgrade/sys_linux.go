@@ -46,6 +46,9 @@ type process struct{ fd int }
 
 func openProcess(pid int) (*process, error) {
 	fd, err := unix.PidfdOpen(pid, 0)
+	if err == unix.ESRCH {
+		return nil, os.ErrProcessDone
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pidfd_open: %w", err)
 	}

@@ -242,6 +242,9 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 		return 0, fmt.Errorf("cannot start the new binary: no process id from the shell (%v, %v)", rerr, werr)
 	}
 	proc, err := openProcess(pid)
+	if errors.Is(err, os.ErrProcessDone) {
+		return 0, fmt.Errorf("new generation (pid %d) exited before it was ready (its log says why)", pid)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("new generation (pid %d): %w", pid, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/baton-dev/baton"
 	"github.com/baton-dev/baton/upgrade"
 )
 
@@ -18,7 +19,7 @@ import (
 func reload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("webapp reload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	control := fs.String("control", defaultControl(), "the running service's control socket `path` (default $RUNTIME_DIRECTORY/control.sock, as set by systemd)")
+	control := fs.String("control", baton.ControlPath(), "the running service's control socket `path` (default $RUNTIME_DIRECTORY/control.sock, as set by systemd)")
 	timeout := fs.Duration("timeout", 90*time.Second, "give up waiting for the outcome after this `duration`")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: webapp reload [--control PATH] [--timeout D]")

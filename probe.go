@@ -1,4 +1,4 @@
-package main
+package baton
 
 import (
 	"bufio"
@@ -11,17 +11,18 @@ import (
 	"time"
 )
 
-// probe checks that the HTTP server still serves: it sends GET /healthz
+// probe checks that the HTTP server still serves: it sends GET <path>
 // through an in-memory connection that the server accepts like any other,
 // so a wedged accept loop, handler or health check all make it fail.
 type probe struct {
+	path   string
 	conns  chan net.Conn
 	closed chan struct{}
 	once   sync.Once
 }
 
-func newProbe() *probe {
-	return &probe{conns: make(chan net.Conn), closed: make(chan struct{})}
+func newProbe(path string) *probe {
+	return &probe{path: path, conns: make(chan net.Conn), closed: make(chan struct{})}
 }
 
 // Accept, Close and Addr make the probe a net.Listener for the server.
@@ -46,7 +47,7 @@ type probeAddr struct{}
 func (probeAddr) Network() string { return "pipe" }
 func (probeAddr) String() string  { return "probe" }
 
-// Check sends one request and wants 200 OK.
+// Check sends one request and wants a 2xx answer.
 func (p *probe) Check(ctx context.Context) error {
 	server, client := net.Pipe()
 	defer client.Close()
@@ -64,7 +65,7 @@ func (p *probe) Check(ctx context.Context) error {
 		dl = time.Now().Add(5 * time.Second)
 	}
 	client.SetDeadline(dl)
-	if _, err := io.WriteString(client, "GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"); err != nil {
+	if _, err := fmt.Fprintf(client, "GET %s HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n", p.path); err != nil {
 		return fmt.Errorf("health probe: %w", err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(client), nil)
@@ -73,7 +74,7 @@ func (p *probe) Check(ctx context.Context) error {
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("health probe: %s: %s", resp.Status, bytesTrim(body))
 	}
 	return nil
