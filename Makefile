@@ -19,8 +19,8 @@ help: ## list the targets
 build: ## build bin/webapp
 	$(GOBUILD) -o $(BIN)/webapp ./cmd/webapp
 
-run: build ## start webapp on $(ADDR) without systemd (Ctrl-C drains and stops)
-	$(BIN)/webapp serve --listen $(ADDR)
+run: build ## start webapp on $(ADDR) without systemd (SIGHUP swaps, Ctrl-C drains and stops)
+	$(BIN)/webapp serve --listen $(ADDR) --control $(CURDIR)/$(BIN)/control.sock
 
 test: deps ## run the whole test suite (installs what it needs)
 	$(GO) vet ./...
