@@ -1,0 +1,257 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/load"
+)
+
+// goodClient is where the reload tests keep a good build inside the box: a
+// stand-in /usr/bin/webapp script execs it for `webapp reload`, so that a
+// broken server still has a working reload client.
+const goodClient = "/usr/local/lib/webapp-e2e/webapp"
+
+// reloadOutcome is one `systemctl reload webapp.service`.
+type reloadOutcome struct {
+	Took   time.Duration
+	Output string // stdout and stderr
+	Err    error
+}
+
+// reload runs `systemctl reload webapp.service`; it never fails the test,
+// so it may run outside the test's goroutine.
+func (s *service) reload(ctx context.Context) reloadOutcome {
+	start := time.Now()
+	out, stderr, err := s.box.Exec(ctx, "systemctl", "reload", "webapp.service")
+	return reloadOutcome{Took: time.Since(start), Output: strings.TrimSpace(out + stderr), Err: err}
+}
+
+// showCtx is show without the test: for use outside the test's goroutine.
+func (s *service) showCtx(ctx context.Context, props ...string) (map[string]string, error) {
+	args := []string{"systemctl", "show"}
+	for _, p := range props {
+		args = append(args, "--property="+p)
+	}
+	out, _, err := s.box.Exec(ctx, append(args, "--", "webapp.service")...)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			m[k] = v
+		}
+	}
+	return m, nil
+}
+
+// proc is a process in webapp.service's cgroup, as the box sees it.
+type proc struct {
+	PID   string
+	State string // R, S, Z, ...
+	Cmd   string
+}
+
+func (p proc) String() string { return p.PID + " " + p.State + " " + p.Cmd }
+
+// procs lists the processes in webapp.service's cgroup.
+func (s *service) procs(t *testing.T) []proc {
+	t.Helper()
+	cg := s.show(t, "ControlGroup")["ControlGroup"]
+	if cg == "" {
+		return nil
+	}
+	out := s.box.Run(t, "sh", "-c", `f=/sys/fs/cgroup"$1"/cgroup.procs
+[ -e "$f" ] || exit 0
+for p in $(cat "$f"); do
+	st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' /proc/$p/status 2>/dev/null)
+	cmd=$(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null)
+	echo "$p ${st:-?} $cmd"
+done`, "sh", cg)
+	var ps []proc
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.SplitN(line, " ", 3)
+		if len(f) < 2 {
+			continue
+		}
+		p := proc{PID: f[0], State: f[1]}
+		if len(f) == 3 {
+			p.Cmd = strings.TrimSpace(f[2])
+		}
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// live drops zombies (reaped late by the box's PID 1) and processes gone
+// while listed.
+func live(ps []proc) []proc {
+	return slices.DeleteFunc(slices.Clone(ps), func(p proc) bool { return p.State == "Z" || p.State == "?" })
+}
+
+// waitOnlyMain waits until the only live process in the service's cgroup
+// is its MainPID, and returns the processes seen last.
+func (s *service) waitOnlyMain(t *testing.T, within time.Duration) ([]proc, bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		main := s.mainPID(t)
+		ps := live(s.procs(t))
+		if len(ps) == 1 && ps[0].PID == main {
+			return ps, true
+		}
+		if time.Now().After(deadline) {
+			return ps, false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// installScript installs a shell script as /usr/bin/webapp.
+func (s *service) installScript(t *testing.T, body string) {
+	t.Helper()
+	s.box.WriteFile(t, "/usr/bin/webapp", []byte("#!/bin/sh\n"+body+"\n"), 0o755)
+}
+
+// answer is one request sent outside the load.
+type answer struct {
+	Status  int
+	PID     string
+	Version string
+	Body    string
+	Took    time.Duration
+	Err     error
+}
+
+// fetch sends one GET on a new connection; it never fails the test.
+func fetch(ctx context.Context, url string) answer {
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return answer{Err: err}
+	}
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return answer{Err: err, Took: time.Since(start)}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return answer{
+		Status:  resp.StatusCode,
+		PID:     resp.Header.Get(load.PIDHeader),
+		Version: resp.Header.Get(load.VersionHeader),
+		Body:    string(b),
+		Took:    time.Since(start),
+		Err:     err,
+	}
+}
+
+// slowOK checks an answer to /slow?ms=N.
+func slowOK(a answer, ms int) error {
+	want := fmt.Sprintf("slept %d ms\n", ms)
+	switch {
+	case a.Err != nil:
+		return a.Err
+	case a.Status != http.StatusOK || a.Body != want:
+		return fmt.Errorf("status %d, body %q; want 200 %q", a.Status, a.Body, want)
+	}
+	return nil
+}
+
+// percentile is the nearest-rank p-th percentile of sorted.
+func percentile(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := (len(sorted)*p + 99) / 100
+	return sorted[max(i, 1)-1]
+}
+
+// durations summarises d as "p50 X, max Y".
+func durations(d []time.Duration) (p50, maxD time.Duration) {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0, 0
+	}
+	return percentile(s, 50), s[len(s)-1]
+}
+
+// aroundEvents is the p99 latency of the successful requests that started
+// within some event's window (±Margin around each disruption).
+func aroundEvents(res *load.Result) (n int, p99 time.Duration) {
+	var lat []time.Duration
+	for _, smp := range res.Samples {
+		if smp.Class != load.ClassOK {
+			continue
+		}
+		for _, ev := range res.Events {
+			if smp.Start >= ev.Window.From && smp.Start <= ev.Window.To {
+				lat = append(lat, smp.Latency)
+				break
+			}
+		}
+	}
+	slices.Sort(lat)
+	return len(lat), percentile(lat, 99)
+}
+
+// failures describes the failed requests of res, for a test message.
+func failures(res *load.Result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d failed of %d: %+v", res.Failed(), res.Requests, res.Failures)
+	for i, f := range res.FailureDetails {
+		if i == 20 {
+			fmt.Fprintf(&b, "\n  ... %d more", len(res.FailureDetails)-i)
+			break
+		}
+		fmt.Fprintf(&b, "\n  at %v (+%v) %s client %d conn request %d written %v: %s",
+			f.Offset.Round(time.Millisecond), f.Latency.Round(time.Millisecond), f.Class, f.Client, f.ConnRequest, f.Written, f.Error)
+	}
+	return b.String()
+}
+
+// procStatus reads the open fd count and VmRSS (kB) of pid in the box.
+func (s *service) procStatus(t *testing.T, pid string) (fds, rssKB int) {
+	t.Helper()
+	out := s.box.Run(t, "sh", "-c", `ls /proc/$1/fd | wc -l; sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' /proc/$1/status`, "sh", pid)
+	f := strings.Fields(out)
+	if len(f) != 2 {
+		t.Fatalf("fd count and VmRSS of pid %s: got %q", pid, out)
+	}
+	fds, err1 := strconv.Atoi(f[0])
+	rssKB, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		t.Fatalf("fd count and VmRSS of pid %s: got %q", pid, out)
+	}
+	return fds, rssKB
+}
+
+// zombies lists the processes in state Z anywhere in the box.
+func (s *service) zombies(t *testing.T) []string {
+	t.Helper()
+	out := s.box.Run(t, "ps", "-eo", "pid=,stat=,comm=")
+	var z []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && strings.HasPrefix(f[1], "Z") {
+			z = append(z, strings.Join(f, " "))
+		}
+	}
+	return z
+}
+
+// journalLines returns the lines of webapp.service's journal.
+func (s *service) journalLines(t *testing.T) []string {
+	t.Helper()
+	return strings.Split(strings.TrimRight(s.journal(t), "\n"), "\n")
+}
