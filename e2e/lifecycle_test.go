@@ -116,6 +116,7 @@ func TestLifecycleStopDrains(t *testing.T) {
 	if bad := killedBySystemd(j); len(bad) > 0 {
 		t.Errorf("systemd had to end the stop: %q\n%s", bad, j)
 	}
+	t.Logf("the stop in the journal:\n%s", s.box.Journal(t, "-u", "webapp.service", "-o", "short-monotonic"))
 	if w := missing(j, "stopping: draining 1 connections", "no connection cut"); w != "" {
 		t.Errorf("journal lacks %q:\n%s", w, j)
 	}
