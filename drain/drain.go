@@ -223,16 +223,21 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 
 	d.grace(ctx)
 
+	// The servers' Shutdown closes idle connections and waits for the rest,
+	// but notices the last one only at its next poll (up to 500ms apart):
+	// end as soon as the tracked connections are gone instead.
+	sctx, scancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for _, s := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.Shutdown(ctx) // its error is ctx's; what is left is counted below
+			s.Shutdown(sctx) // its error is ctx's; what is left is counted below
 		}()
 	}
+	d.waitAll(ctx)
+	scancel()
 	wg.Wait()
-	d.waitRaw(ctx)
 
 	if ctx.Err() == nil {
 		return Report{Duration: time.Since(start)}, nil
@@ -283,10 +288,11 @@ func (d *Drainer) grace(ctx context.Context) {
 	}
 }
 
-func (d *Drainer) waitRaw(ctx context.Context) {
+// waitAll waits until no connection is left, or ctx ends.
+func (d *Drainer) waitAll(ctx context.Context) {
 	for {
 		d.mu.Lock()
-		n := len(d.raw)
+		n := len(d.conns) + len(d.raw)
 		ch := d.changed
 		d.mu.Unlock()
 		if n == 0 {
