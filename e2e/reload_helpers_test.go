@@ -2,9 +2,13 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,63 +57,121 @@ func (s *service) showCtx(ctx context.Context, props ...string) (map[string]stri
 	return m, nil
 }
 
-// proc is a process in webapp.service's cgroup, as the box sees it.
-type proc struct {
+// swapBinary installs the host file src as /usr/bin/webapp in the box the
+// way a package manager does (a new file renamed over the old one); it
+// never fails the test, so it may run outside the test's goroutine.
+func (s *service) swapBinary(src string) error {
+	dir := filepath.Join(s.box.Root(), "usr", "bin")
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(dir, ".webapp.new-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o755); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, "webapp"))
+}
+
+// cgProc is a process in webapp.service's cgroup, as the box sees it.
+type cgProc struct {
 	PID   string
 	State string // R, S, Z, ...
 	Cmd   string
 }
 
-func (p proc) String() string { return p.PID + " " + p.State + " " + p.Cmd }
+func (p cgProc) String() string { return p.PID + " " + p.State + " " + p.Cmd }
 
 // procs lists the processes in webapp.service's cgroup.
-func (s *service) procs(t *testing.T) []proc {
+func (s *service) procs(t *testing.T) []cgProc {
 	t.Helper()
-	cg := s.show(t, "ControlGroup")["ControlGroup"]
-	if cg == "" {
-		return nil
+	ps, err := s.procsCtx(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	out := s.box.Run(t, "sh", "-c", `f=/sys/fs/cgroup"$1"/cgroup.procs
+	return ps
+}
+
+// procsCtx is procs without the test.
+func (s *service) procsCtx(ctx context.Context) ([]cgProc, error) {
+	p, err := s.showCtx(ctx, "ControlGroup")
+	if err != nil || p["ControlGroup"] == "" {
+		return nil, err
+	}
+	out, _, err := s.box.Exec(ctx, "sh", "-c", `f=/sys/fs/cgroup"$1"/cgroup.procs
 [ -e "$f" ] || exit 0
 for p in $(cat "$f"); do
 	st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' /proc/$p/status 2>/dev/null)
 	cmd=$(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null)
 	echo "$p ${st:-?} $cmd"
-done`, "sh", cg)
-	var ps []proc
+done`, "sh", p["ControlGroup"])
+	if err != nil {
+		return nil, err
+	}
+	var ps []cgProc
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.SplitN(line, " ", 3)
 		if len(f) < 2 {
 			continue
 		}
-		p := proc{PID: f[0], State: f[1]}
+		p := cgProc{PID: f[0], State: f[1]}
 		if len(f) == 3 {
 			p.Cmd = strings.TrimSpace(f[2])
 		}
 		ps = append(ps, p)
 	}
-	return ps
+	return ps, nil
 }
 
 // live drops zombies (reaped late by the box's PID 1) and processes gone
 // while listed.
-func live(ps []proc) []proc {
-	return slices.DeleteFunc(slices.Clone(ps), func(p proc) bool { return p.State == "Z" || p.State == "?" })
+func liveOnly(ps []cgProc) []cgProc {
+	return slices.DeleteFunc(slices.Clone(ps), func(p cgProc) bool { return p.State == "Z" || p.State == "?" })
 }
 
 // waitOnlyMain waits until the only live process in the service's cgroup
 // is its MainPID, and returns the processes seen last.
-func (s *service) waitOnlyMain(t *testing.T, within time.Duration) ([]proc, bool) {
+func (s *service) waitOnlyMain(t *testing.T, within time.Duration) ([]cgProc, bool) {
 	t.Helper()
+	ps, err := s.waitOnlyMainCtx(context.Background(), within)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps, len(ps) == 1
+}
+
+// waitOnlyMainCtx is waitOnlyMain without the test; it returns the live
+// processes seen last and an error if there was not exactly MainPID.
+func (s *service) waitOnlyMainCtx(ctx context.Context, within time.Duration) ([]cgProc, error) {
 	deadline := time.Now().Add(within)
 	for {
-		main := s.mainPID(t)
-		ps := live(s.procs(t))
-		if len(ps) == 1 && ps[0].PID == main {
-			return ps, true
+		p, err := s.showCtx(ctx, "MainPID")
+		if err != nil {
+			return nil, err
+		}
+		ps, err := s.procsCtx(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ps = liveOnly(ps)
+		if len(ps) == 1 && ps[0].PID == p["MainPID"] {
+			return ps, nil
 		}
 		if time.Now().After(deadline) {
-			return ps, false
+			return ps, fmt.Errorf("after %v the service's cgroup holds %v, want only MainPID %s", within, ps, p["MainPID"])
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -121,8 +183,8 @@ func (s *service) installScript(t *testing.T, body string) {
 	s.box.WriteFile(t, "/usr/bin/webapp", []byte("#!/bin/sh\n"+body+"\n"), 0o755)
 }
 
-// answer is one request sent outside the load.
-type answer struct {
+// freshAnswer is the answer to one request sent outside the load.
+type freshAnswer struct {
 	Status  int
 	PID     string
 	Version string
@@ -132,20 +194,20 @@ type answer struct {
 }
 
 // fetch sends one GET on a new connection; it never fails the test.
-func fetch(ctx context.Context, url string) answer {
+func getFresh(ctx context.Context, url string) freshAnswer {
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return answer{Err: err}
+		return freshAnswer{Err: err}
 	}
 	start := time.Now()
 	resp, err := c.Do(req)
 	if err != nil {
-		return answer{Err: err, Took: time.Since(start)}
+		return freshAnswer{Err: err, Took: time.Since(start)}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return answer{
+	return freshAnswer{
 		Status:  resp.StatusCode,
 		PID:     resp.Header.Get(load.PIDHeader),
 		Version: resp.Header.Get(load.VersionHeader),
@@ -156,7 +218,7 @@ func fetch(ctx context.Context, url string) answer {
 }
 
 // slowOK checks an answer to /slow?ms=N.
-func slowOK(a answer, ms int) error {
+func slowOK(a freshAnswer, ms int) error {
 	want := fmt.Sprintf("slept %d ms\n", ms)
 	switch {
 	case a.Err != nil:
@@ -168,7 +230,7 @@ func slowOK(a answer, ms int) error {
 }
 
 // percentile is the nearest-rank p-th percentile of sorted.
-func percentile(sorted []time.Duration, p int) time.Duration {
+func nearestRank(sorted []time.Duration, p int) time.Duration {
 	if len(sorted) == 0 {
 		return 0
 	}
@@ -177,13 +239,13 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 }
 
 // durations summarises d as "p50 X, max Y".
-func durations(d []time.Duration) (p50, maxD time.Duration) {
+func p50Max(d []time.Duration) (p50, maxD time.Duration) {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	if len(s) == 0 {
 		return 0, 0
 	}
-	return percentile(s, 50), s[len(s)-1]
+	return nearestRank(s, 50), s[len(s)-1]
 }
 
 // aroundEvents is the p99 latency of the successful requests that started
@@ -202,11 +264,11 @@ func aroundEvents(res *load.Result) (n int, p99 time.Duration) {
 		}
 	}
 	slices.Sort(lat)
-	return len(lat), percentile(lat, 99)
+	return len(lat), nearestRank(lat, 99)
 }
 
 // failures describes the failed requests of res, for a test message.
-func failures(res *load.Result) string {
+func describeFailures(res *load.Result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d failed of %d: %+v", res.Failed(), res.Requests, res.Failures)
 	for i, f := range res.FailureDetails {
@@ -250,8 +312,32 @@ func (s *service) zombies(t *testing.T) []string {
 	return z
 }
 
-// journalLines returns the lines of webapp.service's journal.
-func (s *service) journalLines(t *testing.T) []string {
-	t.Helper()
-	return strings.Split(strings.TrimRight(s.journal(t), "\n"), "\n")
+// journalCtx returns webapp.service's journal (-o cat) without the test.
+func (s *service) journalCtx(ctx context.Context) (string, error) {
+	_, _, _ = s.box.Exec(ctx, "journalctl", "--sync")
+	out, _, err := s.box.Exec(ctx, "journalctl", "--no-pager", "-u", "webapp.service", "-o", "cat")
+	return out, err
+}
+
+// exitStatus is the exit code of a failed command, or what failed instead.
+func exitStatus(err error) string {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return "0"
+	case errors.As(err, &ee):
+		return strconv.Itoa(ee.ExitCode())
+	}
+	return err.Error()
+}
+
+// lastLine is the last line of s that contains sub.
+func lastLine(s, sub string) string {
+	lines := strings.Split(s, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], sub) {
+			return lines[i]
+		}
+	}
+	return ""
 }

@@ -16,8 +16,8 @@ type reloadEvent struct {
 	Version       string // installed before the reload
 	Before, After string // MainPID
 	Reload        reloadOutcome
-	Fresh         answer // GET / on a new connection after the reload
-	Err           error  // reading MainPID, installing
+	Fresh         freshAnswer // GET / on a new connection after the reload
+	Err           error       // reading MainPID, installing
 }
 
 // TestReloadUnderLoad: 50 `systemctl reload webapp` under 32 clients, in
@@ -31,22 +31,20 @@ func TestReloadUnderLoad(t *testing.T) {
 		slowMS  = 2000
 	)
 	versions := []string{"2.0.0-e2e-a", "2.0.0-e2e-b"}
+	bins := map[string]string{}
 	for _, v := range versions {
-		buildWebapp(t, v)
+		bins[v] = buildWebapp(t, v)
 	}
 	for _, mode := range []load.Mode{load.KeepAlive, load.NewConnection} {
 		t.Run(mode.String(), func(t *testing.T) {
 			s := startService(t, serviceOptions{})
-			for _, v := range versions {
-				s.box.CopyFile(t, buildWebapp(t, v), "/usr/local/lib/webapp-e2e/webapp-"+v, 0o755)
-			}
 			first, _ := s.get(t, "/")
 			startPID := first.Header.Get("X-Webapp-Pid")
 
 			events := make([]reloadEvent, reloads)
 			type slowReq struct {
 				event int
-				a     answer
+				a     freshAnswer
 			}
 			var (
 				slowMu sync.Mutex
@@ -67,37 +65,40 @@ func TestReloadUnderLoad(t *testing.T) {
 					Count: reloads,
 					Run: func(ctx context.Context, i int) error {
 						ev := &events[i]
-						p, err := s.showCtx(ctx, "MainPID")
-						if err != nil {
+						if i == 0 {
+							p, err := s.showCtx(ctx, "MainPID")
+							if err != nil {
+								ev.Err = err
+								return err
+							}
+							ev.Before = p["MainPID"]
+						} else {
+							ev.Before = events[i-1].After
+						}
+						ev.Version = versions[i%len(versions)]
+						if err := s.swapBinary(bins[ev.Version]); err != nil {
 							ev.Err = err
 							return err
-						}
-						ev.Before = p["MainPID"]
-						ev.Version = versions[i%len(versions)]
-						if _, stderr, err := s.box.Exec(ctx, "sh", "-c",
-							`cp "$1" /usr/bin/.webapp.new && mv -f /usr/bin/.webapp.new /usr/bin/webapp`,
-							"sh", "/usr/local/lib/webapp-e2e/webapp-"+ev.Version); err != nil {
-							ev.Err = fmt.Errorf("%v: %s", err, stderr)
-							return ev.Err
 						}
 						for range 2 {
 							slowWG.Add(1)
 							go func() {
 								defer slowWG.Done()
-								a := fetch(context.Background(), fmt.Sprintf("%s/slow?ms=%d", s.url, slowMS))
+								a := getFresh(context.Background(), fmt.Sprintf("%s/slow?ms=%d", s.url, slowMS))
 								slowMu.Lock()
 								slows = append(slows, slowReq{i, a})
 								slowMu.Unlock()
 							}()
 						}
-						time.Sleep(300 * time.Millisecond) // the old generation takes them
+						time.Sleep(200 * time.Millisecond) // the old generation takes them
 						ev.Reload = s.reload(ctx)
-						if p, err = s.showCtx(ctx, "MainPID"); err != nil {
+						p, err := s.showCtx(ctx, "MainPID")
+						if err != nil {
 							ev.Err = err
 							return err
 						}
 						ev.After = p["MainPID"]
-						ev.Fresh = fetch(ctx, s.url+"/")
+						ev.Fresh = getFresh(ctx, s.url+"/")
 						return ev.Reload.Err
 					},
 				},
@@ -107,7 +108,7 @@ func TestReloadUnderLoad(t *testing.T) {
 				t.Fatalf("load: %v", err)
 			}
 			if res.Failed() != 0 {
-				t.Errorf("%s", failures(res))
+				t.Errorf("%s", describeFailures(res))
 			}
 			if len(res.Events) != reloads {
 				t.Fatalf("%d reloads ran, want %d", len(res.Events), reloads)
@@ -128,9 +129,6 @@ func TestReloadUnderLoad(t *testing.T) {
 				case ev.Fresh.PID != ev.After || ev.Fresh.Version != ev.Version:
 					t.Errorf("reload %d: GET / after it answered by pid %s version %s, want MainPID %s version %s",
 						i, ev.Fresh.PID, ev.Fresh.Version, ev.After, ev.Version)
-				}
-				if i > 0 && events[i-1].After != "" && ev.Before != events[i-1].After {
-					t.Errorf("reload %d: MainPID %s before it, but reload %d left %s", i, ev.Before, i-1, events[i-1].After)
 				}
 			}
 			if len(slows) != 2*reloads {
@@ -161,13 +159,13 @@ func TestReloadUnderLoad(t *testing.T) {
 				t.Errorf("systemd supervises a generation as an alien process")
 			}
 
-			p50, wallMax := durations(walls)
+			p50, wallMax := p50Max(walls)
 			n, p99Around := aroundEvents(res)
 			var winP99 []time.Duration
 			for _, ev := range res.Events {
 				winP99 = append(winP99, ev.Window.P99)
 			}
-			winP50, winMax := durations(winP99)
+			winP50, winMax := p50Max(winP99)
 			t.Logf("%s: %d reloads under %d clients, %d requests (%.0f/s), %d failed %+v; systemctl reload wall p50 %v max %v; "+
 				"p99 within ±1 s of a reload %v (%d requests; per-reload window p99 median %v max %v) vs steady p99 %v (%d requests), steady p50 %v; "+
 				"generations %d, slow requests %d all on the old pid",
@@ -178,4 +176,212 @@ func TestReloadUnderLoad(t *testing.T) {
 				len(res.PIDs), len(slows))
 		})
 	}
+}
+
+// failCase is one failed reload of TestReloadFailure.
+type failCase struct {
+	name string
+	// setup breaks /usr/bin/webapp (or the unit) before the reload.
+	setup func(ctx context.Context) error
+	// journal and status are what the journal lines written during the
+	// reload and StatusText must contain ("" for status: not checked).
+	journal []string
+	status  string
+	// maxTook bounds `systemctl reload`.
+	maxTook time.Duration
+}
+
+// failOutcome is what a failCase saw.
+type failOutcome struct {
+	Reload    reloadOutcome
+	Journal   string // lines written during the reload
+	Props     map[string]string
+	Fresh     freshAnswer // GET / after the reload
+	Leftovers error       // processes beside MainPID
+	Err       error
+}
+
+// TestReloadFailure: under load, a reload to a new binary that is missing,
+// not executable, exits at once, crashes, or is not ready within
+// --reload-timeout fails visibly (systemctl reload exits non-zero, the
+// reason is in the journal and StatusText) while the old generation keeps
+// serving every request, and leaves no process behind. A good binary then
+// reloads normally.
+//
+// ExecReload= of the shipped unit runs /usr/bin/webapp itself, so a
+// missing or non-executable binary fails as the reload command, before the
+// running generation is asked; those two cases are run both ways: with the
+// shipped unit, and with a drop-in whose ExecReload= runs a good build kept
+// elsewhere, so that the swap itself meets the broken binary. The broken
+// servers are shell scripts that exec the good build for `reload` only.
+func TestReloadFailure(t *testing.T) {
+	const reloadTimeout = 3 * time.Second
+	s := startService(t, serviceOptions{ServiceDropIn: "Environment=WEBAPP_OPTS=--reload-timeout=" + reloadTimeout.String()})
+	good := buildWebapp(t, "")
+	s.box.CopyFile(t, good, goodClient, 0o755)
+	fixed := buildWebapp(t, "2.0.0-e2e-fixed")
+	first, _ := s.get(t, "/")
+	oldPID := first.Header.Get("X-Webapp-Pid")
+
+	script := func(body string) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			_, stderr, err := s.box.Exec(ctx, "sh", "-c", `printf '%s\n' '#!/bin/sh' "$1" "$2" >/usr/bin/.webapp.new &&
+chmod 755 /usr/bin/.webapp.new && mv -f /usr/bin/.webapp.new /usr/bin/webapp`,
+				"sh", `case "$1" in reload) exec `+goodClient+` "$@";; esac`, body)
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, stderr)
+			}
+			return nil
+		}
+	}
+	box := func(args ...string) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			_, stderr, err := s.box.Exec(ctx, args...)
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, stderr)
+			}
+			return nil
+		}
+	}
+	rmBinary := box("rm", "-f", "/usr/bin/webapp")
+	notExec := box("sh", "-c", "cp "+goodClient+" /usr/bin/.webapp.new && chmod 644 /usr/bin/.webapp.new && mv -f /usr/bin/.webapp.new /usr/bin/webapp")
+	quick := 5 * time.Second
+	cases := []failCase{
+		{name: "missing, shipped ExecReload=", setup: rmBinary, maxTook: quick,
+			journal: []string{"/usr/bin/webapp: No such file or directory", "status=203/EXEC"}},
+		{name: "not executable, shipped ExecReload=", setup: notExec, maxTook: quick,
+			journal: []string{"/usr/bin/webapp: Permission denied", "status=203/EXEC"}},
+		{name: "exits at once", setup: script("exit 3"), maxTook: quick,
+			journal: []string{"reload failed: new generation (pid", "exited before it was ready"},
+			status:  "reload failed: new generation (pid"},
+		{name: "crashes", setup: script("kill -SEGV $$"), maxTook: quick,
+			journal: []string{"reload failed: new generation (pid", "exited before it was ready"},
+			status:  "reload failed: new generation (pid"},
+		{name: "not ready in time", setup: script("exec sleep 60"), maxTook: reloadTimeout + 3*time.Second,
+			journal: []string{"reload failed: new generation (pid", "not ready within " + reloadTimeout.String()},
+			status:  "not ready within " + reloadTimeout.String()},
+		{name: "missing, reload client elsewhere", maxTook: quick,
+			setup: func(ctx context.Context) error {
+				if err := s.swapBinary(good); err != nil { // so that daemon-reload does not matter
+					return err
+				}
+				dropIn := "[Service]\nExecReload=\nExecReload=" + goodClient + " reload\n"
+				if err := box("sh", "-c", `printf '%s' "$1" >/etc/systemd/system/webapp.service.d/reload-client.conf`, "sh", dropIn)(ctx); err != nil {
+					return err
+				}
+				if err := box("systemctl", "daemon-reload")(ctx); err != nil {
+					return err
+				}
+				return rmBinary(ctx)
+			},
+			journal: []string{"reload failed: cannot start the new binary", "/usr/bin/webapp"},
+			status:  "reload failed: cannot start the new binary"},
+		{name: "not executable, reload client elsewhere", setup: notExec, maxTook: quick,
+			journal: []string{"reload failed: cannot start the new binary", "/usr/bin/webapp"},
+			status:  "reload failed: cannot start the new binary"},
+	}
+
+	outcomes := make([]failOutcome, len(cases))
+	var recovered failOutcome
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := load.Run(ctx, s.url+"/", load.Options{
+		Clients:  32,
+		Mode:     load.KeepAlive,
+		Duration: 2 * time.Minute,
+		Tail:     2 * time.Second,
+		Schedule: load.Schedule{
+			Start: 2 * time.Second,
+			Count: len(cases) + 1,
+			Run: func(ctx context.Context, i int) error {
+				if i == len(cases) { // install a good binary: the way out
+					o := &recovered
+					if o.Err = s.swapBinary(fixed); o.Err != nil {
+						return o.Err
+					}
+					o.Reload = s.reload(ctx)
+					o.Props, o.Err = s.showCtx(ctx, "MainPID", "StatusText")
+					o.Fresh = getFresh(ctx, s.url+"/")
+					return o.Reload.Err
+				}
+				c, o := cases[i], &outcomes[i]
+				if o.Err = c.setup(ctx); o.Err != nil {
+					return o.Err
+				}
+				before, err := s.journalCtx(ctx)
+				if err != nil {
+					o.Err = err
+					return err
+				}
+				o.Reload = s.reload(ctx)
+				after, err := s.journalCtx(ctx)
+				if err != nil {
+					o.Err = err
+					return err
+				}
+				o.Journal = strings.TrimPrefix(after, before)
+				if o.Props, o.Err = s.showCtx(ctx, "MainPID", "StatusText", "ActiveState", "SubState", "NRestarts"); o.Err != nil {
+					return o.Err
+				}
+				o.Fresh = getFresh(ctx, s.url+"/")
+				_, o.Leftovers = s.waitOnlyMainCtx(ctx, 5*time.Second)
+				return nil
+			},
+		},
+	})
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	var summary []string
+	for i, c := range cases {
+		o := outcomes[i]
+		t.Run(c.name, func(t *testing.T) {
+			if o.Err != nil {
+				t.Fatal(o.Err)
+			}
+			if o.Reload.Err == nil {
+				t.Errorf("systemctl reload succeeded, want a failure:\n%s", o.Reload.Output)
+			}
+			if o.Reload.Took > c.maxTook {
+				t.Errorf("systemctl reload took %v, want at most %v", o.Reload.Took, c.maxTook)
+			}
+			if m := missing(o.Journal, c.journal...); m != "" {
+				t.Errorf("the journal of the reload lacks %q:\n%s", m, o.Journal)
+			}
+			if c.status != "" && !strings.Contains(o.Props["StatusText"], c.status) {
+				t.Errorf("StatusText=%q, want it to contain %q", o.Props["StatusText"], c.status)
+			}
+			if o.Props["MainPID"] != oldPID || o.Props["ActiveState"] != "active" || o.Props["SubState"] != "running" || o.Props["NRestarts"] != "0" {
+				t.Errorf("after the failed reload %v, want MainPID %s active/running, NRestarts=0", o.Props, oldPID)
+			}
+			if o.Fresh.Err != nil || o.Fresh.Status != 200 || o.Fresh.PID != oldPID {
+				t.Errorf("GET / after the failed reload: %v, status %d, pid %s; want 200 from %s", o.Fresh.Err, o.Fresh.Status, o.Fresh.PID, oldPID)
+			}
+			if o.Leftovers != nil {
+				t.Error(o.Leftovers)
+			}
+		})
+		reason := o.Props["StatusText"]
+		if c.status == "" {
+			reason = lastLine(o.Journal, "203/EXEC")
+		}
+		summary = append(summary, fmt.Sprintf("%s: exit %v after %v (%s)", c.name, exitStatus(o.Reload.Err), o.Reload.Took.Round(time.Millisecond), reason))
+	}
+	if res.Failed() != 0 {
+		t.Errorf("%s", describeFailures(res))
+	}
+	if recovered.Err != nil || recovered.Reload.Err != nil {
+		t.Errorf("reload to a good binary after the failures: %v %v\n%s", recovered.Err, recovered.Reload.Err, recovered.Reload.Output)
+	} else if recovered.Props["MainPID"] == oldPID || recovered.Fresh.PID != recovered.Props["MainPID"] || recovered.Fresh.Version != "2.0.0-e2e-fixed" {
+		t.Errorf("reload to a good binary after the failures: MainPID %s (was %s), GET / from pid %s version %s",
+			recovered.Props["MainPID"], oldPID, recovered.Fresh.PID, recovered.Fresh.Version)
+	}
+	if _, ok := s.waitOnlyMain(t, 5*time.Second); !ok {
+		t.Errorf("after the recovery: %v", s.procs(t))
+	}
+	if n := len(res.PIDs); n > 2 {
+		t.Errorf("the load was answered by %d generations, want the first and the recovered one: %v", n, res.PIDs)
+	}
+	t.Logf("failed reloads under 32 keep-alive clients: %d requests, %d failed %+v; %s; then a good binary: reload in %v",
+		res.Requests, res.Failed(), res.Failures, strings.Join(summary, "; "), recovered.Reload.Took.Round(time.Millisecond))
 }
