@@ -190,6 +190,7 @@ var (
 	}, commonFiles...)
 	rpmFiles = append([]string{
 		"/etc/sysconfig/webapp",
+		"/usr/share/licenses/webapp",
 		"/usr/share/licenses/webapp/LICENSE",
 	}, commonFiles...)
 )
@@ -592,8 +593,11 @@ func TestRpmContents(t *testing.T) {
 	}
 	for f, mode := range modes {
 		want := "-rw-r--r--"
-		if f == "/usr/bin/webapp" {
+		switch f {
+		case "/usr/bin/webapp":
 			want = "-rwxr-xr-x"
+		case "/usr/share/licenses/webapp": // owned, so that rpm -e removes it
+			want = "drwxr-xr-x"
 		}
 		if mode != want {
 			t.Errorf("rpm mode of %s = %s, want %s", f, mode, want)
