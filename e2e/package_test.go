@@ -121,9 +121,11 @@ func TestPackageDeb(t *testing.T) {
 			if st["ActiveState"] != "inactive" || st["UnitFileState"] == "enabled" {
 				t.Errorf("after dpkg -r %s is %v, want inactive and not enabled", u, st)
 			}
-			if code, out := p.try(t, "systemctl", "is-enabled", u); code == 0 {
+			code, out := p.try(t, "systemctl", "is-enabled", u)
+			if code == 0 {
 				t.Errorf("after dpkg -r systemctl is-enabled %s: %s, want a non-zero exit", u, out)
 			}
+			t.Logf("after dpkg -r: %s %v, is-enabled: %s", u, st, strings.TrimSpace(out))
 		}
 		if !p.refused(t) {
 			t.Errorf("after dpkg -r the port still accepts connections")

@@ -5,8 +5,9 @@
 // The tests build the packages with `make deb rpm` and check them with the
 // real tools: lintian, rpmlint, shellcheck, systemd-analyze, dpkg-deb, rpm.
 // A missing tool fails the test when CI=true and skips it otherwise;
-// `make deps` (as root) installs them. Installing and upgrading inside a
-// real systemd is tested elsewhere, in a sandbox.
+// `make deps` (as root) installs them. Installing, upgrading under load,
+// downgrading and removing under a real systemd are tested in
+// e2e/package_test.go, in a sandbox.
 package packaging
 
 import (
