@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/internal/load"
+	"github.com/baton-dev/baton/systemd/systemdtest"
 )
 
 var (
@@ -43,7 +45,7 @@ type config struct {
 var (
 	full = config{
 		clients: load.DefaultClients,
-		warmup:  time.Second, steadyRun: 3 * time.Second, steadyRounds: 5,
+		warmup:  time.Second, steadyRun: time.Second, steadyRounds: 8,
 		lead: 2 * time.Second, every: 2500 * time.Millisecond, tail: 2 * time.Second,
 		reloads: 20, restarts: 10, altEvents: 10,
 		bin:        100 * time.Millisecond,
@@ -52,7 +54,7 @@ var (
 	}
 	smoke = config{
 		clients: load.DefaultClients,
-		warmup:  200 * time.Millisecond, steadyRun: time.Second, steadyRounds: 2,
+		warmup:  200 * time.Millisecond, steadyRun: 500 * time.Millisecond, steadyRounds: 2,
 		lead: time.Second, every: 1500 * time.Millisecond, tail: time.Second,
 		reloads: 2, restarts: 2, altEvents: 1,
 		bin:        50 * time.Millisecond,
@@ -65,6 +67,8 @@ var (
 // it as a smoke test of a few seconds per scenario.
 func TestBench(t *testing.T) {
 	requireRoot(t)
+	// Where a sandbox cannot boot: skip off CI, fail on CI.
+	systemdtest.Require(t)
 	cfg := smoke
 	if *flagFull {
 		cfg = full
@@ -78,6 +82,7 @@ func TestBench(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	report, charts, chartLink := outputPaths(t, work)
 	bins := buildAll(t, work)
 	rep := &Report{
 		Machine: ThisMachine(),
@@ -100,16 +105,11 @@ func TestBench(t *testing.T) {
 		rep.Reload, rep.Restart = runSystemd(t, env, &rep.Machine)
 	})
 	rep.Took = time.Since(started)
+	if t.Failed() || rep.Steady == nil || rep.Stop == nil || rep.Reload == nil || rep.Restart == nil || len(rep.Alternatives) == 0 {
+		t.Errorf("a scenario did not run to its end: the report below is incomplete")
+	}
 
-	report := *flagReport
-	if report == "" {
-		report = filepath.Join(work, "BENCHMARKS.md")
-	}
-	charts := *flagCharts
-	if charts == "" {
-		charts = filepath.Dir(report)
-	}
-	writeAll(t, rep, report, charts, cfg.bin)
+	writeAll(t, rep, report, charts, chartLink, cfg.bin)
 	t.Logf("report written to %s, charts to %s (%v)", report, charts, rep.Took.Round(time.Second))
 }
 
@@ -223,11 +223,38 @@ func isBoolFlag(name string) bool {
 	return ok && b.IsBoolFlag()
 }
 
-func writeAll(t *testing.T, rep *Report, report, charts string, bin time.Duration) {
+// outputPaths returns the report's and the charts' absolute paths and the
+// charts' directory relative to the report's, creating the directories.
+func outputPaths(t *testing.T, work string) (report, charts, link string) {
 	t.Helper()
-	if err := os.MkdirAll(charts, 0o755); err != nil {
+	report = *flagReport
+	if report == "" {
+		report = filepath.Join(work, "BENCHMARKS.md")
+	}
+	charts = *flagCharts
+	if charts == "" {
+		charts = filepath.Dir(report)
+	}
+	var err error
+	if report, err = filepath.Abs(report); err != nil {
 		t.Fatal(err)
 	}
+	if charts, err = filepath.Abs(charts); err != nil {
+		t.Fatal(err)
+	}
+	if link, err = filepath.Rel(filepath.Dir(report), charts); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Dir(report), charts} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return report, charts, filepath.ToSlash(link)
+}
+
+func writeAll(t *testing.T, rep *Report, report, charts, rel string, bin time.Duration) {
+	t.Helper()
 	var files []string
 	chart := func(key string, f func(path string) error) {
 		p := filepath.Join(charts, key+".svg")
@@ -246,14 +273,10 @@ func writeAll(t *testing.T, rep *Report, report, charts string, bin time.Duratio
 		if d == nil {
 			continue
 		}
-		chart(d.Key, func(p string) error { return TimelineChart(p, d.Title, d.Noun+"s", d.Runs, bin) })
-	}
-	rel, err := filepath.Rel(filepath.Dir(report), charts)
-	if err != nil {
-		t.Fatal(err)
+		chart(d.Key, func(p string) error { return TimelineChart(p, d.Title, d.Noun, d.Runs, bin) })
 	}
 	var md bytes.Buffer
-	if err := rep.WriteMarkdown(&md, filepath.ToSlash(rel)); err != nil {
+	if err := rep.WriteMarkdown(&md, rel); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(report, md.Bytes(), 0o644); err != nil {
@@ -269,7 +292,7 @@ func writeAll(t *testing.T, rep *Report, report, charts string, bin time.Duratio
 		if !bytes.Contains(b[:min(len(b), 512)], []byte("<svg")) {
 			t.Errorf("%s is not an SVG file", f)
 		}
-		if !bytes.Contains(md.Bytes(), []byte("("+filepath.ToSlash(filepath.Join(rel, filepath.Base(f)))+")")) {
+		if !bytes.Contains(md.Bytes(), []byte("("+path.Join(rel, filepath.Base(f))+")")) {
 			t.Errorf("the report does not link %s", f)
 		}
 	}

@@ -40,10 +40,10 @@ var (
 // scale), each disruption shaded from its start to its return with a
 // dashed line at its start, and each failed request as a red cross at its
 // start and the time it took to fail.
-func TimelineChart(path, title, event string, runs []*load.Result, bin time.Duration) error {
+func TimelineChart(path, title, noun string, runs []*load.Result, bin time.Duration) error {
 	var plots [][]*plot.Plot
 	for _, res := range runs {
-		p, err := timeline(fmt.Sprintf("%s, %s", title, modeName(res.Mode)), event, res, bin)
+		p, err := timeline(fmt.Sprintf("%s, %s", title, shortMode(res.Mode)), noun, res, bin)
 		if err != nil {
 			return err
 		}
@@ -52,9 +52,15 @@ func TimelineChart(path, title, event string, runs []*load.Result, bin time.Dura
 	return saveRows(path, plots)
 }
 
-func timeline(title, event string, res *load.Result, bin time.Duration) (*plot.Plot, error) {
+func timeline(title, noun string, res *load.Result, bin time.Duration) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("%s: %d %s, %d of %d requests failed", title, len(res.Events), event, res.Failed(), res.Requests)
+	event := noun + "s"
+	n := len(res.Events)
+	if n == 1 {
+		event = noun
+	}
+	p.Title.Text = fmt.Sprintf("%s: %d %s, %d of %d requests failed", title, n, event, res.Failed(), res.Requests)
+	p.Title.TextStyle.Font.Size = vg.Points(11)
 	p.X.Label.Text = "time since the load started (s)"
 	p.Y.Label.Text = "latency (ms, log scale)"
 	p.Y.Scale = plot.LogScale{}
@@ -118,7 +124,7 @@ func timeline(title, event string, res *load.Result, bin time.Duration) (*plot.P
 		start.Dashes = []vg.Length{vg.Points(3), vg.Points(3)}
 		p.Add(poly, start)
 		if i == 0 {
-			p.Legend.Add(event+" (start to return)", poly)
+			p.Legend.Add(noun+" (start to return)", poly)
 		}
 	}
 	for _, s := range []struct {
@@ -189,6 +195,13 @@ func segments(xys plotter.XYs) []plotter.XYs {
 	return out
 }
 
+func shortMode(m load.Mode) string {
+	if m == load.NewConnection {
+		return "new connections"
+	}
+	return "keep-alive"
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // SteadyChart writes scenario 1's throughput per round, webapp against
@@ -244,7 +257,7 @@ func StopChart(path string, s *Stop) error {
 	p.Add(plotter.NewGrid())
 	names := make([]string, len(s.Cases))
 	for i, c := range s.Cases {
-		names[i] = c.Server + "\n" + c.Situation
+		names[i] = c.Server + "\n" + c.Short
 		xys := make(plotter.XYs, len(c.Exit))
 		for j, d := range c.Exit {
 			// Spread the rounds' dots a little so that equal values show.

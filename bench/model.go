@@ -55,12 +55,12 @@ func StatsOf(res *load.Result) RunStats {
 // Steady is scenario 1: webapp and a plain net/http server loaded in turn.
 type Steady struct {
 	Rounds   int
-	Duration time.Duration // of each run
+	Duration time.Duration // of each of the four runs of a round
 	Modes    []SteadyMode
 }
 
 // SteadyMode is one connection mode of scenario 1; the slices have one
-// entry per round.
+// entry per round, each server's two runs of the round taken together.
 type SteadyMode struct {
 	Mode          load.Mode
 	Webapp, Plain []RunStats
@@ -138,7 +138,8 @@ type Stop struct {
 
 // StopCase is one server in one situation, SIGTERM'd once per round.
 type StopCase struct {
-	Server, Situation string
+	// Short is Situation in a few words, for the chart.
+	Server, Situation, Short string
 	// Exit is, per round, the time from SIGTERM to the process's exit.
 	Exit []time.Duration
 	// Request, for the in-flight situation: its length, how long it had
@@ -147,6 +148,9 @@ type StopCase struct {
 	Request, RanBefore time.Duration
 	Completed          []bool
 	ConnClose          []bool
+	// AfterResponse is, per round, the time from the client's reading the
+	// last byte of the response to the server's exit.
+	AfterResponse []time.Duration
 	// IdleConns is the number of idle keep-alive connections held open.
 	IdleConns int
 }

@@ -182,7 +182,7 @@ func worstAdded(d *Disruption) string {
 
 func writeSteady(b *strings.Builder, s *Steady, caption, chart string) {
 	fmt.Fprintf(b, "## 1. Steady-state cost: webapp against plain net/http\n\n")
-	fmt.Fprintf(b, "webapp (`webapp serve --listen`, no systemd: its own socket, the drain wrapper, the health probe) and a plain `net/http` server with the same handler and server timeouts (`bench/cmd/plainhttp`) both run for the whole scenario; each round loads one, then the other, for %s each, in each mode, and the order alternates from round to round (A/B, B/A, ...). The ratio is webapp's requests per second over the plain server's in the same round; its median and range are over the %d rounds.\n\n", fmtDur(s.Duration), s.Rounds)
+	fmt.Fprintf(b, "webapp (`webapp serve --listen`, no systemd: its own socket, the drain wrapper, the health probe) and a plain `net/http` server with the same handler and server timeouts (`bench/cmd/plainhttp`) both run for the whole scenario and are loaded one at a time. In each mode, each round loads them in the order A B B A for %s each (webapp first in odd rounds, the plain server first in even ones), so that a change of the machine's speed within a round weighs on both alike. The ratio is webapp's requests per second over the plain server's in the same round, each over its two runs; its median, interquartile range and range are over the %d rounds. Latencies are over both runs of a round; the table gives their median (min–max) over the rounds.\n\n", fmtDur(s.Duration), s.Rounds)
 	fmt.Fprintf(b, "| mode | server | requests/s | p50 | p99 | failed |\n|---|---|---|---|---|---|\n")
 	for _, m := range s.Modes {
 		for _, srv := range []struct {
@@ -201,7 +201,7 @@ func writeSteady(b *strings.Builder, s *Steady, caption, chart string) {
 			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %d |\n", modeName(m.Mode), srv.name, rpsSpread(SpreadOf(rps)), durSpread(DurationSpread(p50)), durSpread(DurationSpread(p99)), failed)
 		}
 		sp := SpreadOf(m.Ratios())
-		fmt.Fprintf(b, "| %s | **ratio webapp / plain** | **%s** | | | target ≥ %.2f %s |\n", modeName(m.Mode), ratioSpread(sp), TargetRatio, mark(sp.Median >= TargetRatio))
+		fmt.Fprintf(b, "| %s | **ratio webapp / plain** | %s | | | target ≥ %.2f %s |\n", modeName(m.Mode), ratioSpread(sp), TargetRatio, mark(sp.Median >= TargetRatio))
 	}
 	fmt.Fprintf(b, "\n%s\n\n![steady state throughput per round](%s)\n\n", caption, chart)
 }
@@ -332,7 +332,7 @@ func byClass(f load.FailureCounts) string {
 func writeStop(b *strings.Builder, s *Stop, caption, chart string) {
 	fmt.Fprintf(b, "## 4. Stop: SIGTERM to exit\n\n")
 	fmt.Fprintf(b, "A server started on its own socket gets SIGTERM, once per round (%s), and the time to its exit is measured from the signal to the moment the benchmark reaps it. \"Idle\" holds keep-alive connections that have each had one response; \"in flight\" has one `GET /slow?ms=N` running when SIGTERM arrives. webapp runs with its defaults (`--idle-grace` keeps answering kept-alive connections for a while before closing idle ones, so that a request racing the close is still served); plain net/http calls `Shutdown`, which closes idle connections at once, then polls for the busy ones to finish at intervals that double up to 500 ms.\n\n", rounds(s.Rounds))
-	fmt.Fprintf(b, "| server | situation | SIGTERM → exit, median (min–max) | notes |\n|---|---|---|---|\n")
+	fmt.Fprintf(b, "| server | situation | SIGTERM → exit, median (min–max) | exit after the response, median (min–max) | notes |\n|---|---|---|---|---|\n")
 	for _, c := range s.Cases {
 		note := ""
 		if c.Request > 0 {
@@ -341,7 +341,11 @@ func writeStop(b *strings.Builder, s *Stop, caption, chart string) {
 		} else if c.IdleConns > 0 {
 			note = fmt.Sprintf("%d idle keep-alive connections", c.IdleConns)
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", c.Server, c.Situation, durSpread(DurationSpread(c.Exit)), note)
+		after := "–"
+		if len(c.AfterResponse) > 0 {
+			after = durSpread(DurationSpread(c.AfterResponse))
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", c.Server, c.Situation, durSpread(DurationSpread(c.Exit)), after, note)
 	}
 	fmt.Fprintf(b, "\n%s\n\n![stop: SIGTERM to exit](%s)\n\n", caption, chart)
 }
@@ -474,5 +478,5 @@ func ratioSpread(s Spread) string {
 	if s.N == 0 {
 		return "–"
 	}
-	return fmt.Sprintf("%.3f (%.3f–%.3f)", s.Median, s.Min, s.Max)
+	return fmt.Sprintf("%.3f (IQR %.3f–%.3f, range %.3f–%.3f)", s.Median, s.Q1, s.Q3, s.Min, s.Max)
 }

@@ -8,10 +8,11 @@ import (
 	"github.com/baton-dev/baton/internal/load"
 )
 
-// Spread is the median of some values with their smallest and largest.
+// Spread is the median of some values with their quartiles, smallest and
+// largest.
 type Spread struct {
-	N                int
-	Median, Min, Max float64
+	N                        int
+	Median, Q1, Q3, Min, Max float64
 }
 
 // SpreadOf returns the spread of xs (zero for none). The median of an even
@@ -27,7 +28,18 @@ func SpreadOf(xs []float64) Spread {
 	if n%2 == 0 {
 		med = (s[n/2-1] + s[n/2]) / 2
 	}
-	return Spread{N: n, Median: med, Min: s[0], Max: s[n-1]}
+	return Spread{N: n, Median: med, Q1: quantile(s, 0.25), Q3: quantile(s, 0.75), Min: s[0], Max: s[n-1]}
+}
+
+// quantile interpolates the q-quantile of sorted linearly between the
+// closest ranks.
+func quantile(sorted []float64, q float64) float64 {
+	h := q * float64(len(sorted)-1)
+	i := int(h)
+	if i+1 >= len(sorted) {
+		return sorted[len(sorted)-1]
+	}
+	return sorted[i] + (h-float64(i))*(sorted[i+1]-sorted[i])
 }
 
 // DurationSpread returns the spread of ds, in nanoseconds.

@@ -13,9 +13,10 @@ func TestSpreadOf(t *testing.T) {
 		want Spread
 	}{
 		{nil, Spread{}},
-		{[]float64{3}, Spread{N: 1, Median: 3, Min: 3, Max: 3}},
-		{[]float64{4, 1, 3}, Spread{N: 3, Median: 3, Min: 1, Max: 4}},
-		{[]float64{4, 1, 3, 2}, Spread{N: 4, Median: 2.5, Min: 1, Max: 4}},
+		{[]float64{3}, Spread{N: 1, Median: 3, Q1: 3, Q3: 3, Min: 3, Max: 3}},
+		{[]float64{4, 1, 3}, Spread{N: 3, Median: 3, Q1: 2, Q3: 3.5, Min: 1, Max: 4}},
+		{[]float64{4, 1, 3, 2}, Spread{N: 4, Median: 2.5, Q1: 1.75, Q3: 3.25, Min: 1, Max: 4}},
+		{[]float64{5, 1, 2, 3, 4}, Spread{N: 5, Median: 3, Q1: 2, Q3: 4, Min: 1, Max: 5}},
 	}
 	for _, tt := range tests {
 		if got := SpreadOf(tt.in); got != tt.want {

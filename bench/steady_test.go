@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -53,12 +54,13 @@ func loadFor(t testing.TB, url string, mode load.Mode, d time.Duration, clients 
 	return res
 }
 
-// runSteady is scenario 1: webapp against plain net/http, A/B.
+// runSteady is scenario 1: webapp against plain net/http. Each round
+// loads them in the order A B B A, the next round B A A B, and so on, so
+// that a drift of the machine's speed within a round cancels out.
 func runSteady(t *testing.T, e *benchEnv) *Steady {
 	cfg := e.cfg
 	_, webURL := startServer(t, e, "steady-webapp", e.bins.webapp, webappArgs, webappReady)
 	_, plainURL := startServer(t, e, "steady-plain", e.bins.plain, plainArgs, plainReady)
-	modes := []load.Mode{load.KeepAlive, load.NewConnection}
 	for _, m := range modes {
 		loadFor(t, webURL, m, cfg.warmup, cfg.clients)
 		loadFor(t, plainURL, m, cfg.warmup, cfg.clients)
@@ -71,27 +73,55 @@ func runSteady(t *testing.T, e *benchEnv) *Steady {
 		webappFirst := round%2 == 0
 		for i, m := range modes {
 			sm := &s.Modes[i]
-			one := func(url string) RunStats {
-				st := StatsOf(loadFor(t, url, m, cfg.steadyRun, cfg.clients))
-				if st.Failed > 0 {
-					t.Errorf("steady state, %s, %s: %d failed requests", m, url, st.Failed)
+			var w, p []*load.Result
+			one := func(url string) *load.Result {
+				res := loadFor(t, url, m, cfg.steadyRun, cfg.clients)
+				if res.Failed() > 0 {
+					t.Errorf("steady state, %s, %s: %d failed requests", m, url, res.Failed())
 				}
-				return st
+				return res
 			}
-			var w, p RunStats
 			if webappFirst {
-				w, p = one(webURL), one(plainURL)
+				w = append(w, one(webURL))
+				p = append(p, one(plainURL), one(plainURL))
+				w = append(w, one(webURL))
 			} else {
-				p, w = one(plainURL), one(webURL)
+				p = append(p, one(plainURL))
+				w = append(w, one(webURL), one(webURL))
+				p = append(p, one(plainURL))
 			}
-			sm.Webapp = append(sm.Webapp, w)
-			sm.Plain = append(sm.Plain, p)
+			ws, ps := merged(w), merged(p)
+			sm.Webapp = append(sm.Webapp, ws)
+			sm.Plain = append(sm.Plain, ps)
 			sm.WebappFirst = append(sm.WebappFirst, webappFirst)
 			t.Logf("round %d %s: webapp %.0f req/s (p99 %v), plain %.0f req/s (p99 %v), ratio %.3f",
-				round+1, m, w.RPS, w.P99, p.RPS, p.P99, w.RPS/p.RPS)
+				round+1, m, ws.RPS, ws.P99, ps.RPS, ps.P99, ws.RPS/ps.RPS)
 		}
 	}
 	return s
+}
+
+// merged summarises several runs as one.
+func merged(runs []*load.Result) RunStats {
+	var st RunStats
+	var elapsed time.Duration
+	var lat []time.Duration
+	for _, r := range runs {
+		st.Requests += r.Requests
+		st.Failed += r.Failed()
+		elapsed += r.Elapsed
+		for _, x := range r.Samples {
+			if x.Class == load.ClassOK {
+				lat = append(lat, x.Latency)
+			}
+		}
+	}
+	if elapsed > 0 {
+		st.RPS = float64(st.Requests) / elapsed.Seconds()
+	}
+	slices.Sort(lat)
+	st.P50, st.P99 = percentile(lat, 50), percentile(lat, 99)
+	return st
 }
 
 // disruptionRun runs load on url in mode while event runs n times on the

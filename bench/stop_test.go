@@ -25,8 +25,8 @@ func runStop(t *testing.T, e *benchEnv) *Stop {
 		{"plain net/http", e.bins.plain, plainReady, plainArgs},
 	}
 	for _, srv := range servers {
-		idle := StopCase{Server: srv.name, Situation: "idle keep-alive connections only", IdleConns: cfg.idleConns}
-		busy := StopCase{Server: srv.name, Situation: fmt.Sprintf("one %v request in flight", cfg.slow), Request: cfg.slow, RanBefore: cfg.ranBefore}
+		idle := StopCase{Server: srv.name, Situation: "idle keep-alive connections only", Short: "idle", IdleConns: cfg.idleConns}
+		busy := StopCase{Server: srv.name, Situation: fmt.Sprintf("one %s request in flight", fmtDur(cfg.slow)), Short: fmtDur(cfg.slow) + " in flight", Request: cfg.slow, RanBefore: cfg.ranBefore}
 		for round := range cfg.stopRounds {
 			p, url := startServer(t, e, "stop-"+strings.Fields(srv.name)[0], srv.path, srv.args, srv.ready)
 			addr := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/")
@@ -60,14 +60,16 @@ func runStop(t *testing.T, e *benchEnv) *Stop {
 			type outcome struct {
 				resp *http.Response
 				err  error
+				at   time.Time
 			}
 			done := make(chan outcome, 1)
 			sent := time.Now()
 			go func() {
 				resp, err := get(c, fmt.Sprintf("/slow?ms=%d", cfg.slow.Milliseconds()), false)
-				done <- outcome{resp, err}
+				done <- outcome{resp, err, time.Now()}
 			}()
 			time.Sleep(cfg.ranBefore - time.Since(sent))
+			sig := time.Now()
 			d, err = p.Stop(syscall.SIGTERM, 30*time.Second)
 			if err != nil {
 				t.Errorf("%s, in flight, round %d: %v", srv.name, round+1, err)
@@ -77,6 +79,9 @@ func runStop(t *testing.T, e *benchEnv) *Stop {
 			c.Close()
 			busy.Completed = append(busy.Completed, o.err == nil && o.resp.StatusCode == http.StatusOK)
 			busy.ConnClose = append(busy.ConnClose, o.err == nil && o.resp.Close)
+			if o.err == nil {
+				busy.AfterResponse = append(busy.AfterResponse, sig.Add(d).Sub(o.at))
+			}
 			if o.err != nil {
 				t.Logf("%s, in flight, round %d: the request failed: %v", srv.name, round+1, o.err)
 			}

@@ -140,8 +140,8 @@ func journalNote(t *testing.T, e *benchEnv, box *systemdtest.Box, what string) s
 			t.Error(err)
 		}
 	}
-	if len(all) > 0 {
-		t.Logf("journal of webapp.service after the %s runs, warning and above:\n%s", what, strings.Join(all, "\n"))
+	if len(own) > 0 {
+		t.Logf("webapp's journal after the %s runs, warning and above:\n%s", what, strings.Join(own, "\n"))
 	}
 	note := fmt.Sprintf("`journalctl -u webapp.service -p warning` after the %s runs: %d entries from webapp", what, len(own))
 	if len(own) > 0 {
