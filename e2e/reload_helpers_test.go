@@ -341,3 +341,9 @@ func lastLine(s, sub string) string {
 	}
 	return ""
 }
+
+// firstLine is the first line of s.
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}

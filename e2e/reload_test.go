@@ -385,3 +385,313 @@ chmod 755 /usr/bin/.webapp.new && mv -f /usr/bin/.webapp.new /usr/bin/webapp`,
 	t.Logf("failed reloads under 32 keep-alive clients: %d requests, %d failed %+v; %s; then a good binary: reload in %v",
 		res.Requests, res.Failed(), res.Failures, strings.Join(summary, "; "), recovered.Reload.Took.Round(time.Millisecond))
 }
+
+// TestReloadConcurrent: 10 `systemctl reload` fired at once under load.
+// systemd runs one reload job at a time and merges the requests that
+// arrive while one runs into a single queued job; webapp makes requests
+// that reach a generation during its attempt share that attempt. So every
+// command succeeds, at most two swaps happen (never two new generations
+// from one), one webapp process is left once the old ones have drained,
+// and no request fails.
+func TestReloadConcurrent(t *testing.T) {
+	const n = 10
+	s := startService(t, serviceOptions{})
+	first, _ := s.get(t, "/")
+	startPID := first.Header.Get("X-Webapp-Pid")
+	journalBefore := s.journal(t)
+	outcomes := make([]reloadOutcome, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := load.Run(ctx, s.url+"/", load.Options{
+		Clients:  32,
+		Mode:     load.KeepAlive,
+		Duration: time.Minute,
+		Tail:     3 * time.Second,
+		Schedule: load.Schedule{
+			Start: 2 * time.Second,
+			Count: 1,
+			Run: func(ctx context.Context, _ int) error {
+				var wg sync.WaitGroup
+				for i := range outcomes {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						outcomes[i] = s.reload(ctx)
+					}()
+				}
+				wg.Wait()
+				return nil
+			},
+		},
+	})
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if res.Failed() != 0 {
+		t.Errorf("%s", describeFailures(res))
+	}
+	var took []time.Duration
+	for i, o := range outcomes {
+		took = append(took, o.Took)
+		if o.Err != nil {
+			t.Errorf("reload %d of %d at once: %v\n%s", i, n, o.Err, o.Output)
+		}
+	}
+	p := s.show(t, "MainPID", "NRestarts", "ActiveState", "SubState")
+	if p["MainPID"] == startPID || p["NRestarts"] != "0" || p["ActiveState"] != "active" || p["SubState"] != "running" {
+		t.Errorf("after %d reloads at once: %v, want a new MainPID (was %s), active/running, NRestarts=0", n, p, startPID)
+	}
+	ps, ok := s.waitOnlyMain(t, 10*time.Second)
+	if !ok {
+		t.Errorf("10 s after %d reloads at once the service's cgroup holds %v, want only MainPID %s", n, ps, p["MainPID"])
+	}
+	j := strings.TrimPrefix(s.journal(t), journalBefore)
+	swaps := strings.Count(j, " took over in ")
+	shared := strings.Count(j, "already under way")
+	if swaps < 1 || swaps > 2 {
+		t.Errorf("%d reloads at once made %d swaps, want 1 or 2 (systemd merges what arrives during a reload into one queued job):\n%s", n, swaps, j)
+	}
+	if len(res.PIDs) != swaps+1 {
+		t.Errorf("the load was answered by %d generations, want %d: %v", len(res.PIDs), swaps+1, res.PIDs)
+	}
+	p50, maxTook := p50Max(took)
+	t.Logf("%d systemctl reload at once under 32 keep-alive clients: all exited 0: %v; %d swaps (%d control requests shared an attempt), systemctl p50 %v max %v; %d requests, %d failed; one process left: %v",
+		n, !t.Failed(), swaps, shared, p50.Round(time.Millisecond), maxTook.Round(time.Millisecond), res.Requests, res.Failed(), ps)
+}
+
+// TestReloadStop: `systemctl stop` during a reload. Both generations
+// drain their requests and the unit stops well before TimeoutStopSec=
+// with Result=success, SIGKILLing nothing.
+func TestReloadStop(t *testing.T) {
+	const slowMS = 3000
+	t.Run("new generation starting", func(t *testing.T) {
+		// The new /usr/bin/webapp takes 2 s before it execs the real
+		// server, so the stop arrives while the reload waits for it.
+		s := startService(t, serviceOptions{})
+		s.box.CopyFile(t, buildWebapp(t, ""), goodClient, 0o755)
+		s.get(t, "/") // started from the real /usr/bin/webapp: a reload starts that path
+		s.installScript(t, `[ "$1" = serve ] && sleep 2
+exec `+goodClient+` "$@"`)
+		oldPID := s.mainPID(t)
+		slow := s.slowAsync(2, slowMS)
+		time.Sleep(300 * time.Millisecond)
+		rel := make(chan reloadOutcome, 1)
+		go func() { rel <- s.reload(context.Background()) }()
+		time.Sleep(700 * time.Millisecond)
+		if p := s.show(t, "ActiveState", "SubState"); p["SubState"] != "reload" {
+			t.Fatalf("not reloading when stop is sent: %v", p)
+		}
+		stopTook := s.stopAndCheck(t)
+		r := <-rel
+		for i := range 2 {
+			a := <-slow
+			if err := slowOK(a, slowMS); err != nil || a.PID != oldPID {
+				t.Errorf("/slow?ms=%d %d in flight at the stop: %v, answered by pid %s, want the old generation %s", slowMS, i, err, a.PID, oldPID)
+			}
+		}
+		t.Logf("stop during a reload whose new generation is still starting: stop took %v; the reload: exit %s (%s)",
+			stopTook.Round(time.Millisecond), exitStatus(r.Err), firstLine(r.Output))
+	})
+	t.Run("old generation draining", func(t *testing.T) {
+		// The stop arrives right after the swap: the old generation still
+		// drains a slow request, the new one serves another.
+		s := startService(t, serviceOptions{})
+		s.get(t, "/")
+		oldPID := s.mainPID(t)
+		slowOld := s.slowAsync(1, slowMS)
+		time.Sleep(300 * time.Millisecond)
+		r := s.reload(context.Background())
+		if r.Err != nil {
+			t.Fatalf("reload: %v\n%s", r.Err, r.Output)
+		}
+		newPID := s.mainPID(t)
+		slowNew := s.slowAsync(1, slowMS)
+		time.Sleep(300 * time.Millisecond)
+		if ps := liveOnly(s.procs(t)); len(ps) != 2 {
+			t.Fatalf("want the old and the new generation running at the stop, got %v", ps)
+		}
+		stopTook := s.stopAndCheck(t)
+		for _, c := range []struct {
+			ch  <-chan freshAnswer
+			pid string
+		}{{slowOld, oldPID}, {slowNew, newPID}} {
+			a := <-c.ch
+			if err := slowOK(a, slowMS); err != nil || a.PID != c.pid {
+				t.Errorf("/slow?ms=%d in flight at the stop: %v, answered by pid %s, want %s", slowMS, err, a.PID, c.pid)
+			}
+		}
+		t.Logf("stop right after a reload, old generation %s and new %s each draining a %d ms request: stop took %v",
+			oldPID, newPID, slowMS, stopTook.Round(time.Millisecond))
+	})
+}
+
+// slowAsync starts n GET /slow?ms=ms on new connections.
+func (s *service) slowAsync(n, ms int) <-chan freshAnswer {
+	ch := make(chan freshAnswer, n)
+	for range n {
+		go func() { ch <- getFresh(context.Background(), fmt.Sprintf("%s/slow?ms=%d", s.url, ms)) }()
+	}
+	return ch
+}
+
+// stopAndCheck stops webapp.service and checks that the stop was an
+// orderly drain within TimeoutStopSec=; it returns how long it took.
+func (s *service) stopAndCheck(t *testing.T) time.Duration {
+	t.Helper()
+	start := time.Now()
+	s.box.Systemctl(t, "stop", "webapp.service")
+	took := time.Since(start)
+	p := s.show(t, "ActiveState", "Result", "TimeoutStopUSec")
+	j := s.journal(t)
+	switch {
+	case p["ActiveState"] == "inactive" && p["Result"] == "success":
+	case p["ActiveState"] == "failed" && p["Result"] == "exit-code" &&
+		strings.Contains(j, "Control process exited, code=exited, status=1/FAILURE") &&
+		strings.Contains(j, "reload failed: canceled"):
+		// The reload command, told that the attempt was cancelled by the
+		// stop, exits 1, and systemd counts a failed control process
+		// against the stop: the drain itself was orderly (checked below).
+		t.Logf("stop during a reload ends with Result=exit-code: the cancelled reload command's exit 1 is counted against the stop")
+	default:
+		t.Errorf("after stop: %v, want inactive with Result=success\n%s", p, j)
+	}
+	if n := strings.Count(j, "no connection cut"); n == 0 || strings.Contains(j, "connections cut at the") {
+		t.Errorf("stop during a reload was not an orderly drain:\n%s", j)
+	}
+	if took > 25*time.Second {
+		t.Errorf("stop took %v, want well under TimeoutStopSec=%s", took, p["TimeoutStopUSec"])
+	}
+	if strings.Contains(j, "SIGKILL") || strings.Contains(j, "Killing process") {
+		t.Errorf("stop during a reload killed a process:\n%s", j)
+	}
+	if ps := liveOnly(s.procs(t)); len(ps) != 0 {
+		t.Errorf("after stop the service's cgroup holds %v", ps)
+	}
+	return took
+}
+
+// TestReloadRepeated: 200 reloads one after another. The main process's
+// open fd count and RSS do not grow from generation to generation, old
+// generations all exit, and no zombie is left.
+func TestReloadRepeated(t *testing.T) {
+	const n = 200
+	s := startService(t, serviceOptions{})
+	s.get(t, "/")
+	type sample struct {
+		gen      int
+		fds, rss int
+		sysFDs   int
+	}
+	var samples []sample
+	take := func(gen int) {
+		pid := s.mainPID(t)
+		fds, rss := s.procStatus(t, pid)
+		sysFDs, _ := s.procStatus(t, "1")
+		samples = append(samples, sample{gen, fds, rss, sysFDs})
+	}
+	var took []time.Duration
+	failed := 0
+	pid := s.mainPID(t)
+	for i := 1; i <= n; i++ {
+		r := s.reload(context.Background())
+		if r.Err != nil {
+			failed++
+			if failed <= 3 {
+				t.Errorf("reload %d: %v\n%s\n%s", i, r.Err, r.Output, s.journal(t, "-n", "12"))
+			}
+		}
+		took = append(took, r.Took)
+		next := s.mainPID(t)
+		if next == pid {
+			t.Fatalf("reload %d: MainPID stayed %s", i, pid)
+		}
+		pid = next
+		if i%25 == 0 || i == 5 {
+			s.get(t, "/") // it serves
+			take(i)
+		}
+	}
+	ps, ok := s.waitOnlyMain(t, 10*time.Second)
+	if !ok {
+		t.Errorf("after %d reloads the service's cgroup holds %v", n, ps)
+	}
+	var z []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		if z = s.zombies(t); len(z) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(z) != 0 {
+		t.Errorf("zombies 5 s after %d reloads: %v", n, z)
+	}
+	early, late := samples[0], samples[len(samples)-1]
+	if late.fds > early.fds+2 {
+		t.Errorf("open fds of the main process: %d at generation %d, %d at generation %d (%v)", early.fds, early.gen, late.fds, late.gen, samples)
+	}
+	if late.rss > early.rss*5/4+4096 {
+		t.Errorf("VmRSS of the main process: %d kB at generation %d, %d kB at generation %d (%v)", early.rss, early.gen, late.rss, late.gen, samples)
+	}
+	p := s.show(t, "NRestarts", "ActiveState")
+	if p["NRestarts"] != "0" || p["ActiveState"] != "active" {
+		t.Errorf("after %d reloads: %v", n, p)
+	}
+	p50, maxTook := p50Max(took)
+	if failed > 0 {
+		t.Errorf("systemctl reload failed %d times in %d", failed, n)
+	}
+	t.Logf("%d reloads in a row (%d failed): systemctl reload p50 %v max %v; main process fds %d -> %d, VmRSS %d -> %d kB (generation %d -> %d); systemd's fds %d -> %d; zombies left %d; samples (gen fds rss pid1-fds) %v",
+		n, failed, p50.Round(time.Millisecond), maxTook.Round(time.Millisecond), early.fds, late.fds, early.rss, late.rss, early.gen, late.gen, early.sysFDs, late.sysFDs, len(z), samples)
+}
+
+// TestReloadWatchdog: with WatchdogSec=2, 10 reloads spaced over 10 s under
+// load: every generation takes up the watchdog, and systemd never kills
+// webapp for a missed ping.
+func TestReloadWatchdog(t *testing.T) {
+	const n = 10
+	s := startService(t, serviceOptions{ServiceDropIn: "WatchdogSec=2"})
+	first, _ := s.get(t, "/")
+	startPID := first.Header.Get("X-Webapp-Pid")
+	outcomes := make([]reloadOutcome, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := load.Run(ctx, s.url+"/", load.Options{
+		Clients:  8,
+		Mode:     load.KeepAlive,
+		Duration: time.Minute,
+		Tail:     5 * time.Second, // more than WatchdogSec= after the last swap
+		Schedule: load.Schedule{
+			Start: time.Second,
+			Every: time.Second,
+			Count: n,
+			Run: func(ctx context.Context, i int) error {
+				outcomes[i] = s.reload(ctx)
+				return outcomes[i].Err
+			},
+		},
+	})
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	for i, o := range outcomes {
+		if o.Err != nil {
+			t.Errorf("reload %d: %v\n%s", i, o.Err, o.Output)
+		}
+	}
+	if res.Failed() != 0 {
+		t.Errorf("%s", describeFailures(res))
+	}
+	p := s.show(t, "MainPID", "NRestarts", "ActiveState", "Result", "WatchdogUSec")
+	if p["MainPID"] == startPID || p["NRestarts"] != "0" || p["ActiveState"] != "active" || p["Result"] != "success" || p["WatchdogUSec"] != "2s" {
+		t.Errorf("after %d reloads with WatchdogSec=2: %v, want a new MainPID, active, Result=success, NRestarts=0", n, p)
+	}
+	j := s.journal(t)
+	if strings.Contains(j, "Watchdog timeout") || strings.Contains(j, "watchdog") && strings.Contains(j, "SIGABRT") {
+		t.Errorf("the watchdog fired:\n%s", j)
+	}
+	pinging := strings.Count(j, "watchdog: pinging every")
+	if pinging != n+1 {
+		t.Errorf("%d generations took up the watchdog, want %d:\n%s", pinging, n+1, j)
+	}
+	t.Logf("WatchdogSec=2, %d reloads a second apart under 8 clients: %d requests, %d failed; %d generations pinged the watchdog; %v",
+		n, res.Requests, res.Failed(), pinging, p)
+}
