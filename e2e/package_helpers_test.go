@@ -45,11 +45,16 @@ func needTool(t *testing.T, name string) string {
 func buildPackage(t *testing.T, format, version string) string {
 	t.Helper()
 	needTool(t, "make")
-	dist := t.TempDir()
+	dist, err := os.MkdirTemp("/var/tmp", "baton-e2e-pkg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dist) })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "make", "-C", "..", "--no-print-directory", format,
 		"VERSION="+version, "DIST="+dist)
+	cmd.Env = append(os.Environ(), "TMPDIR=/var/tmp")
 	cmd.WaitDelay = 10 * time.Second
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make %s VERSION=%s: %v\n%s", format, version, err, out)
