@@ -20,7 +20,7 @@ func reload(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("webapp reload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	control := fs.String("control", baton.ControlPath(), "the running service's control socket `path` (default $RUNTIME_DIRECTORY/control.sock, as set by systemd)")
-	timeout := fs.Duration("timeout", 90*time.Second, "give up waiting for the outcome after this `duration`")
+	timeout := fs.Duration("timeout", 55*time.Second, "give up waiting for the outcome after this `duration` (below the unit's TimeoutStartSec=60s, which bounds ExecReload=)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: webapp reload [--control PATH] [--timeout D]")
 		fs.PrintDefaults()
