@@ -196,13 +196,25 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 	startWatchdog(wdCtx, notifier, probe, log)
+	controlDone := make(chan struct{})
 	if control != nil {
 		go func() {
+			defer close(controlDone)
 			if err := upgrader.ServeControl(ctx, control); err != nil && !errors.Is(err, upgrade.ErrHandedOver) {
 				log.Errorf("control socket: %v", err)
 			}
 		}()
+	} else {
+		close(controlDone)
 	}
+	// After a hand-over the reload command must hear the outcome before
+	// this generation exits (the control socket closed at the commit).
+	defer func() {
+		select {
+		case <-controlDone:
+		case <-time.After(5 * time.Second):
+		}
+	}()
 
 	for {
 		select {

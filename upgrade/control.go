@@ -11,12 +11,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
-// ErrDenied is returned by Request when the running generation refused the
-// caller (neither root nor the service's user).
-var ErrDenied = errors.New("upgrade: permission denied")
+var (
+	// ErrDenied is returned by Request when the running generation
+	// refused the caller (neither root nor the service's user).
+	ErrDenied = errors.New("upgrade: permission denied")
+	// ErrStopping is returned by Request when the upgrade was abandoned
+	// because the service is stopping.
+	ErrStopping = errors.New("upgrade: abandoned, the service is stopping")
+)
 
 // ListenControl binds the control socket at path, readable and writable by
 // its owner only. A stale socket file (nobody answers on it) is replaced; a
@@ -68,6 +74,11 @@ func (u *Upgrader) ServeControl(ctx context.Context, ln net.Listener) error {
 	u.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	// Answers under way are written before ServeControl returns: after a
+	// hand-over, the caller waits for it so that the reload command hears
+	// the outcome before this generation exits.
+	var answers sync.WaitGroup
+	defer answers.Wait()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -76,7 +87,11 @@ func (u *Upgrader) ServeControl(ctx context.Context, ln net.Listener) error {
 			}
 			return fmt.Errorf("upgrade: control socket: %w", err)
 		}
-		go u.answer(ctx, c.(*net.UnixConn))
+		answers.Add(1)
+		go func() {
+			defer answers.Done()
+			u.answer(ctx, c.(*net.UnixConn))
+		}()
 	}
 }
 
@@ -160,6 +175,9 @@ func request(ctx context.Context, path, verb string) (Result, error) {
 	if msg, ok := strings.CutPrefix(line, "error "); ok {
 		if strings.HasPrefix(msg, "permission denied") {
 			return Result{}, fmt.Errorf("%w: %s", ErrDenied, strings.TrimPrefix(msg, "permission denied: "))
+		}
+		if strings.HasPrefix(msg, "canceled") {
+			return Result{}, fmt.Errorf("%w: %s", ErrStopping, msg)
 		}
 		return Result{}, errors.New(msg)
 	}

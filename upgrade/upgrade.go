@@ -286,7 +286,7 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	case <-timer.C:
 		return abort(fmt.Errorf("new generation (pid %d) not ready within %v", pid, u.opts.Timeout))
 	case <-ctx.Done():
-		return abort(fmt.Errorf("canceled: %w", context.Cause(ctx)))
+		return abort(fmt.Errorf("canceled, the service is stopping: %w", context.Cause(ctx)))
 	case err := <-ready:
 		if err != nil {
 			select {

@@ -41,9 +41,16 @@ func reload(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case !filepath.IsAbs(*control):
 		return &usageError{fmt.Sprintf("--control %q: must be an absolute path", *control)}
 	}
+	stopping := ctx // canceled by SIGTERM: systemd is stopping the service
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	res, err := upgrade.Request(ctx, *control)
+	if err != nil && (errors.Is(err, upgrade.ErrStopping) || stopping.Err() != nil) {
+		// A stop supersedes the reload (systemctl reports the job as
+		// canceled): not a failure of the service.
+		fmt.Fprintln(stderr, "webapp reload: abandoned, the service is stopping")
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("reload failed: %w", err)
 	}
