@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/systemd"
 )
 
 // version overrides the module's VERSION file when set at link time:
@@ -61,14 +62,24 @@ func exitCode(err error, stderr io.Writer) int {
 	case err == nil:
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "webapp: %s\n", ue.msg)
+		fmt.Fprintf(stderr, "%swebapp: %s\n", errPrefix(stderr), ue.msg)
 		return 2
 	case errors.Is(err, errReported):
 		return 1
 	default:
-		fmt.Fprintf(stderr, "webapp: %v\n", err)
+		fmt.Fprintf(stderr, "%swebapp: %v\n", errPrefix(stderr), err)
 		return 1
 	}
+}
+
+// errPrefix is the syslog priority prefix for an error line when stderr is
+// the journal (as for `webapp reload` run by ExecReload=), so that
+// `journalctl -p err` finds failed reloads.
+func errPrefix(stderr io.Writer) string {
+	if f, ok := stderr.(*os.File); ok && systemd.JournalStream(f) {
+		return "<3>"
+	}
+	return ""
 }
 
 // errReported is an error that has been logged already.
