@@ -237,3 +237,27 @@ func TestJournalLogging(t *testing.T) {
 		t.Errorf("want <6> info lines and a <3> error line (cut connections), got:\n%s", out)
 	}
 }
+
+// TestReloadFailureUnderJournal: a failed `webapp reload` (ExecReload=)
+// writes its reason at the err priority when stderr is the journal.
+func TestReloadFailureUnderJournal(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dev, ino, err := fileStat(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := webappCmd(t, []string{"JOURNAL_STREAM=" + dev + ":" + ino}, "reload", "--control", filepath.Join(t.TempDir(), "none.sock"))
+	cmd.Stderr = f
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("webapp reload with nobody listening: exit %d, want 1", code)
+	}
+	out, _ := os.ReadFile(f.Name())
+	if !strings.HasPrefix(string(out), "<3>webapp: reload failed: ") {
+		t.Errorf("stderr = %q, want a <3> line saying the reload failed", out)
+	}
+}
