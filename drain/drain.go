@@ -235,7 +235,7 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 			s.Shutdown(sctx) // its error is ctx's; what is left is counted below
 		}()
 	}
-	d.waitAll(ctx)
+	d.waitAll(ctx, nil)
 	scancel()
 	wg.Wait()
 
@@ -270,26 +270,12 @@ func (d *Drainer) grace(ctx context.Context) {
 	}
 	t := time.NewTimer(g)
 	defer t.Stop()
-	for {
-		d.mu.Lock()
-		n := len(d.conns) + len(d.raw)
-		ch := d.changed
-		d.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		select {
-		case <-ch:
-		case <-t.C:
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
+	d.waitAll(ctx, t.C)
 }
 
-// waitAll waits until no connection is left, or ctx ends.
-func (d *Drainer) waitAll(ctx context.Context) {
+// waitAll waits until no connection is left, ctx ends, or timeout (which
+// may be nil) fires.
+func (d *Drainer) waitAll(ctx context.Context, timeout <-chan time.Time) {
 	for {
 		d.mu.Lock()
 		n := len(d.conns) + len(d.raw)
@@ -300,6 +286,8 @@ func (d *Drainer) waitAll(ctx context.Context) {
 		}
 		select {
 		case <-ch:
+		case <-timeout:
+			return
 		case <-ctx.Done():
 			return
 		}

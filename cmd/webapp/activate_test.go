@@ -182,23 +182,16 @@ func TestWatchdogStopsWhenUnhealthy(t *testing.T) {
 // TestJournalLogging runs webapp with stderr as the JOURNAL_STREAM: lines
 // carry syslog priorities and no timestamps.
 func TestJournalLogging(t *testing.T) {
-	f, err := os.CreateTemp(t.TempDir(), "stderr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	dev, ino, err := fileStat(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, journalEnv := journalStderr(t)
 	addr := freeAddr(t)
-	cmd := webappCmd(t, []string{"JOURNAL_STREAM=" + dev + ":" + ino}, "serve", "--listen", addr, "--drain-timeout", "500ms", "--idle-grace", "100ms")
+	cmd := webappCmd(t, []string{journalEnv}, "serve", "--listen", addr, "--drain-timeout", "500ms", "--idle-grace", "100ms")
 	cmd.Stderr = f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	// A request cut at the deadline makes an error line.
 	var conn net.Conn
+	var err error
 	for i := 0; i < 500; i++ {
 		if conn, err = net.Dial("tcp", addr); err == nil {
 			break
@@ -241,16 +234,8 @@ func TestJournalLogging(t *testing.T) {
 // TestReloadFailureUnderJournal: a failed `webapp reload` (ExecReload=)
 // writes its reason at the err priority when stderr is the journal.
 func TestReloadFailureUnderJournal(t *testing.T) {
-	f, err := os.CreateTemp(t.TempDir(), "stderr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	dev, ino, err := fileStat(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := webappCmd(t, []string{"JOURNAL_STREAM=" + dev + ":" + ino}, "reload", "--control", filepath.Join(t.TempDir(), "none.sock"))
+	f, journalEnv := journalStderr(t)
+	cmd := webappCmd(t, []string{journalEnv}, "reload", "--control", filepath.Join(t.TempDir(), "none.sock"))
 	cmd.Stderr = f
 	cmd.Run()
 	if code := cmd.ProcessState.ExitCode(); code != 1 {

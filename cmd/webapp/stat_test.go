@@ -4,7 +4,24 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"testing"
 )
+
+// journalStderr is a file to pass as a child's stderr, and the
+// JOURNAL_STREAM entry that names it, as systemd sets it.
+func journalStderr(t *testing.T) (*os.File, string) {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	dev, ino, err := fileStat(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, "JOURNAL_STREAM=" + dev + ":" + ino
+}
 
 func fileStat(f *os.File) (dev, ino string, err error) {
 	fi, err := f.Stat()
