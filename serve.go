@@ -137,12 +137,14 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 			return err
 		}
 	}
+	d := drain.New(drain.Options{IdleGrace: opts.IdleGrace, Logger: log})
 	upgrader, err := upgrade.New(upgrade.Options{
 		Path:     opts.Path,
 		Args:     opts.Args,
 		Timeout:  opts.ReloadTimeout,
 		Notifier: notifier,
 		Logger:   log,
+		OnCommit: d.StopAccepting,
 	}, func(firstFD int) (upgrade.Handover, error) {
 		files, env := set.Export(firstFD)
 		if len(files) == 0 {
@@ -154,7 +156,6 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 		return err
 	}
 
-	d := drain.New(drain.Options{IdleGrace: opts.IdleGrace, Logger: log})
 	probe := newProbe(opts.HealthPath)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- d.Serve(srv, probe) }()

@@ -48,6 +48,7 @@ type Report struct {
 type Drainer struct {
 	opts     Options
 	draining atomic.Bool
+	shutdown atomic.Bool
 
 	mu        sync.Mutex
 	servers   map[*http.Server]struct{}
@@ -200,21 +201,38 @@ func (d *Drainer) untrack(c *conn) {
 	d.mu.Unlock()
 }
 
-// Shutdown drains every server and listener given to d, in the order
-// described in the package documentation, and returns when all
-// connections are gone or ctx ends. It may be called once.
-func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
-	start := time.Now()
-	if !d.draining.CompareAndSwap(false, true) {
-		return Report{}, errors.New("drain: Shutdown called twice")
-	}
+// StopAccepting begins the drain without waiting: it closes the listeners
+// and from now on responses carry "Connection: close". Shutdown, called
+// later, does the rest. During a hand-over the old generation calls it
+// before the new one starts accepting, so that only one accepts at a time.
+func (d *Drainer) StopAccepting() {
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopAcceptingLocked()
+}
+
+func (d *Drainer) stopAcceptingLocked() {
+	if d.draining.Swap(true) {
+		return
+	}
 	for ln := range d.listeners {
 		ln.Close()
 	}
 	for _, f := range d.onDrain {
 		go f()
 	}
+}
+
+// Shutdown drains every server and listener given to d, in the order
+// described in the package documentation, and returns when all
+// connections are gone or ctx ends. It may be called once.
+func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
+	start := time.Now()
+	if !d.shutdown.CompareAndSwap(false, true) {
+		return Report{}, errors.New("drain: Shutdown called twice")
+	}
+	d.mu.Lock()
+	d.stopAcceptingLocked()
 	servers := make([]*http.Server, 0, len(d.servers))
 	for s := range d.servers {
 		servers = append(servers, s)

@@ -71,6 +71,12 @@ type Options struct {
 	Notifier *systemd.Notifier
 	// Logger receives progress messages. Nil discards them.
 	Logger Logger
+	// OnCommit, if set, is called once systemd knows the new generation
+	// as the main process, just before the new generation is told to
+	// start accepting: stop accepting there (drain.Drainer.StopAccepting),
+	// so that only one generation accepts at a time and a client that
+	// connects after Upgrade returns is answered by the new one.
+	OnCommit func()
 }
 
 // Handover is what a new generation inherits besides the handshake: files
@@ -315,6 +321,9 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 		u.controlLn.Close()
 	}
 	u.mu.Unlock()
+	if u.opts.OnCommit != nil {
+		u.opts.OnCommit()
+	}
 	if _, err := ours.Write([]byte("commit\n")); err != nil {
 		// It died between ready and commit: take the main process back.
 		n.Notify(systemd.MainPID(os.Getpid()))
