@@ -325,3 +325,26 @@ func TestShutdownTwice(t *testing.T) {
 		t.Errorf("second Shutdown() = %v, want an error", err)
 	}
 }
+
+// StopAccepting closes the listeners and marks answers with Connection:
+// close at once; Shutdown then finishes the drain.
+func TestStopAcceptingThenShutdown(t *testing.T) {
+	s := serve(t, drain.Options{IdleGrace: 100 * time.Millisecond})
+	c := dial(t, s.addr)
+	if _, _, err := c.get("/"); err != nil {
+		t.Fatal(err)
+	}
+	s.d.StopAccepting()
+	s.d.StopAccepting() // idempotent
+	if conn, err := net.DialTimeout("tcp", s.addr, time.Second); err == nil {
+		conn.Close()
+		t.Error("dial after StopAccepting succeeded, want refused")
+	}
+	resp, body, err := c.get("/")
+	if err != nil || body != "hello world\n" || !resp.Close {
+		t.Errorf("request on a kept-alive connection after StopAccepting: %q, %v; want an answer with Connection: close", body, err)
+	}
+	if _, err := shutdown(t, s.d, 5*time.Second); err != nil {
+		t.Errorf("Shutdown() after StopAccepting = %v, want nil", err)
+	}
+}
