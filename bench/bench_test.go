@@ -105,6 +105,7 @@ func TestBench(t *testing.T) {
 		rep.Reload, rep.Restart = runSystemd(t, env, &rep.Machine)
 	})
 	rep.Took = time.Since(started)
+	rep.Machine.LoadAfter = LoadAverage()
 	if t.Failed() || rep.Steady == nil || rep.Stop == nil || rep.Reload == nil || rep.Restart == nil || len(rep.Alternatives) == 0 {
 		t.Errorf("a scenario did not run to its end: the report below is incomplete")
 	}

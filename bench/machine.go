@@ -19,10 +19,24 @@ func ThisMachine() Machine {
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		m.CPU = field(b, "model name", ':')
 	}
+	m.LoadBefore = LoadAverage()
 	if b, err := os.ReadFile("/etc/os-release"); err == nil {
 		m.OS = strings.Trim(field(b, "PRETTY_NAME", '='), `"`)
 	}
 	return m
+}
+
+// LoadAverage returns the 1, 5 and 15 minute load averages, or "".
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // field returns the value of the first line "key<sep>value" of b.

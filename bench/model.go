@@ -37,6 +37,9 @@ type Machine struct {
 	OS        string
 	GoVersion string
 	Systemd   string // in the sandbox
+	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end
+	// of the run: the machine may be shared.
+	LoadBefore, LoadAfter string
 }
 
 // RunStats summarise one load run.
@@ -95,6 +98,8 @@ type Disruption struct {
 	// way Action is run (in the sandbox: nsenter plus systemctl), part of
 	// every event's wall time.
 	Overhead time.Duration
+	// ZeroFailures says the target is no failed request (webapp's rows).
+	ZeroFailures bool
 	// Notes are facts the run checked, shown under the table.
 	Notes []string
 }

@@ -40,6 +40,9 @@ func (r *Report) WriteMarkdown(w io.Writer, chartDir string) error {
 	if r.Machine.Systemd != "" {
 		fmt.Fprintf(b, "| systemd (sandbox) | %s |\n", r.Machine.Systemd)
 	}
+	if r.Machine.LoadBefore != "" {
+		fmt.Fprintf(b, "| load average (1, 5, 15 min) | %s at the start, %s at the end |\n", r.Machine.LoadBefore, orDash(r.Machine.LoadAfter))
+	}
 	fmt.Fprintf(b, "| baton | commit %s |\n", orDash(r.Commit))
 	if r.Command != r.GoTest {
 		fmt.Fprintf(b, "| command | `%s`, which runs `%s` |\n", r.Command, r.GoTest)
@@ -116,7 +119,11 @@ func (r *Report) writeHeadline(b *strings.Builder, caption string) {
 		}
 	}
 	for _, d := range r.Alternatives {
-		fmt.Fprintf(b, "| %s, under load: failed requests | %s | |\n", d.Title, failedOf(d))
+		target := ""
+		if d.ZeroFailures {
+			target = "0 " + mark(d.Failed() == 0 && d.EventErrors() == 0)
+		}
+		fmt.Fprintf(b, "| %s, under load: failed requests | %s | %s |\n", d.Title, failedOf(d), target)
 	}
 	fmt.Fprintf(b, "\n%s\n\n", caption)
 }
@@ -279,7 +286,50 @@ func writeDisruption(b *strings.Builder, d *Disruption, caption, chart string, p
 	if len(d.Notes) > 0 || eventErrorsAll(d) > 0 {
 		b.WriteByte('\n')
 	}
+	writeFailures(b, d)
 	fmt.Fprintf(b, "![%s: latency over time](%s)\n\n", d.Title, chart)
+}
+
+// maxFailureRows caps the failed requests a section lists.
+const maxFailureRows = 5
+
+// writeFailures lists the first failed requests of each run, placed
+// relative to the nearest disruption.
+func writeFailures(b *strings.Builder, d *Disruption) {
+	for _, res := range d.Runs {
+		if len(res.FailureDetails) == 0 {
+			continue
+		}
+		shown := res.FailureDetails[:min(len(res.FailureDetails), maxFailureRows)]
+		fmt.Fprintf(b, "The first %d of %d failed requests, %s:\n\n", len(shown), res.Failed(), modeName(res.Mode))
+		fmt.Fprintf(b, "| started | class | request on its connection | written | took | error |\n|---|---|---|---|---|---|\n")
+		for _, f := range shown {
+			fmt.Fprintf(b, "| %s | %s | %d | %t | %s | `%s` |\n", relativeTo(res.Events, f.Offset, d.Noun), f.Class, f.ConnRequest, f.Written, fmtDur(f.Latency), oneLine(f.Error))
+		}
+		b.WriteByte('\n')
+	}
+}
+
+// relativeTo places t relative to the start and end of the nearest event.
+func relativeTo(evs []load.Event, t time.Duration, noun string) string {
+	best, bestDist := -1, time.Duration(1<<62)
+	for i, e := range evs {
+		dist := max(e.Start-t, t-e.End(), 0)
+		if dist < bestDist {
+			best, bestDist = i, dist
+		}
+	}
+	if best < 0 {
+		return fmtDur(t) + " into the run"
+	}
+	e := evs[best]
+	switch {
+	case t < e.Start:
+		return fmt.Sprintf("%s before %s %d", fmtDur(e.Start-t), noun, best+1)
+	case t > e.End():
+		return fmt.Sprintf("%s after %s %d returned", fmtDur(t-e.End()), noun, best+1)
+	}
+	return fmt.Sprintf("%s into %s %d (of %s)", fmtDur(t-e.Start), noun, best+1, fmtDur(e.Duration))
 }
 
 func eventErrors(res *load.Result) int {
@@ -370,7 +420,7 @@ func count(bs []bool) int {
 func (r *Report) writeAlternatives(b *strings.Builder, caption string, chart func(string) string) {
 	fmt.Fprintf(b, "## 5. The alternatives, same generator, same run\n\n")
 	fmt.Fprintf(b, "Each alternative is a small program in `bench/cmd` built on a public package and serving the same handler, run on this machine without systemd and loaded exactly like webapp. webapp's own swap without systemd is measured the same way, and its reload under systemd (scenario 2) is repeated in the table for comparison.\n\n")
-	fmt.Fprintf(b, "| server, disruption | mode | events | requests | **failed** | failures by class | wall time p50 / max | worst added, median (max) | PIDs |\n|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(b, "| server, disruption | mode | events | requests | **failed** | failures by class | wall time p50 / max | worst added, median (max) | p99 around / steady | PIDs |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	all := r.Alternatives
 	if r.Reload != nil {
 		all = append([]*Disruption{r.Reload}, all...)
@@ -387,10 +437,10 @@ func (r *Report) writeAlternatives(b *strings.Builder, caption string, chart fun
 			if n := eventErrors(res); n > 0 {
 				evs += fmt.Sprintf(" (%d failed)", n)
 			}
-			fmt.Fprintf(b, "| %s | %s | %s | %d | **%d** | %s | %s / %s | %s (%s) | %d |\n",
+			fmt.Fprintf(b, "| %s | %s | %s | %d | **%d** | %s | %s / %s | %s (%s) | %s | %d |\n",
 				d.Title, modeName(res.Mode), evs, res.Requests, res.Failed(), byClass(res.Failures),
 				fmtDur(time.Duration(ws.Median)), fmtDur(time.Duration(ws.Max)),
-				fmtDur(time.Duration(as.Median)), fmtDur(time.Duration(as.Max)), len(res.PIDs))
+				fmtDur(time.Duration(as.Median)), fmtDur(time.Duration(as.Max)), fmtRatio(p99Ratio(res)), len(res.PIDs))
 		}
 	}
 	fmt.Fprintf(b, "\n%s\n\n", caption)
@@ -398,6 +448,23 @@ func (r *Report) writeAlternatives(b *strings.Builder, caption string, chart fun
 		fmt.Fprintf(b, "### %s\n\n", d.Title)
 		writeDisruption(b, d, caption, chart(d.Key), false)
 	}
+}
+
+// p99Ratios lists the p99 ratio of every disruption but the reload in
+// mode.
+func (r *Report) p99Ratios(mode load.Mode) string {
+	var parts []string
+	for _, d := range append([]*Disruption{r.Restart}, r.Alternatives...) {
+		if d == nil {
+			continue
+		}
+		for _, res := range d.Runs {
+			if res.Mode == mode {
+				parts = append(parts, fmt.Sprintf("%s %s", d.Title, fmtRatio(p99Ratio(res))))
+			}
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // writeMisses lists the targets the run did not reach.
@@ -410,8 +477,8 @@ func (r *Report) writeMisses(b *strings.Builder) {
 			}
 		}
 	}
-	for _, d := range []*Disruption{r.Reload, r.Restart} {
-		if d == nil {
+	for _, d := range append([]*Disruption{r.Reload, r.Restart}, r.Alternatives...) {
+		if d == nil || !d.ZeroFailures {
 			continue
 		}
 		if d.Failed() > 0 || d.EventErrors() > 0 {
@@ -421,7 +488,11 @@ func (r *Report) writeMisses(b *strings.Builder) {
 	if d := r.Reload; d != nil {
 		for _, res := range d.Runs {
 			if ratio := p99Ratio(res); ratio > TargetP99 {
-				miss = append(miss, fmt.Sprintf("reload, %s: p99 around a reload %s × the steady p99 (%s / %s), target ≤ %.1f×", modeName(res.Mode), fmtRatio(ratio), fmtDur(Around(res).P99), fmtDur(res.Steady.P99), TargetP99))
+				m := fmt.Sprintf("reload, %s: p99 around a reload %s the steady p99 (%s / %s), target ≤ %.1f×", modeName(res.Mode), fmtRatio(ratio), fmtDur(Around(res).P99), fmtDur(res.Steady.P99), TargetP99)
+				if others := r.p99Ratios(res.Mode); others != "" {
+					m += ". The same ratio for the other disruptions of this run, in this mode: " + others
+				}
+				miss = append(miss, m)
 			}
 		}
 	}
@@ -455,7 +526,12 @@ func fmtDur(d time.Duration) string {
 	return fmt.Sprintf("%.2f s", d.Seconds())
 }
 
-func fmtRatio(x float64) string { return fmt.Sprintf("%.2f×", x) }
+func fmtRatio(x float64) string {
+	if x <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", x)
+}
 
 func durSpread(s Spread) string {
 	if s.N == 0 {
