@@ -38,7 +38,7 @@ var (
 // TimelineChart writes to path an SVG with one latency-over-time plot per
 // run: p50, p99 and max latency of the successful requests per bin (log
 // scale), each disruption shaded from its start to its return with a
-// dashed line at its start, and each failed request as a red cross at its
+// dashed line at its start, and each failed request as a red triangle at its
 // start and the time it took to fail.
 func TimelineChart(path, title, noun string, runs []*load.Result, bin time.Duration) error {
 	var plots [][]*plot.Plot
@@ -164,7 +164,7 @@ func timeline(title, noun string, res *load.Result, bin time.Duration) (*plot.Pl
 		if err != nil {
 			return nil, err
 		}
-		sc.GlyphStyle.Shape = draw.CrossGlyph{}
+		sc.GlyphStyle.Shape = draw.PyramidGlyph{}
 		sc.GlyphStyle.Color = red
 		sc.GlyphStyle.Radius = vg.Points(3)
 		p.Add(sc)
