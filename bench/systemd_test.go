@@ -53,10 +53,12 @@ func runSystemd(t *testing.T, e *benchEnv, m *Machine) (reload, restart *Disrupt
 		Every:  e.cfg.every, Margin: load.DefaultMargin, Overhead: overhead, ZeroFailures: true,
 	}
 	for _, mode := range modes {
-		reload.Runs = append(reload.Runs, disruptionRun(t, e, url, mode, e.cfg.reloads, func(ctx context.Context, i int) error {
+		res := disruptionRun(t, e, url, mode, e.cfg.reloads, func(ctx context.Context, i int) error {
 			_, stderr, err := box.Exec(ctx, "systemctl", "reload", "webapp")
 			return cmdError(err, stderr)
-		}))
+		})
+		logJournalAround(t, box, res)
+		reload.Runs = append(reload.Runs, res)
 	}
 	after := show()
 	reload.Notes = append(reload.Notes, serviceNote(before, after))
@@ -71,22 +73,38 @@ func runSystemd(t *testing.T, e *benchEnv, m *Machine) (reload, restart *Disrupt
 	}
 	before = show()
 	for _, mode := range modes {
-		restart.Runs = append(restart.Runs, disruptionRun(t, e, url, mode, e.cfg.restarts, func(ctx context.Context, i int) error {
+		res := disruptionRun(t, e, url, mode, e.cfg.restarts, func(ctx context.Context, i int) error {
 			_, stderr, err := box.Exec(ctx, "systemctl", "restart", "webapp.service")
 			return cmdError(err, stderr)
-		}))
+		})
+		logJournalAround(t, box, res)
+		restart.Runs = append(restart.Runs, res)
 	}
 	after = show()
 	restart.Notes = append(restart.Notes, serviceNote(before, after))
 	restart.Notes = append(restart.Notes, journalNote(t, e, box, "restart"))
 
-	for _, d := range []*Disruption{reload, restart} {
-		if d.Failed() > 0 || d.EventErrors() > 0 {
-			t.Logf("%s: %d failed requests, %d failed %ss; the journal:\n%s", d.Title, d.Failed(), d.EventErrors(), d.Noun,
-				box.Journal(t, "-u", "webapp.service", "-o", "short-monotonic", "-n", "300"))
+	return reload, restart
+}
+
+// logJournalAround logs the sandbox's journal from 2 s before to 2 s
+// after each failed request and failed disruption of res (the first few):
+// the evidence of what webapp and systemd were doing then.
+func logJournalAround(t *testing.T, box *systemdtest.Box, res *load.Result) {
+	var at []time.Time
+	for _, f := range res.FailureDetails[:min(len(res.FailureDetails), maxFailureRows)] {
+		at = append(at, res.Started.Add(f.Offset))
+	}
+	for _, ev := range res.Events {
+		if ev.Error != "" && len(at) < 2*maxFailureRows {
+			at = append(at, res.Started.Add(ev.Start))
 		}
 	}
-	return reload, restart
+	for _, a := range at {
+		since, until := a.Add(-2*time.Second).Unix(), a.Add(2*time.Second).Unix()+1
+		t.Logf("%s: journal around %s (a failure):\n%s", res.Mode, a.UTC().Format("15:04:05.000"),
+			box.Journal(t, "-o", "short-precise", "-q", "--since", fmt.Sprintf("@%d", since), "--until", fmt.Sprintf("@%d", until)))
+	}
 }
 
 // waitServing polls url until it answers 200.
