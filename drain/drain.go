@@ -55,6 +55,7 @@ type Drainer struct {
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]http.ConnState // connections of the servers
 	raw       map[*conn]struct{}          // raw and hijacked connections
+	serving   int                         // Serve calls that have not returned
 	onDrain   []func()
 	changed   chan struct{} // closed and replaced when a connection goes
 }
@@ -119,6 +120,12 @@ func (d *Drainer) Serve(srv *http.Server, ln net.Listener) error {
 	if err := d.register(srv, ln); err != nil {
 		return err
 	}
+	defer func() {
+		d.mu.Lock()
+		d.serving--
+		d.signalLocked()
+		d.mu.Unlock()
+	}()
 	err := srv.Serve(ln)
 	if d.Draining() {
 		return http.ErrServerClosed
@@ -134,6 +141,7 @@ func (d *Drainer) register(srv *http.Server, ln net.Listener) error {
 		return http.ErrServerClosed
 	}
 	d.listeners[ln] = struct{}{}
+	d.serving++
 	if _, ok := d.servers[srv]; ok {
 		return nil
 	}
@@ -243,7 +251,9 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 
 	// The servers' Shutdown closes idle connections and waits for the rest,
 	// but notices the last one only at its next poll (up to 500ms apart):
-	// end as soon as the tracked connections are gone instead.
+	// end as soon as the tracked connections are gone instead, once every
+	// accept loop has returned (a connection accepted just before the
+	// listener closed is reported to ConnState only after Accept returns).
 	sctx, scancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for _, s := range servers {
@@ -253,7 +263,7 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 			s.Shutdown(sctx) // its error is ctx's; what is left is counted below
 		}()
 	}
-	d.waitAll(ctx, nil)
+	d.waitAll(ctx, nil, true)
 	scancel()
 	wg.Wait()
 
@@ -277,7 +287,10 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 }
 
 // grace keeps kept-alive connections served for the idle grace, ending
-// early once no connection is left.
+// early once no connection is left and every accept loop has returned:
+// net/http drops a request it reads after its Shutdown has begun, so a
+// connection accepted just before the listeners closed must be registered
+// (and its request read) before that.
 func (d *Drainer) grace(ctx context.Context) {
 	g := d.opts.IdleGrace
 	if g == 0 {
@@ -288,15 +301,18 @@ func (d *Drainer) grace(ctx context.Context) {
 	}
 	t := time.NewTimer(g)
 	defer t.Stop()
-	d.waitAll(ctx, t.C)
+	d.waitAll(ctx, t.C, true)
 }
 
-// waitAll waits until no connection is left, ctx ends, or timeout (which
-// may be nil) fires.
-func (d *Drainer) waitAll(ctx context.Context, timeout <-chan time.Time) {
+// waitAll waits until no connection is left (and, with loops, no Serve
+// call is still running), ctx ends, or timeout (which may be nil) fires.
+func (d *Drainer) waitAll(ctx context.Context, timeout <-chan time.Time, loops bool) {
 	for {
 		d.mu.Lock()
 		n := len(d.conns) + len(d.raw)
+		if loops {
+			n += d.serving
+		}
 		ch := d.changed
 		d.mu.Unlock()
 		if n == 0 {
