@@ -167,7 +167,7 @@ func (d *Drainer) connState(c net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateClosed, http.StateHijacked:
 		delete(d.conns, c)
-		d.signalLocked()
+		d.wakeLocked()
 	default:
 		d.conns[c] = st
 	}
@@ -176,6 +176,15 @@ func (d *Drainer) connState(c net.Conn, st http.ConnState) {
 func (d *Drainer) signalLocked() {
 	close(d.changed)
 	d.changed = make(chan struct{})
+}
+
+// wakeLocked signals a connection gone. Only a drain waits for that, and
+// draining is set (under d.mu) before it starts waiting: before, there is
+// nobody to wake, and each closed connection saves an allocation.
+func (d *Drainer) wakeLocked() {
+	if d.draining.Load() {
+		d.signalLocked()
+	}
 }
 
 // Listen returns a listener whose accepted connections are tracked: on
@@ -204,7 +213,7 @@ func (d *Drainer) untrack(c *conn) {
 	d.mu.Lock()
 	if _, ok := d.raw[c]; ok {
 		delete(d.raw, c)
-		d.signalLocked()
+		d.wakeLocked()
 	}
 	d.mu.Unlock()
 }
