@@ -17,6 +17,7 @@ import (
 	"github.com/baton-dev/baton"
 	"github.com/baton-dev/baton/activation"
 	"github.com/baton-dev/baton/drain"
+	"github.com/baton-dev/baton/internal/hello"
 	"github.com/baton-dev/baton/upgrade"
 )
 
@@ -102,9 +103,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	version := webappVersion()
 	srv := &http.Server{
-		Handler:           newApp(version, cfg.failHealthAfter),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		Handler:           hello.New(version, cfg.failHealthAfter),
+		ReadHeaderTimeout: hello.ReadHeaderTimeout,
+		IdleTimeout:       hello.IdleTimeout,
 		ErrorLog:          newStdLog(log),
 	}
 	hup := make(chan os.Signal, 1)

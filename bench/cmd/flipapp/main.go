@@ -24,7 +24,7 @@ import (
 
 	"github.com/cloudflare/tableflip"
 
-	"github.com/baton-dev/baton/bench/hello"
+	"github.com/baton-dev/baton/internal/hello"
 )
 
 func main() {
@@ -63,7 +63,7 @@ func main() {
 	}
 
 	server := http.Server{
-		Handler:           hello.Handler(*version),
+		Handler:           hello.New(*version, 0),
 		ReadHeaderTimeout: hello.ReadHeaderTimeout,
 		IdleTimeout:       hello.IdleTimeout,
 	}

@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/baton-dev/baton/bench/hello"
+	"github.com/baton-dev/baton/internal/hello"
 )
 
 func main() {
@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           hello.Handler(*version),
+		Handler:           hello.New(*version, 0),
 		ReadHeaderTimeout: hello.ReadHeaderTimeout,
 		IdleTimeout:       hello.IdleTimeout,
 	}

@@ -1,4 +1,8 @@
-package main
+// Package hello is webapp's HTTP handler: GET / answers "hello world",
+// GET /slow?ms=N answers after N ms (at most two minutes), GET /healthz
+// answers "ok"; every response carries X-Webapp-Pid and X-Webapp-Version.
+// The benchmark's comparison servers serve the same handler.
+package hello
 
 import (
 	"fmt"
@@ -11,7 +15,13 @@ import (
 // maxSlow bounds /slow?ms=N.
 const maxSlow = 120 * time.Second
 
-// app is webapp's HTTP handler.
+// Server timeouts webapp uses, for servers that want to match it.
+const (
+	ReadHeaderTimeout = 10 * time.Second
+	IdleTimeout       = 2 * time.Minute
+)
+
+// app is the handler.
 type app struct {
 	pid     string
 	version string
@@ -21,7 +31,10 @@ type app struct {
 	mux         *http.ServeMux
 }
 
-func newApp(version string, failHealthAfter time.Duration) *app {
+// New returns the handler. version goes in X-Webapp-Version. When
+// failHealthAfter is positive, /healthz fails from that long after New on:
+// a switch for tests of the watchdog (WEBAPP_FAIL_HEALTH_AFTER).
+func New(version string, failHealthAfter time.Duration) http.Handler {
 	a := &app{pid: strconv.Itoa(os.Getpid()), version: version, mux: http.NewServeMux()}
 	if failHealthAfter > 0 {
 		a.unhealthyAt = time.Now().Add(failHealthAfter)

@@ -1,0 +1,67 @@
+package hello_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/hello"
+)
+
+func TestRoutes(t *testing.T) {
+	srv := httptest.NewServer(hello.New("1.2.3", 0))
+	defer srv.Close()
+	tests := []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/", 200, "hello world\n"},
+		{"/healthz", 200, "ok\n"},
+		{"/slow?ms=20", 200, "slept 20 ms\n"},
+		{"/slow?ms=-1", 400, ""},
+		{"/slow?ms=120001", 400, ""},
+		{"/other", 404, ""},
+	}
+	for _, tt := range tests {
+		resp, err := http.Get(srv.URL + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || (tt.body != "" && string(b) != tt.body) {
+			t.Errorf("GET %s = %d %q, want %d %q", tt.path, resp.StatusCode, b, tt.status, tt.body)
+		}
+		if got := resp.Header.Get("X-Webapp-Pid"); got != strconv.Itoa(os.Getpid()) {
+			t.Errorf("GET %s X-Webapp-Pid = %q, want %d", tt.path, got, os.Getpid())
+		}
+		if got := resp.Header.Get("X-Webapp-Version"); got != "1.2.3" {
+			t.Errorf("GET %s X-Webapp-Version = %q, want 1.2.3", tt.path, got)
+		}
+	}
+}
+
+func TestHealthFailsAfterSwitch(t *testing.T) {
+	srv := httptest.NewServer(hello.New("x", 50*time.Millisecond))
+	defer srv.Close()
+	get := func() int {
+		resp, err := http.Get(srv.URL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := get(); got != 200 {
+		t.Errorf("GET /healthz before the switch = %d, want 200", got)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := get(); got != 503 {
+		t.Errorf("GET /healthz after the switch = %d, want 503", got)
+	}
+}
