@@ -32,7 +32,7 @@ func TestParseStat(t *testing.T) {
 func TestAliveSelf(t *testing.T) {
 	self, err := procOf(os.Getpid())
 	if err != nil {
-		t.Skipf("no /proc: %v", err)
+		cannotRun(t, "no /proc: %v", err)
 	}
 	if !alive(self) {
 		t.Errorf("alive(self) = false, want true")
@@ -266,18 +266,18 @@ func TestPortSkipsLockedAndBusy(t *testing.T) {
 	next := ports.next
 	ports.Unlock()
 	if next+2 >= portMax {
-		t.Skip("allocator at the end of its range")
+		cannotRun(t, "port allocator at the end of its range")
 	}
 	// Another process holds the lock of the next port, and something
 	// listens on the one after it.
 	lock, err := lockPort(next)
 	if err != nil || lock == nil {
-		t.Skipf("cannot claim a port: %v", err)
+		cannotRun(t, "cannot claim a port: %v", err)
 	}
 	defer lock.Close()
 	l, err := listenPort(next + 1)
 	if err != nil {
-		t.Skipf("port %d busy: %v", next+1, err)
+		cannotRun(t, "port %d busy: %v", next+1, err)
 	}
 	defer l.Close()
 	if got := Port(t); got == next || got == next+1 {
@@ -292,7 +292,7 @@ func listenPort(p int) (interface{ Close() error }, error) {
 func TestBootRejectsBadDir(t *testing.T) {
 	r := record(t, func(tb testing.TB) { Boot(tb, Options{Dir: "/var/tmp/bad:dir"}) })
 	if r.skip != "" {
-		t.Skip(r.skip)
+		cannotRun(t, "%s", r.skip)
 	}
 	if !strings.Contains(r.fatal, "contains white space, ',' or ':'") {
 		t.Errorf("Boot(Dir with a colon) fatal = %q, want the path rejected", r.fatal)
@@ -300,4 +300,14 @@ func TestBootRejectsBadDir(t *testing.T) {
 	if _, err := os.Stat("/var/tmp/bad:dir"); err == nil {
 		t.Errorf("Boot created /var/tmp/bad:dir")
 	}
+}
+
+// cannotRun ends a test whose precondition does not hold on this machine:
+// with CI=true it fails, elsewhere it skips with the reason.
+func cannotRun(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if inCI() {
+		t.Fatalf("CI=true but "+format, args...)
+	}
+	t.Skipf(format, args...)
 }
