@@ -91,10 +91,10 @@ func timeline(title, noun string, res *load.Result, bin time.Duration) (*plot.Pl
 		}
 		slices.Sort(lat)
 		x := (time.Duration(i)*bin + bin/2).Seconds()
-		p50 = append(p50, plotter.XY{X: x, Y: ms(percentile(lat, 50))})
-		p99 = append(p99, plotter.XY{X: x, Y: ms(percentile(lat, 99))})
+		p50 = append(p50, plotter.XY{X: x, Y: ms(load.Percentile(lat, 50))})
+		p99 = append(p99, plotter.XY{X: x, Y: ms(load.Percentile(lat, 99))})
 		pmax = append(pmax, plotter.XY{X: x, Y: ms(lat[len(lat)-1])})
-		lo = min(lo, ms(percentile(lat, 50)))
+		lo = min(lo, ms(load.Percentile(lat, 50)))
 		hi = max(hi, ms(lat[len(lat)-1]))
 	}
 	for _, f := range fails {

@@ -51,43 +51,17 @@ func DurationSpread(ds []time.Duration) Spread {
 	return SpreadOf(xs)
 }
 
-// percentile returns the nearest-rank p-th percentile of sorted, as the
-// load generator computes it.
-func percentile(sorted []time.Duration, p int) time.Duration {
-	n := len(sorted)
-	if n == 0 {
-		return 0
-	}
-	rank := max((p*n+99)/100, 1)
-	return sorted[rank-1]
-}
-
 // Around returns the statistics of the requests of res that started within
 // any event's window (event ± margin), pooled: "latency around a
 // disruption".
 func Around(res *load.Result) load.Stats {
-	var st load.Stats
-	var lat []time.Duration
+	var in []load.Sample
 	for _, x := range res.Samples {
-		if !inWindow(res.Events, x.Start) {
-			continue
+		if inWindow(res.Events, x.Start) {
+			in = append(in, x)
 		}
-		st.Requests++
-		if x.Class != load.ClassOK {
-			st.Failed++
-			continue
-		}
-		lat = append(lat, x.Latency)
 	}
-	if len(lat) == 0 {
-		return st
-	}
-	slices.Sort(lat)
-	st.P50 = percentile(lat, 50)
-	st.P90 = percentile(lat, 90)
-	st.P99 = percentile(lat, 99)
-	st.Max = lat[len(lat)-1]
-	return st
+	return load.StatsOf(in)
 }
 
 // inWindow reports whether t is within the window of one of evs. Events

@@ -120,7 +120,7 @@ func merged(runs []*load.Result) RunStats {
 		st.RPS = float64(st.Requests) / elapsed.Seconds()
 	}
 	slices.Sort(lat)
-	st.P50, st.P99 = percentile(lat, 50), percentile(lat, 99)
+	st.P50, st.P99 = load.Percentile(lat, 50), load.Percentile(lat, 99)
 	return st
 }
 

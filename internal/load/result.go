@@ -264,6 +264,15 @@ func computeStats(res *Result, margin time.Duration) {
 	}
 }
 
+// StatsOf summarises samples as the generator does for its own windows:
+// requests, failures, and nearest-rank percentiles over the successful
+// ones.
+func StatsOf(samples []Sample) Stats { return stats(samples, nil) }
+
+// Percentile returns the nearest-rank p-th percentile of sorted, the
+// definition the generator's Stats use.
+func Percentile(sorted []time.Duration, p int) time.Duration { return percentile(sorted, p) }
+
 // stats summarises samples, using buf as scratch space.
 func stats(samples []Sample, buf []time.Duration) Stats {
 	st := Stats{Requests: int64(len(samples))}
