@@ -74,41 +74,36 @@ func (f FailureCounts) Total() int64 {
 
 // Of returns the count of class c (0 for ClassOK).
 func (f FailureCounts) Of(c Class) int64 {
-	switch c {
-	case ClassRefused:
-		return f.Refused
-	case ClassReset:
-		return f.Reset
-	case ClassEOF:
-		return f.EOF
-	case ClassTimeout:
-		return f.Timeout
-	case ClassStatus:
-		return f.Status
-	case ClassTruncated:
-		return f.Truncated
-	case ClassOther:
-		return f.Other
+	if p := f.field(c); p != nil {
+		return *p
 	}
 	return 0
 }
 
-func (f *FailureCounts) add(c Class, n int64) {
+// field is the counter of class c, nil for ClassOK or an unknown class.
+func (f *FailureCounts) field(c Class) *int64 {
 	switch c {
 	case ClassRefused:
-		f.Refused += n
+		return &f.Refused
 	case ClassReset:
-		f.Reset += n
+		return &f.Reset
 	case ClassEOF:
-		f.EOF += n
+		return &f.EOF
 	case ClassTimeout:
-		f.Timeout += n
+		return &f.Timeout
 	case ClassStatus:
-		f.Status += n
+		return &f.Status
 	case ClassTruncated:
-		f.Truncated += n
+		return &f.Truncated
 	case ClassOther:
-		f.Other += n
+		return &f.Other
+	}
+	return nil
+}
+
+func (f *FailureCounts) add(c Class, n int64) {
+	if p := f.field(c); p != nil {
+		*p += n
 	}
 }
 
