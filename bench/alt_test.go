@@ -102,20 +102,8 @@ func flipRun(t *testing.T, e *benchEnv, mode load.Mode, n int) *load.Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pids := map[int]bool{first.PID: true}
-	var mu sync.Mutex
-	defer func() {
-		// Only the first generation is our child; the others are stopped
-		// by PID.
-		first.Stop(syscall.SIGTERM, 30*time.Second)
-		mu.Lock()
-		defer mu.Unlock()
-		for pid := range pids {
-			if err := stopPID(pid, 30*time.Second); err != nil {
-				t.Errorf("tableflip: %v", err)
-			}
-		}
-	}()
+	gens := newGenerations(first)
+	defer gens.stop(t, "tableflip")
 	if err := waitPIDFile(pidFile, 0, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -131,12 +119,40 @@ func flipRun(t *testing.T, e *benchEnv, mode load.Mode, n int) *load.Result {
 			return err
 		}
 		pid, _ := readPID(pidFile)
-		mu.Lock()
-		pids[pid] = true
-		mu.Unlock()
+		gens.add(pid)
 		return nil
 	})
 	return res
+}
+
+// generations tracks the processes of a server that replaces itself:
+// only the first is our child, the later ones are stopped by PID.
+type generations struct {
+	first *Proc
+	mu    sync.Mutex
+	pids  map[int]bool
+}
+
+func newGenerations(first *Proc) *generations {
+	return &generations{first: first, pids: map[int]bool{first.PID: true}}
+}
+
+func (g *generations) add(pid int) {
+	g.mu.Lock()
+	g.pids[pid] = true
+	g.mu.Unlock()
+}
+
+// stop ends every generation seen, reporting those that do not stop.
+func (g *generations) stop(t *testing.T, label string) {
+	g.first.Stop(syscall.SIGTERM, 30*time.Second)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for pid := range g.pids {
+		if err := stopPID(pid, 30*time.Second); err != nil {
+			t.Errorf("%s: %v", label, err)
+		}
+	}
 }
 
 func readPID(path string) (int, error) {
@@ -173,27 +189,15 @@ func swapRun(t *testing.T, e *benchEnv, mode load.Mode, n int) *load.Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pids := map[int]bool{first.PID: true}
-	var mu sync.Mutex
-	defer func() {
-		first.Stop(syscall.SIGTERM, 30*time.Second)
-		mu.Lock()
-		defer mu.Unlock()
-		for pid := range pids {
-			if err := stopPID(pid, 30*time.Second); err != nil {
-				t.Errorf("webapp swap: %v", err)
-			}
-		}
-	}()
+	gens := newGenerations(first)
+	defer gens.stop(t, "webapp swap")
 	res := disruptionRun(t, e, "http://"+addr+"/", mode, n, func(ctx context.Context, i int) error {
 		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		out, err := exec.CommandContext(ctx, e.bins.webapp, "reload", "--control", control).CombinedOutput()
 		if m := reloadedPID.FindSubmatch(out); m != nil {
 			pid, _ := strconv.Atoi(string(m[1]))
-			mu.Lock()
-			pids[pid] = true
-			mu.Unlock()
+			gens.add(pid)
 		}
 		if err != nil {
 			return fmt.Errorf("webapp reload: %w: %s", err, strings.TrimSpace(string(out)))
