@@ -71,6 +71,10 @@ type Options struct {
 	Version string
 	// Logger receives progress and problems. Nil discards them.
 	Logger Logger
+	// OnHandoverStep, if set, is called synchronously at each step of a
+	// hand-over, in the old generation and in the new one (see
+	// upgrade.Step): a place to log or trace it.
+	OnHandoverStep func(upgrade.Step)
 }
 
 // ControlPath is the default control socket: $RUNTIME_DIRECTORY/control.sock
@@ -145,6 +149,7 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 		Notifier: notifier,
 		Logger:   log,
 		OnCommit: d.StopAccepting,
+		OnStep:   opts.OnHandoverStep,
 	}, func(firstFD int) (upgrade.Handover, error) {
 		files, env := set.Export(firstFD)
 		if len(files) == 0 {
@@ -156,6 +161,11 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 		return err
 	}
 
+	step := func(s upgrade.Step) {
+		if opts.OnHandoverStep != nil {
+			opts.OnHandoverStep(s)
+		}
+	}
 	probe := newProbe(opts.HealthPath)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- d.Serve(srv, probe) }()
@@ -168,7 +178,8 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 		return fmt.Errorf("not ready: %w", err)
 	}
 	if handoff != nil {
-		// The old generation commits (MAINPID=, READY=1) before we accept.
+		// The old generation commits before we accept.
+		step(upgrade.StepNewReady)
 		hctx, cancel := context.WithTimeout(ctx, opts.ReloadTimeout+10*time.Second)
 		err := handoff.Ready(hctx)
 		cancel()
@@ -177,6 +188,25 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 		}
 	}
 	go func() { serveErr <- d.Serve(srv, ln) }()
+	if handoff != nil {
+		// We accept beside the old generation until it has made us the
+		// main process (MAINPID=).
+		step(upgrade.StepNewAccepting)
+		err := handoff.Accepting(ctx)
+		switch {
+		case errors.Is(err, upgrade.ErrOrphaned):
+			log.Warnf("the old generation went away during the hand-over: taking over as the main process (%v)", err)
+			if err := notifier.Notify(systemd.MainPID(os.Getpid())); err != nil {
+				log.Warnf("notify: %v", err)
+			}
+		case err != nil:
+			// What we accepted meanwhile is answered before we leave.
+			if serr := stop(d, set, notifier, log, opts.DrainTimeout, false); serr != nil {
+				return fmt.Errorf("not taking over: %w; %w", err, serr)
+			}
+			return fmt.Errorf("not taking over: %w", err)
+		}
+	}
 
 	what := fmt.Sprintf("serving %s on %s (%s), pid %d", opts.Listener.Name, ln.Addr(), set.Source(), os.Getpid())
 	if opts.Version != "" {

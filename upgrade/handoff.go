@@ -3,10 +3,13 @@ package upgrade
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -15,6 +18,7 @@ import (
 // Control returns nil.
 type Handoff struct {
 	conn    *os.File
+	r       *bufio.Reader
 	control net.Listener
 }
 
@@ -80,29 +84,76 @@ func (h *Handoff) Control() net.Listener {
 }
 
 // Ready tells the old generation that this one is healthy, and waits for
-// its commit: when Ready returns nil this process is the main process and
-// must start accepting. Any other outcome (the old generation gave up, or
-// ctx ended) returns an error, and this process must exit without having
-// accepted a connection.
+// its commit. When Ready returns nil this process must start accepting and
+// then call Accepting. Any other outcome (the old generation gave up or
+// went away, or ctx ended) returns an error wrapping ErrAborted, and this
+// process must exit without having accepted a connection.
 func (h *Handoff) Ready(ctx context.Context) error {
 	if h == nil {
 		return nil
 	}
-	defer h.conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		h.conn.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { h.conn.SetDeadline(time.Now()) })
 	defer stop()
-	if _, err := h.conn.Write([]byte("ready\n")); err != nil {
+	if _, err := io.WriteString(h.conn, lineReady); err != nil {
+		h.conn.Close()
 		return fmt.Errorf("%w: %w", ErrAborted, err)
 	}
-	line, err := bufio.NewReader(h.conn).ReadString('\n')
+	h.r = bufio.NewReader(io.LimitReader(h.conn, maxHandshake))
+	line, err := h.r.ReadString('\n')
+	if err == nil && line != lineCommit {
+		err = fmt.Errorf("unexpected handshake %q", line)
+	}
 	if err != nil {
+		h.conn.Close()
 		return fmt.Errorf("%w: %w", ErrAborted, err)
 	}
-	if line != "commit\n" {
+	h.conn.SetDeadline(time.Time{})
+	return nil
+}
+
+// Accepting tells the old generation that this one accepts, and waits
+// until the old one has made it the main process (MAINPID=, confirmed by
+// systemd): then it returns nil, and this process is the service. It
+// returns an error wrapping ErrOrphaned when the old generation went away
+// first (it crashed or was killed): this process then announces itself
+// as the main process (MAINPID= of its own, READY=1) and goes on serving.
+// Other errors (ctx ended, a broken handshake) wrap ErrAborted: this
+// process must drain what it accepted and exit. Accepting waits for no
+// deadline of its own: while the old generation is stopped (SIGSTOP), this
+// one serves and waits, and only ctx ends that.
+func (h *Handoff) Accepting(ctx context.Context) error {
+	if h == nil {
+		return nil
+	}
+	defer h.conn.Close()
+	stop := context.AfterFunc(ctx, func() { h.conn.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := io.WriteString(h.conn, lineAccepting); err != nil {
+		if ctx.Err() == nil && isGone(err) {
+			return fmt.Errorf("%w: %w", ErrOrphaned, err)
+		}
+		return fmt.Errorf("%w: %w", ErrAborted, err)
+	}
+	line, err := h.r.ReadString('\n')
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: %w", ErrAborted, context.Cause(ctx))
+	case err != nil && isGone(err):
+		return fmt.Errorf("%w: %w", ErrOrphaned, err)
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrAborted, err)
+	case line != lineMain:
 		return fmt.Errorf("%w: unexpected handshake %q", ErrAborted, line)
 	}
 	return nil
+}
+
+// isGone reports whether err says the other end of the handshake is
+// closed: the process holding it has exited.
+func isGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }

@@ -68,6 +68,9 @@ func (p *process) Wait() {
 
 func (p *process) Kill() { unix.PidfdSendSignal(p.fd, unix.SIGKILL, nil, 0) }
 
+// Terminate asks the process to drain and exit (SIGTERM).
+func (p *process) Terminate() { unix.PidfdSendSignal(p.fd, unix.SIGTERM, nil, 0) }
+
 func (p *process) Close() { unix.Close(p.fd) }
 
 // checkExecutable reports, before anything is started, why path cannot be

@@ -29,9 +29,10 @@ func openProcess(pid int) (*process, error) {
 	return nil, fmt.Errorf("upgrade: %w", errors.ErrUnsupported)
 }
 
-func (p *process) Wait()  {}
-func (p *process) Kill()  {}
-func (p *process) Close() {}
+func (p *process) Wait()      {}
+func (p *process) Kill()      {}
+func (p *process) Terminate() {}
+func (p *process) Close()     {}
 
 func checkExecutable(path string) error {
 	return fmt.Errorf("upgrade: %w", errors.ErrUnsupported)

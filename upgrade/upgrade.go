@@ -46,6 +46,10 @@ var (
 	// ErrAborted is returned by Handoff.Ready when the old generation
 	// gives up on this one.
 	ErrAborted = errors.New("upgrade: the old generation aborted the upgrade")
+	// ErrOrphaned is returned by Handoff.Accepting when the old
+	// generation went away after this one began to accept, before it made
+	// this one the main process.
+	ErrOrphaned = errors.New("upgrade: the old generation went away during the hand-over")
 )
 
 // Logger receives progress messages. *logrus.Logger and *logrus.Entry
@@ -71,13 +75,37 @@ type Options struct {
 	Notifier *systemd.Notifier
 	// Logger receives progress messages. Nil discards them.
 	Logger Logger
-	// OnCommit, if set, is called once systemd knows the new generation
-	// as the main process, just before the new generation is told to
-	// start accepting: stop accepting there (drain.Drainer.StopAccepting),
-	// so that only one generation accepts at a time and a client that
-	// connects after Upgrade returns is answered by the new one.
+	// OnCommit, if set, is called once the new generation accepts and
+	// systemd knows it as the main process, just before Upgrade returns:
+	// stop accepting there (drain.Drainer.StopAccepting), so that a client
+	// that connects after Upgrade returns is answered by the new one.
 	OnCommit func()
+	// OnStep, if set, is called synchronously as the old generation
+	// passes each step of the hand-over (a place to log or trace it).
+	OnStep func(Step)
 }
+
+// Step names a point of the hand-over, as the old generation passes it
+// (Options.OnStep) or the new one does (see Handoff).
+type Step string
+
+// The steps of the hand-over, in order.
+const (
+	// StepStarted: the new generation's process exists (old side).
+	StepStarted Step = "started"
+	// StepNewReady: the new generation is healthy and about to say so
+	// (new side, before Handoff.Ready).
+	StepNewReady Step = "new-ready"
+	// StepReady: the new generation said it is ready (old side).
+	StepReady Step = "ready"
+	// StepCommitted: the new generation was told to accept (old side).
+	StepCommitted Step = "committed"
+	// StepNewAccepting: the new generation accepts and is about to say
+	// so (new side, before Handoff.Accepting).
+	StepNewAccepting Step = "new-accepting"
+	// StepAnnounced: systemd has taken MAINPID=<new> in (old side).
+	StepAnnounced Step = "announced"
+)
 
 // Handover is what a new generation inherits besides the handshake: files
 // that land at consecutive descriptors from the firstFD given to the
@@ -255,60 +283,82 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 		return 0, fmt.Errorf("new generation (pid %d): %w", pid, err)
 	}
 	defer proc.Close()
+	nw := newPeer(proc, ours)
+	defer nw.close()
+	u.step(StepStarted)
 
-	exited := make(chan struct{})
-	go func() {
-		proc.Wait()
-		close(exited)
-	}()
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(ours).ReadString('\n')
-		switch {
-		case err != nil:
-			ready <- err
-		case line != "ready\n":
-			ready <- fmt.Errorf("unexpected handshake %q", line)
-		default:
-			ready <- nil
-		}
-	}()
-	abort := func(why error) (int, error) {
-		proc.Kill()
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-		}
-		return 0, why
-	}
+	deadline := start.Add(u.opts.Timeout)
 	gone := func() (int, error) {
-		return abort(fmt.Errorf("new generation (pid %d) exited before it was ready (its log says why)", pid))
+		return nw.abort(fmt.Errorf("new generation (pid %d) exited before it was ready (its log says why)", pid))
 	}
-	timer := time.NewTimer(u.opts.Timeout - time.Since(start))
-	defer timer.Stop()
-	select {
-	case <-exited:
+	// 1. "ready": it is healthy and accepts nothing yet.
+	switch line, err := nw.next(ctx, deadline); {
+	case errors.Is(err, errExited):
 		return gone()
-	case <-timer.C:
-		return abort(fmt.Errorf("new generation (pid %d) not ready within %v", pid, u.opts.Timeout))
-	case <-ctx.Done():
-		return abort(fmt.Errorf("canceled, the service is stopping: %w", context.Cause(ctx)))
-	case err := <-ready:
-		if err != nil {
-			select {
-			case <-exited:
-				return gone()
-			case <-time.After(time.Second):
-				return abort(fmt.Errorf("new generation (pid %d): handshake: %w", pid, err))
-			}
+	case errors.Is(err, errTimeout):
+		return nw.abort(fmt.Errorf("new generation (pid %d) not ready within %v", pid, u.opts.Timeout))
+	case ctx.Err() != nil:
+		return nw.abort(fmt.Errorf("canceled, the service is stopping: %w", context.Cause(ctx)))
+	case err != nil:
+		if nw.exitedWithin(time.Second) {
+			return gone()
 		}
+		return nw.abort(fmt.Errorf("new generation (pid %d): handshake: %w", pid, err))
+	case line != lineReady:
+		return nw.abort(fmt.Errorf("new generation (pid %d): unexpected handshake %q", pid, line))
+	}
+	u.step(StepReady)
+
+	// 2. "commit": it starts accepting beside us. We go on accepting
+	// until systemd knows it as the main process, so that whatever happens
+	// to it before that, this generation still serves.
+	if nw.exited() {
+		return gone()
+	}
+	if err := nw.send(lineCommit); err != nil {
+		if nw.exitedWithin(time.Second) {
+			return gone()
+		}
+		return nw.abort(fmt.Errorf("new generation (pid %d): handshake: %w", pid, err))
+	}
+	u.step(StepCommitted)
+
+	// 3. "accepting": it serves. From here on it may hold connections:
+	// a stop asks it to drain (SIGTERM) instead of killing it.
+	lost := func(why string) (int, error) {
+		return nw.abort(fmt.Errorf("new generation (pid %d) %s after the commit; its connections, if any, are lost", pid, why))
+	}
+	ackBy := deadline
+	if min := time.Now().Add(time.Second); ackBy.Before(min) {
+		ackBy = min
+	}
+	switch line, err := nw.next(ctx, ackBy); {
+	case errors.Is(err, errExited):
+		return lost("exited")
+	case errors.Is(err, errTimeout):
+		return lost(fmt.Sprintf("did not start accepting within %v", u.opts.Timeout))
+	case ctx.Err() != nil:
+		proc.Terminate()
+		return 0, fmt.Errorf("canceled, the service is stopping: %w", context.Cause(ctx))
+	case err != nil:
+		if nw.exitedWithin(time.Second) {
+			return lost("exited")
+		}
+		return lost(fmt.Sprintf("broke the handshake (%v)", err))
+	case line != lineAccepting:
+		return lost(fmt.Sprintf("answered %q", line))
 	}
 
-	// Commit: systemd learns the new main process before we let it accept.
+	// 4. MAINPID=: systemd learns the new main process, and BARRIER=1
+	// makes sure it has taken that in before we look again.
+	if nw.exited() {
+		return lost("exited")
+	}
 	n := u.opts.Notifier
 	if err := n.Notify(systemd.MainPID(pid), systemd.Ready,
 		systemd.Status(fmt.Sprintf("reloaded: pid %d took over from pid %d", pid, os.Getpid()))); err != nil {
-		return abort(fmt.Errorf("announcing pid %d: %w", pid, err))
+		proc.Terminate()
+		return 0, fmt.Errorf("announcing pid %d: %w (asked it to drain and exit)", pid, err)
 	}
 	bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	err = n.Barrier(bctx)
@@ -316,6 +366,21 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	if err != nil && u.opts.Logger != nil {
 		u.opts.Logger.Warnf("upgrade: %v (going on)", err)
 	}
+	u.step(StepAnnounced)
+	if nw.exited() {
+		// It died around its announcement. If systemd refused it (a dead
+		// process cannot be the main process), this one still is; if
+		// systemd took it, the main process has died and systemd restarts
+		// the service. Either way nothing has stopped accepting here.
+		n.Notify(systemd.MainPID(os.Getpid()), systemd.Ready)
+		return 0, fmt.Errorf("new generation (pid %d) exited as it took over (its log says why)", pid)
+	}
+	if err := nw.send(lineMain); err != nil {
+		return 0, fmt.Errorf("new generation (pid %d) went away as it took over: %w", pid, err)
+	}
+
+	// Hand over: stop accepting, so that a client that connects after
+	// Upgrade returns is answered by the new generation.
 	u.mu.Lock()
 	if u.controlLn != nil {
 		u.controlLn.Close()
@@ -323,11 +388,6 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	u.mu.Unlock()
 	if u.opts.OnCommit != nil {
 		u.opts.OnCommit()
-	}
-	if _, err := ours.Write([]byte("commit\n")); err != nil {
-		// It died between ready and commit: take the main process back.
-		n.Notify(systemd.MainPID(os.Getpid()))
-		return abort(fmt.Errorf("new generation (pid %d) went away at commit: %w", pid, err))
 	}
 	return pid, nil
 }
@@ -345,6 +405,12 @@ func childEnv(env []string) []string {
 		out = append(out, kv)
 	}
 	return out
+}
+
+func (u *Upgrader) step(s Step) {
+	if u.opts.OnStep != nil {
+		u.opts.OnStep(s)
+	}
 }
 
 func (u *Upgrader) logf(format string, args ...any) {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	case "hang":
 		select {}
-	case "good", "slow":
+	case "good", "slow", "die-at-commit", "hang-at-commit":
 		os.Exit(child(mode))
 	}
 	os.Exit(99)
@@ -72,6 +73,28 @@ func child(mode string) int {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 1
 	}
+	switch mode {
+	case "die-at-commit":
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	case "hang-at-commit":
+		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+	}
+	accepted := make(chan int, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				accepted <- 0
+				return
+			}
+			fmt.Fprintf(c, "%d\n", os.Getpid())
+			c.Close()
+		}
+	}()
+	if err := h.Accepting(ctx); err != nil && !errors.Is(err, upgrade.ErrOrphaned) {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
 	if c := h.Control(); c != nil {
 		u, err := upgrade.New(upgrade.Options{Path: os.Args[0]}, func(int) (upgrade.Handover, error) {
 			return upgrade.Handover{}, errors.New("child: no handover")
@@ -81,14 +104,7 @@ func child(mode string) int {
 		}
 		go u.ServeControl(context.Background(), c)
 	}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return 0
-		}
-		fmt.Fprintf(c, "%d\n", os.Getpid())
-		c.Close()
-	}
+	return <-accepted
 }
 
 type setup struct {
@@ -96,6 +112,9 @@ type setup struct {
 	file   *os.File
 	notify *notifytest.Socket
 	pids   string // directory where children write their pids
+	// committed counts the calls of OnCommit: the old generation stops
+	// accepting only there.
+	committed atomic.Int32
 }
 
 func newSetup(t *testing.T) *setup {
@@ -122,7 +141,7 @@ func (s *setup) upgrader(t *testing.T, mode string, timeout time.Duration) *upgr
 	}
 	t.Setenv("UPGRADE_TEST_CHILD", mode)
 	t.Setenv("UPGRADE_TEST_PIDS", s.pids)
-	u, err := upgrade.New(upgrade.Options{Path: os.Args[0], Timeout: timeout, Notifier: n}, func(firstFD int) (upgrade.Handover, error) {
+	u, err := upgrade.New(upgrade.Options{Path: os.Args[0], Timeout: timeout, Notifier: n, OnCommit: func() { s.committed.Add(1) }}, func(firstFD int) (upgrade.Handover, error) {
 		return upgrade.Handover{Files: []*os.File{s.file}, Env: []string{"TEST_LISTEN_FD=" + strconv.Itoa(firstFD)}}, nil
 	})
 	if err != nil {
@@ -266,6 +285,8 @@ func TestUpgradeFailures(t *testing.T) {
 		{"exit", "", "exited before it was ready", 10 * time.Second},
 		{"kill", "", "exited before it was ready", 10 * time.Second},
 		{"hang", "", "not ready within 500ms", 500 * time.Millisecond},
+		{"die-at-commit", "", "exited after the commit", 10 * time.Second},
+		{"hang-at-commit", "", "did not start accepting within 500ms after the commit", 500 * time.Millisecond},
 		{"good", "/nonexistent/webapp", "cannot start the new binary", 10 * time.Second},
 		{"good", "notexec", "not executable", 10 * time.Second},
 	}
@@ -302,6 +323,9 @@ func TestUpgradeFailures(t *testing.T) {
 			case <-u.HandedOver():
 				t.Error("HandedOver closed after a failed upgrade")
 			default:
+			}
+			if n := s.committed.Load(); n != 0 {
+				t.Errorf("OnCommit called %d times by a failed upgrade: the old generation would stop accepting", n)
 			}
 			if tt.path == "" {
 				m, _ := s.notify.WaitFor(t, 0, "READY=1", time.Second)

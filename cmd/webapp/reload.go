@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/baton-dev/baton"
@@ -44,7 +45,14 @@ func reload(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	stopping := ctx // canceled by SIGTERM: systemd is stopping the service
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	before, _ := upgrade.MainPID(ctx, *control)
 	res, err := upgrade.Request(ctx, *control)
+	if err != nil && broken(err) && before != 0 {
+		// The generation we asked went away before it answered (it was
+		// killed, or crashed): whether the swap happened is up to who
+		// serves the control socket now.
+		res, err = afterBrokenReload(ctx, *control, before, err)
+	}
 	if err != nil && (errors.Is(err, upgrade.ErrStopping) || stopping.Err() != nil) {
 		// A stop supersedes the reload (systemctl reports the job as
 		// canceled): not a failure of the service.
@@ -54,6 +62,39 @@ func reload(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("reload failed: %w", err)
 	}
+	if res.Duration == 0 {
+		fmt.Fprintf(stdout, "reloaded: pid %d is serving (the old generation went away during the swap)\n", res.PID)
+		return nil
+	}
 	fmt.Fprintf(stdout, "reloaded: pid %d is serving (swap took %v)\n", res.PID, res.Duration.Round(time.Millisecond))
 	return nil
+}
+
+// broken reports whether err is a connection to the running generation
+// that broke before it answered.
+func broken(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// afterBrokenReload asks the control socket, for a bounded time, which
+// process serves it now: another one than before means the new
+// generation took over (the swap happened); otherwise the reload failed
+// with err.
+func afterBrokenReload(ctx context.Context, control string, before int, err error) (upgrade.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		if pid, perr := upgrade.MainPID(ctx, control); perr == nil {
+			if pid != before {
+				return upgrade.Result{PID: pid}, nil
+			}
+			return upgrade.Result{}, fmt.Errorf("%w (pid %d still serves)", err, pid)
+		}
+		select {
+		case <-ctx.Done():
+			return upgrade.Result{}, fmt.Errorf("%w (pid %d went away, and nothing answers on %s)", err, before, control)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/baton-dev/baton/drain"
 	"github.com/baton-dev/baton/internal/hello"
 	"github.com/baton-dev/baton/upgrade"
+	"github.com/sirupsen/logrus"
 )
 
 // serveConfig is the parsed command line of webapp serve.
@@ -31,6 +32,7 @@ type serveConfig struct {
 	reloadTimeout   time.Duration
 	control         string
 	failHealthAfter time.Duration
+	faultFile       string
 }
 
 func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
@@ -78,7 +80,27 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		}
 		c.failHealthAfter = d
 	}
+	if v := os.Getenv("WEBAPP_FAULT_FILE"); v != "" {
+		if !filepath.IsAbs(v) {
+			return nil, &usageError{fmt.Sprintf("WEBAPP_FAULT_FILE=%q: want an absolute path", v)}
+		}
+		c.faultFile = v
+	}
 	return c, nil
+}
+
+// freezeAt is the hand-over's fault injection for tests: with
+// WEBAPP_FAULT_FILE set, a generation that reaches the step named in that
+// file removes the file and stops itself (SIGSTOP), so that a test can
+// kill or stop either generation at exactly that point, and SIGCONT it
+// to go on.
+func freezeAt(path string, s upgrade.Step, log *logrus.Logger) {
+	b, err := os.ReadFile(path)
+	if err != nil || strings.TrimSpace(string(b)) != string(s) || os.Remove(path) != nil {
+		return
+	}
+	log.Warnf("fault injection: pid %d stops at hand-over step %s", os.Getpid(), s)
+	syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 }
 
 func listenSpec(addr string) activation.Spec {
@@ -122,6 +144,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		HealthPath:    "/healthz",
 		Version:       version,
 		Logger:        log,
+		OnHandoverStep: func(s upgrade.Step) {
+			log.Debugf("hand-over: %s", s)
+			if cfg.faultFile != "" {
+				freezeAt(cfg.faultFile, s, log)
+			}
+		},
 	})
 	if err != nil {
 		log.Errorf("%v", err)
