@@ -91,16 +91,23 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 
 // freezeAt is the hand-over's fault injection for tests: with
 // WEBAPP_FAULT_FILE set, a generation that reaches the step named in that
-// file removes the file and stops itself (SIGSTOP), so that a test can
-// kill or stop either generation at exactly that point, and SIGCONT it
-// to go on.
+// file renames it to FILE.held and stops itself (SIGSTOP) until the file
+// FILE.held is gone, so that a test can kill or stop either generation at
+// exactly that point, or remove FILE.held and SIGCONT it to go on. (It
+// stops itself again if it is continued while FILE.held is still there.)
 func freezeAt(path string, s upgrade.Step, log *logrus.Logger) {
 	b, err := os.ReadFile(path)
-	if err != nil || strings.TrimSpace(string(b)) != string(s) || os.Remove(path) != nil {
+	if err != nil || strings.TrimSpace(string(b)) != string(s) || os.Rename(path, path+".held") != nil {
 		return
 	}
 	log.Warnf("fault injection: pid %d stops at hand-over step %s", os.Getpid(), s)
-	syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+	for {
+		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		if _, err := os.Stat(path + ".held"); err != nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func listenSpec(addr string) activation.Spec {
