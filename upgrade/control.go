@@ -147,6 +147,9 @@ func (u *Upgrader) reply(ctx context.Context, c *net.UnixConn) string {
 	case "pid":
 		return fmt.Sprintf("ok %d 0", os.Getpid())
 	}
+	if u.opts.Logger != nil {
+		u.opts.Logger.Warnf("upgrade: control request refused: unknown request %.64q", line)
+	}
 	return fmt.Sprintf("error unknown request %.64q: want reload", line)
 }
 
