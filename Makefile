@@ -12,7 +12,7 @@ TEST_TIMEOUT ?= 40m
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 5s
 # The fuzz targets, as package:Target (go test fuzzes one target per run).
-FUZZ_TARGETS := ./activation:FuzzParseEnv ./activation:FuzzListenInherited ./upgrade:FuzzInherited ./upgrade:FuzzControlRequest \
+FUZZ_TARGETS := ./activation:FuzzParseEnv ./activation:FuzzListenInherited ./upgrade:FuzzInherited ./upgrade:FuzzInheritedFDs ./upgrade:FuzzControlRequest \
 	./upgrade:FuzzControlAnswer ./upgrade:FuzzHandoffReady
 
 .DEFAULT_GOAL := help

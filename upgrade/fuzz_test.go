@@ -269,7 +269,11 @@ func FuzzInherited(f *testing.F) {
 		fd, fdOK, fdSafe := takes(fdv, fuzzHandshakeFD)
 		_, ctlOK, ctlSafe := takes(ctlv, fuzzControlFD)
 		if addressed && fdv != "" && (!fdSafe || fdOK && ctlv != "" && !ctlSafe) {
-			// Would take a descriptor of the test process.
+			// Would take a descriptor of the test process. This also
+			// leaves out BATON_CONTROL_FD naming the handshake's own
+			// descriptor, which Inherited takes twice (the control
+			// listener's Close closes the handshake under it):
+			// inheritedFDs refuses it, see FuzzInheritedFDs.
 			for _, k := range vars {
 				os.Unsetenv(k)
 			}
@@ -345,4 +349,46 @@ func offer(t *testing.T, dir string) {
 	if err := unix.Dup3(int(lf.Fd()), fuzzControlFD, unix.O_CLOEXEC); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FuzzInheritedFDs checks the pure reading of the hand-over variables:
+// a descriptor is only ever a plain decimal number of at least 3, the
+// control socket is never the handshake's descriptor, and a process the
+// variables do not address takes nothing.
+func FuzzInheritedFDs(f *testing.F) {
+	const pid, ppid = 100, 50
+	for _, s := range [][4]string{
+		{"9", "10", "", "100"}, {"9", "", "50", ""}, {"9", "9", "", "100"}, {"9", "10", "49", "101"},
+		{"", "10", "50", "100"}, {"2", "", "50", ""}, {"+9", "", "50", ""}, {"09", "", "50", ""},
+		{"9", "x", "50", ""}, {"9", "10", "", " 100"}, {"2147483648", "", "50", ""}, {"9", "", "", ""},
+	} {
+		f.Add(s[0], s[1], s[2], s[3])
+	}
+	f.Fuzz(func(t *testing.T, fdv, ctlv, parentv, pidv string) {
+		env := map[string]string{envUpgradeFD: fdv, envControlFD: ctlv, envParent: parentv, envPID: pidv}
+		lookup := func(k string) (string, bool) {
+			v, ok := env[k]
+			return v, ok
+		}
+		hs, ctl, err := inheritedFDs(lookup, pid, ppid)
+		addressed := fdv != "" && (pidv == "100" || parentv == "50")
+		if !addressed {
+			if !errors.Is(err, ErrNotInherited) {
+				t.Errorf("inheritedFDs(%q) = %d, %d, %v; want ErrNotInherited", env, hs, ctl, err)
+			}
+			return
+		}
+		if err != nil {
+			if errors.Is(err, ErrNotInherited) || hs != -1 || ctl != -1 || !strings.HasPrefix(err.Error(), "upgrade: ") {
+				t.Errorf("inheritedFDs(%q) = %d, %d, %v; want -1, -1 and an error for the bad value", env, hs, ctl, err)
+			}
+			return
+		}
+		if hs < 3 || strconv.Itoa(hs) != fdv {
+			t.Errorf("inheritedFDs(%q) handshake fd %d, want %s=%q as a number of at least 3", env, hs, envUpgradeFD, fdv)
+		}
+		if ctlv == "" && ctl != -1 || ctlv != "" && (ctl < 3 || ctl == hs || strconv.Itoa(ctl) != ctlv) {
+			t.Errorf("inheritedFDs(%q) control fd %d, want %s=%q as a number of at least 3, not the handshake's", env, ctl, envControlFD, ctlv)
+		}
+	})
 }
