@@ -78,8 +78,8 @@ func TestControlHostileCallers(t *testing.T) {
 		if err == nil || exitStatus(err) == "0" {
 			t.Errorf("webapp reload as nobody succeeded, want a non-zero exit")
 		}
-		if want := "connect: permission denied"; !strings.Contains(stderr, want) || !strings.Contains(stderr, "cannot reach the running service") {
-			t.Errorf("webapp reload as nobody said %q, want it to say it cannot reach the service (%s)", stderr, want)
+		if want := "upgrade: permission denied: cannot connect to " + controlSock + " (run as root or as the service's user)"; !strings.Contains(stderr, want) || !strings.Contains(stderr, "connect: permission denied") {
+			t.Errorf("webapp reload as nobody said %q, want %q and the connect error", stderr, want)
 		}
 		s.checkUnchanged(t, pid)
 	})

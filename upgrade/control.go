@@ -18,8 +18,9 @@ import (
 )
 
 var (
-	// ErrDenied is returned by Request when the running generation
-	// refused the caller (neither root nor the service's user).
+	// ErrDenied is returned by Request when the caller is neither root
+	// nor the service's user: the control socket's mode kept it out, or
+	// the running generation refused it.
 	ErrDenied = errors.New("upgrade: permission denied")
 	// ErrStopping is returned by Request when the upgrade was abandoned
 	// because the service is stopping.
@@ -200,6 +201,10 @@ func MainPID(ctx context.Context, path string) (int, error) {
 func request(ctx context.Context, path, verb string) (Result, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
+	if errors.Is(err, os.ErrPermission) {
+		// The socket file's mode let only the service's user in.
+		return Result{}, fmt.Errorf("%w: cannot connect to %s (run as root or as the service's user): %w", ErrDenied, path, err)
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("upgrade: cannot reach the running service at %s: %w", path, err)
 	}
