@@ -221,6 +221,7 @@ func FuzzHandoffReady(f *testing.F) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		err = h.Ready(ctx)
+		h.conn.Close() // whether or not Ready left it open for the next step
 		if got := <-heard; got != "ready\n" {
 			t.Errorf("Ready wrote %q, want %q", got, "ready\n")
 		}
