@@ -20,7 +20,8 @@
 //     addresses (and still unsets the variables below, so that a child does
 //     not see them). Not a positive number: ErrBadEnvironment.
 //   - LISTEN_FDS: how many descriptors, from fd 3 on. Absent means "not
-//     activated"; not a number, negative or zero: ErrBadEnvironment.
+//     activated"; not a number, negative, zero or more than 65536:
+//     ErrBadEnvironment.
 //   - LISTEN_FDNAMES: their names, colon-separated, one per descriptor
 //     (a count that differs from LISTEN_FDS: ErrBadEnvironment). Absent, every
 //     descriptor is named "unknown" as in sd_listen_fds_with_names(3), which

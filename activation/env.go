@@ -187,6 +187,12 @@ func parsePID(name, v string) (int, error) {
 	return pid, nil
 }
 
+// maxFDs bounds a descriptor count. Every descriptor of the claimed range
+// is probed and, on error, marked close-on-exec one by one: a count near
+// 2^31 would hold Listen up for many minutes. No service is passed more
+// listening sockets than this.
+const maxFDs = 1 << 16
+
 // parseCount parses a descriptor count. Like sd_listen_fds(3) it refuses
 // zero: a process that is passed nothing is not given the variables.
 func parseCount(name, v string, first int) (int, error) {
@@ -198,8 +204,10 @@ func parseCount(name, v string, first int) (int, error) {
 		return 0, badEnv(name, v, "negative")
 	case n == 0:
 		return 0, badEnv(name, v, "zero descriptors")
+	case n > maxFDs:
+		return 0, badEnv(name, v, "too many descriptors (at most %d)", maxFDs)
 	case n > math.MaxInt32-first:
-		return 0, badEnv(name, v, "too many descriptors")
+		return 0, badEnv(name, v, "too many descriptors from fd %d on", first)
 	}
 	return n, nil
 }

@@ -2,10 +2,12 @@ package upgrade
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,8 +18,9 @@ import (
 )
 
 var (
-	// ErrDenied is returned by Request when the running generation
-	// refused the caller (neither root nor the service's user).
+	// ErrDenied is returned by Request when the caller is neither root
+	// nor the service's user: the control socket's mode kept it out, or
+	// the running generation refused it.
 	ErrDenied = errors.New("upgrade: permission denied")
 	// ErrStopping is returned by Request when the upgrade was abandoned
 	// because the service is stopping.
@@ -95,42 +98,88 @@ func (u *Upgrader) ServeControl(ctx context.Context, ln net.Listener) error {
 	}
 }
 
+// The control protocol: one request line, one answer line.
+const (
+	// maxRequest bounds a request line, newline included.
+	maxRequest = 256
+	// requestTimeout bounds the wait for the request line.
+	requestTimeout = 10 * time.Second
+	// maxAnswer bounds an answer line, newline included.
+	maxAnswer = 4096
+)
+
 // answer handles one control connection: one request line, one answer
-// line.
+// line. The caller's credentials are checked before anything is read, and
+// a request that is not exactly a known verb and a newline gets an error
+// line and changes nothing.
 func (u *Upgrader) answer(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
-	if err != nil {
-		fmt.Fprintf(c, "error bad request: %v\n", err)
-		return
-	}
-	c.SetReadDeadline(time.Time{})
+	fmt.Fprintf(c, "%s\n", u.reply(ctx, c))
+}
+
+// reply is the answer line to the request on c, without its newline.
+func (u *Upgrader) reply(ctx context.Context, c *net.UnixConn) string {
 	uid, err := peerUID(c)
 	if err != nil {
-		fmt.Fprintf(c, "error cannot identify the caller: %v\n", err)
-		return
+		return "error cannot identify the caller: " + oneLine(err.Error())
 	}
 	if uid != 0 && uid != os.Geteuid() {
 		if u.opts.Logger != nil {
 			u.opts.Logger.Warnf("upgrade: control request from uid %d refused", uid)
 		}
-		fmt.Fprintf(c, "error permission denied: uid %d is neither root nor the service's user\n", uid)
-		return
+		return fmt.Sprintf("error permission denied: uid %d is neither root nor the service's user", uid)
 	}
-	switch strings.TrimSpace(line) {
+	c.SetReadDeadline(time.Now().Add(requestTimeout))
+	line, err := readRequest(c)
+	if err != nil {
+		if u.opts.Logger != nil {
+			u.opts.Logger.Warnf("upgrade: control request refused: %v", err)
+		}
+		return "error " + err.Error()
+	}
+	c.SetReadDeadline(time.Time{})
+	switch line {
 	case "reload":
 		res, err := u.Upgrade(ctx)
 		if err != nil {
-			fmt.Fprintf(c, "error %s\n", oneLine(strings.TrimPrefix(err.Error(), "upgrade: ")))
-			return
+			return "error " + oneLine(strings.TrimPrefix(err.Error(), "upgrade: "))
 		}
-		fmt.Fprintf(c, "ok %d %d\n", res.PID, res.Duration.Microseconds())
+		return fmt.Sprintf("ok %d %d", res.PID, res.Duration.Microseconds())
 	case "pid":
-		fmt.Fprintf(c, "ok %d 0\n", os.Getpid())
-	default:
-		fmt.Fprintf(c, "error unknown request %q: want reload\n", strings.TrimSpace(line))
+		return fmt.Sprintf("ok %d 0", os.Getpid())
 	}
+	if u.opts.Logger != nil {
+		u.opts.Logger.Warnf("upgrade: control request refused: unknown request %.64q", line)
+	}
+	return fmt.Sprintf("error unknown request %.64q: want reload", line)
+}
+
+// readRequest reads one request line from r and returns it without its
+// newline. The errors are meant for the answer line.
+func readRequest(r io.Reader) (string, error) {
+	buf := make([]byte, maxRequest+1)
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		if i := bytes.IndexByte(buf[n:n+m], '\n'); i >= 0 {
+			if n+i >= maxRequest {
+				break
+			}
+			return string(buf[:n+i]), nil
+		}
+		n += m
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return "", fmt.Errorf("bad request: no request line within %v", requestTimeout)
+		case err == io.EOF && n == 0:
+			return "", errors.New("bad request: empty")
+		case err == io.EOF:
+			return "", fmt.Errorf("bad request: %d bytes without a newline", n)
+		case err != nil:
+			return "", fmt.Errorf("bad request: %s", oneLine(err.Error()))
+		}
+	}
+	return "", fmt.Errorf("request too long: more than %d bytes", maxRequest)
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
@@ -152,6 +201,10 @@ func MainPID(ctx context.Context, path string) (int, error) {
 func request(ctx context.Context, path, verb string) (Result, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
+	if errors.Is(err, os.ErrPermission) {
+		// The socket file's mode let only the service's user in.
+		return Result{}, fmt.Errorf("%w: cannot connect to %s (run as root or as the service's user): %w", ErrDenied, path, err)
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("upgrade: cannot reach the running service at %s: %w", path, err)
 	}
@@ -161,7 +214,10 @@ func request(ctx context.Context, path, verb string) (Result, error) {
 	// A write error is not final: the service may have answered (and
 	// closed) first, refusing the caller; read what it said.
 	_, werr := io.WriteString(c, verb+"\n")
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := bufio.NewReader(io.LimitReader(c, maxAnswer)).ReadString('\n')
+	if err == io.EOF && len(line) == maxAnswer {
+		return Result{}, fmt.Errorf("upgrade: unexpected answer from %s: more than %d bytes without a newline", path, maxAnswer)
+	}
 	if err != nil && werr != nil {
 		return Result{}, fmt.Errorf("upgrade: %s: %w", path, werr)
 	}
@@ -171,8 +227,14 @@ func request(ctx context.Context, path, verb string) (Result, error) {
 		}
 		return Result{}, fmt.Errorf("upgrade: %s: %w", path, err)
 	}
-	line = strings.TrimSuffix(line, "\n")
-	if msg, ok := strings.CutPrefix(line, "error "); ok {
+	return parseAnswer(strings.TrimSuffix(line, "\n"), path)
+}
+
+// parseAnswer reads the answer line (without its newline) of the service
+// at path: "ok <pid> <microseconds>" with a positive pid, or
+// "error <reason>". Anything else is an error.
+func parseAnswer(line, path string) (Result, error) {
+	if msg, ok := strings.CutPrefix(line, "error "); ok && strings.TrimSpace(msg) != "" {
 		if strings.HasPrefix(msg, "permission denied") {
 			return Result{}, fmt.Errorf("%w: %s", ErrDenied, strings.TrimPrefix(msg, "permission denied: "))
 		}
@@ -181,16 +243,33 @@ func request(ctx context.Context, path, verb string) (Result, error) {
 		}
 		return Result{}, errors.New(msg)
 	}
-	f := strings.Fields(line)
-	if len(f) != 3 || f[0] != "ok" {
-		return Result{}, fmt.Errorf("upgrade: unexpected answer %q from %s", line, path)
+	bad := fmt.Errorf("upgrade: unexpected answer %.80q from %s", line, path)
+	rest, ok := strings.CutPrefix(line, "ok ")
+	if !ok {
+		return Result{}, bad
 	}
-	pid, err1 := strconv.Atoi(f[1])
-	us, err2 := strconv.ParseInt(f[2], 10, 64)
-	if err1 != nil || err2 != nil {
-		return Result{}, fmt.Errorf("upgrade: unexpected answer %q from %s", line, path)
+	pidv, usv, ok := strings.Cut(rest, " ")
+	pid, ok1 := decimal(pidv)
+	us, ok2 := decimal(usv)
+	if !ok || !ok1 || !ok2 || pid == 0 || pid > math.MaxInt32 || us > math.MaxInt64/int64(time.Microsecond) {
+		return Result{}, bad
 	}
-	return Result{PID: pid, Duration: time.Duration(us) * time.Microsecond}, nil
+	return Result{PID: int(pid), Duration: time.Duration(us) * time.Microsecond}, nil
+}
+
+// decimal parses a non-negative decimal number written without sign or
+// leading zeros.
+func decimal(s string) (int64, bool) {
+	if s == "" || len(s) > 1 && s[0] == '0' {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // peerUID is the user id of the process at the other end of c.

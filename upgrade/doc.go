@@ -49,6 +49,15 @@
 // and is handed on to each new generation like the listeners, so its path
 // never changes hands.
 //
+// One connection carries one request line and one answer line. The caller
+// is checked first; then the request must be exactly "reload\n" (or
+// "pid\n", which asks for the serving process's id), at most 256 bytes
+// and within 10 seconds. The answer is "ok <pid> <microseconds>\n" or
+// "error <reason>\n"; anything else (a refused caller, an over-long,
+// unfinished or unknown request) gets an error line, is logged, and
+// starts nothing. The client takes "ok" only as two plain decimal numbers
+// with a positive pid.
+//
 // # Units
 //
 //	[Service]

@@ -1,0 +1,80 @@
+package upgrade
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestControlAnswers(t *testing.T) {
+	u, log := newFuzzUpgrader(t)
+	long := strings.Repeat("x", 300)
+	tests := []struct {
+		name, req, want string
+		upgrade         bool
+	}{
+		{"pid", "pid\n", fmt.Sprintf("ok %d 0\n", os.Getpid()), false},
+		{"reload", "reload\n", "error cannot start the new binary: ", true},
+		{"unknown", "restart\n", "error unknown request \"restart\": want reload\n", false},
+		{"carriage return", "reload\r\n", "error unknown request \"reload\\r\": want reload\n", false},
+		{"longest line", strings.Repeat("x", 255) + "\n", "error unknown request \"" + strings.Repeat("x", 64) + "\": want reload\n", false},
+		{"line too long", strings.Repeat("x", 256) + "\n", "error request too long: more than 256 bytes\n", false},
+		{"no newline, long", long, "error request too long: more than 256 bytes\n", false},
+		{"reload then too long", "reload" + long + "\n", "error request too long: more than 256 bytes\n", false},
+		{"no newline", "reload", "error bad request: 6 bytes without a newline\n", false},
+		{"empty", "", "error bad request: empty\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := log.starts.Load()
+			got := askControl(t, u, []byte(tt.req))
+			if !strings.HasPrefix(got, tt.want) || strings.Count(got, "\n") != 1 {
+				t.Errorf("answer to %q = %q, want one line %q", tt.req, got, tt.want)
+			}
+			if started := log.starts.Load() - before; started != map[bool]int64{true: 1}[tt.upgrade] {
+				t.Errorf("request %q started %d upgrades", tt.req, started)
+			}
+		})
+	}
+}
+
+func TestParseAnswer(t *testing.T) {
+	tests := []struct {
+		line    string
+		want    Result
+		wantErr string // "" for success
+		is      error
+	}{
+		{line: "ok 42 1500", want: Result{PID: 42, Duration: 1500 * time.Microsecond}},
+		{line: "ok 42 0", want: Result{PID: 42}},
+		{line: "ok 0 0", wantErr: `upgrade: unexpected answer "ok 0 0" from p`},
+		{line: "ok -1 5", wantErr: `upgrade: unexpected answer "ok -1 5" from p`},
+		{line: "ok +42 1", wantErr: "unexpected answer"},
+		{line: "ok 042 1", wantErr: "unexpected answer"},
+		{line: "ok 42 -1", wantErr: "unexpected answer"},
+		{line: "ok  42 1", wantErr: "unexpected answer"},
+		{line: "ok 42 1 7", wantErr: "unexpected answer"},
+		{line: "ok 42", wantErr: "unexpected answer"},
+		{line: "ok 4294967296 1", wantErr: "unexpected answer"},
+		{line: "ok 42 99999999999999999999", wantErr: "unexpected answer"},
+		{line: "", wantErr: "unexpected answer"},
+		{line: "error ", wantErr: "unexpected answer"},
+		{line: "error permission denied: uid 7 is neither root nor the service's user", wantErr: "upgrade: permission denied: uid 7", is: ErrDenied},
+		{line: "error canceled, the service is stopping: context canceled", wantErr: "abandoned", is: ErrStopping},
+		{line: "error new generation (pid 7) exited before it was ready", wantErr: "new generation (pid 7) exited before it was ready"},
+	}
+	for _, tt := range tests {
+		got, err := parseAnswer(tt.line, "p")
+		switch {
+		case tt.wantErr == "" && (err != nil || got != tt.want):
+			t.Errorf("parseAnswer(%q) = %+v, %v; want %+v", tt.line, got, err, tt.want)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("parseAnswer(%q) = %+v, %v; want an error with %q", tt.line, got, err, tt.wantErr)
+		case tt.is != nil && !errors.Is(err, tt.is):
+			t.Errorf("parseAnswer(%q) error = %v, want %v", tt.line, err, tt.is)
+		}
+	}
+}

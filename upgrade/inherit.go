@@ -1,0 +1,50 @@
+package upgrade
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// inheritedFDs reads the hand-over variables (BATON_UPGRADE_FD,
+// BATON_CONTROL_FD, BATON_UPGRADE_PID, BATON_UPGRADE_PARENT) through
+// lookup, for a process with the given pid and parent pid, as Inherited
+// does. It returns the handshake descriptor and the control socket's (-1
+// when there is none); ErrNotInherited when the variables do not address
+// this process; or an error for a value that is not a plain decimal
+// descriptor number of at least 3, or a control socket that is the
+// handshake's own descriptor (taking one descriptor twice would close it
+// under the other).
+func inheritedFDs(lookup func(string) (string, bool), pid, ppid int) (handshake, control int, err error) {
+	get := func(k string) string { v, _ := lookup(k); return v }
+	fdv, ctlv, parentv, pidv := get(envUpgradeFD), get(envControlFD), get(envParent), get(envPID)
+	if fdv == "" {
+		return -1, -1, ErrNotInherited
+	}
+	if pidv != strconv.Itoa(pid) && (parentv == "" || parentv != strconv.Itoa(ppid)) {
+		return -1, -1, ErrNotInherited
+	}
+	if handshake, err = descriptor(envUpgradeFD, fdv); err != nil {
+		return -1, -1, err
+	}
+	if ctlv == "" {
+		return handshake, -1, nil
+	}
+	if control, err = descriptor(envControlFD, ctlv); err != nil {
+		return -1, -1, err
+	}
+	if control == handshake {
+		return -1, -1, fmt.Errorf("upgrade: %s=%q: the descriptor of %s too", envControlFD, ctlv, envUpgradeFD)
+	}
+	return handshake, control, nil
+}
+
+// descriptor parses the value v of the variable name as a descriptor
+// number above stderr.
+func descriptor(name, v string) (int, error) {
+	n, ok := decimal(v)
+	if !ok || n < 3 || n > math.MaxInt32 {
+		return -1, fmt.Errorf("upgrade: %s=%q: want a descriptor number of at least 3", name, v)
+	}
+	return int(n), nil
+}
