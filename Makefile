@@ -13,7 +13,7 @@ TEST_TIMEOUT ?= 40m
 FUZZTIME ?= 5s
 # The fuzz targets, as package:Target (go test fuzzes one target per run).
 FUZZ_TARGETS := ./activation:FuzzParseEnv ./activation:FuzzListenInherited ./upgrade:FuzzInherited ./upgrade:FuzzInheritedFDs ./upgrade:FuzzControlRequest \
-	./upgrade:FuzzControlAnswer ./upgrade:FuzzHandoffReady
+	./upgrade:FuzzControlAnswer ./upgrade:FuzzHandoffReady ./upgrade:FuzzHandoffAccepting
 
 .DEFAULT_GOAL := help
 .PHONY: help build run test fuzz bench lint vet deps clean

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -231,6 +232,65 @@ func FuzzHandoffReady(f *testing.F) {
 	})
 }
 
+// FuzzHandoffAccepting plays an old generation that answers the commit
+// and then anything: Accepting returns nil only for "main", ErrOrphaned
+// when the old generation went away (end of input, even within a line),
+// and ErrAborted for any other line.
+func FuzzHandoffAccepting(f *testing.F) {
+	for _, s := range []string{"main\n", "", "main", "ma", "\n", "MAIN\n", "main \n", "abort\n", "main\nmain\n", "\x00main\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, rest []byte) {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		syscall.SetNonblock(fds[0], true)
+		h := &Handoff{conn: os.NewFile(uintptr(fds[0]), "handshake")}
+		old := os.NewFile(uintptr(fds[1]), "old generation")
+		heard := make(chan string, 1)
+		go func() {
+			defer old.Close()
+			old.SetReadDeadline(time.Now().Add(20 * time.Second))
+			buf := make([]byte, len(lineReady))
+			n, _ := io.ReadFull(old, buf)
+			if string(buf[:n]) != lineReady {
+				heard <- string(buf[:n])
+				return
+			}
+			old.Write([]byte(lineCommit))
+			buf = make([]byte, len(lineAccepting))
+			n, _ = io.ReadFull(old, buf)
+			heard <- string(buf[:n])
+			old.Write(rest)
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := h.Ready(ctx); err != nil {
+			t.Fatalf("Ready after commit = %v", err)
+		}
+		err = h.Accepting(ctx)
+		if got := <-heard; got != lineAccepting {
+			t.Errorf("Accepting wrote %q, want %q", got, lineAccepting)
+		}
+		line, _, complete := bytes.Cut(rest, []byte("\n"))
+		switch {
+		case complete && string(line) == "main":
+			if err != nil {
+				t.Errorf("Accepting with the answer %q = %v, want nil", rest, err)
+			}
+		case !complete:
+			if !errors.Is(err, ErrOrphaned) {
+				t.Errorf("Accepting with the answer %q and then the end = %v, want ErrOrphaned", rest, err)
+			}
+		default:
+			if !errors.Is(err, ErrAborted) {
+				t.Errorf("Accepting with the answer %q = %v, want ErrAborted", rest, err)
+			}
+		}
+	})
+}
+
 // Where FuzzInherited puts the descriptors it offers: far from those of
 // the test process.
 const (
@@ -263,8 +323,10 @@ func FuzzInherited(f *testing.F) {
 		}
 		addressed := pidv == self || parentv != "" && parentv == parent
 		takes := func(v string, ours int) (n int, ok, safe bool) {
-			n, err := strconv.Atoi(v)
-			ok = err == nil && n >= 3
+			// Inherited takes plain decimal numbers only (inheritedFDs).
+			d, isNum := decimal(v)
+			ok = isNum && d >= 3 && d <= math.MaxInt32
+			n = int(d)
 			return n, ok, !ok || n == ours
 		}
 		fd, fdOK, fdSafe := takes(fdv, fuzzHandshakeFD)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"syscall"
 	"time"
 )
@@ -28,19 +27,17 @@ type Handoff struct {
 // started by a previous generation; the variables naming another parent
 // (a grandchild that inherited them) count as not inherited.
 func Inherited() (*Handoff, error) {
-	fdv, ctlv, parentv, pidv := os.Getenv(envUpgradeFD), os.Getenv(envControlFD), os.Getenv(envParent), os.Getenv(envPID)
+	env := map[string]string{}
 	for _, k := range []string{envUpgradeFD, envControlFD, envParent, envPID} {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
 		os.Unsetenv(k)
 	}
-	if fdv == "" {
-		return nil, ErrNotInherited
-	}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	// Ours if BATON_UPGRADE_PID is this process (set by the intermediate
 	// shell just before exec) or BATON_UPGRADE_PARENT our parent.
-	if pidv != strconv.Itoa(os.Getpid()) && (parentv == "" || parentv != strconv.Itoa(os.Getppid())) {
-		return nil, ErrNotInherited
-	}
-	fd, err := parseFD(envUpgradeFD, fdv)
+	fd, cfd, err := inheritedFDs(lookup, os.Getpid(), os.Getppid())
 	if err != nil {
 		return nil, err
 	}
@@ -48,12 +45,7 @@ func Inherited() (*Handoff, error) {
 	markCloseOnExec(fd)
 	setNonblock(fd)
 	h := &Handoff{conn: os.NewFile(uintptr(fd), "upgrade-handshake")}
-	if ctlv != "" {
-		cfd, err := parseFD(envControlFD, ctlv)
-		if err != nil {
-			h.conn.Close()
-			return nil, err
-		}
+	if cfd >= 0 {
 		markCloseOnExec(cfd)
 		f := os.NewFile(uintptr(cfd), "control")
 		ln, err := net.FileListener(f)
@@ -65,14 +57,6 @@ func Inherited() (*Handoff, error) {
 		h.control = ln
 	}
 	return h, nil
-}
-
-func parseFD(name, v string) (int, error) {
-	fd, err := strconv.Atoi(v)
-	if err != nil || fd < 3 {
-		return 0, fmt.Errorf("upgrade: %s=%q: want a descriptor number of at least 3", name, v)
-	}
-	return fd, nil
 }
 
 // Control returns the inherited control socket, or nil.
