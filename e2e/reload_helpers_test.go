@@ -312,13 +312,6 @@ func (s *service) zombies(t *testing.T) []string {
 	return z
 }
 
-// journalCtx returns webapp.service's journal (-o cat) without the test.
-func (s *service) journalCtx(ctx context.Context) (string, error) {
-	_, _, _ = s.box.Exec(ctx, "journalctl", "--sync")
-	out, _, err := s.box.Exec(ctx, "journalctl", "--no-pager", "-u", "webapp.service", "-o", "cat")
-	return out, err
-}
-
 // exitStatus is the exit code of a failed command, or what failed instead.
 func exitStatus(err error) string {
 	var ee *exec.ExitError
@@ -346,4 +339,58 @@ func lastLine(s, sub string) string {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
+}
+
+// journalCursor is the cursor of the last entry in the box's journal:
+// journalAfter returns what came after it.
+func (s *service) journalCursor(ctx context.Context) (string, error) {
+	_, _, _ = s.box.Exec(ctx, "journalctl", "--sync")
+	out, _, err := s.box.Exec(ctx, "journalctl", "--no-pager", "-n", "1", "--show-cursor", "-o", "cat")
+	if err != nil {
+		return "", err
+	}
+	const mark = "-- cursor: "
+	i := strings.LastIndex(out, mark)
+	if i < 0 {
+		return "", fmt.Errorf("journalctl --show-cursor printed no cursor: %q", out)
+	}
+	return strings.TrimSpace(out[i+len(mark):]), nil
+}
+
+// journalAfter returns webapp.service's journal (-o cat) after cursor.
+func (s *service) journalAfter(ctx context.Context, cursor string) (string, error) {
+	_, _, _ = s.box.Exec(ctx, "journalctl", "--sync")
+	out, _, err := s.box.Exec(ctx, "journalctl", "--no-pager", "-u", "webapp.service", "-o", "cat", "--after-cursor="+cursor)
+	return out, err
+}
+
+// waitJournal polls webapp.service's journal after cursor every 100 ms
+// until cond holds for it or within passes (lines written by a process
+// reach the journal some time after the process wrote them). It returns
+// the journal seen last and whether cond held.
+func (s *service) waitJournal(ctx context.Context, cursor string, within time.Duration, cond func(journal string) bool) (string, bool, error) {
+	deadline := time.Now().Add(within)
+	for {
+		j, err := s.journalAfter(ctx, cursor)
+		if err != nil {
+			return j, false, err
+		}
+		if cond(j) {
+			return j, true, nil
+		}
+		if time.Now().After(deadline) {
+			return j, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return j, false, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitJournalLines is waitJournal until every string of want appears.
+func (s *service) waitJournalLines(ctx context.Context, cursor string, within time.Duration, want ...string) (string, error) {
+	j, _, err := s.waitJournal(ctx, cursor, within, func(j string) bool { return missing(j, want...) == "" })
+	return j, err
 }
