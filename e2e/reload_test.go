@@ -82,17 +82,22 @@ func TestReloadUnderLoad(t *testing.T) {
 							ev.Err = err
 							return err
 						}
+						dialed := make(chan int, 2)
 						for range 2 {
 							slowWG.Add(1)
 							go func() {
 								defer slowWG.Done()
-								a := getFresh(context.Background(), fmt.Sprintf("%s/slow?ms=%d", s.url, slowMS))
+								a := getFreshFrom(context.Background(), fmt.Sprintf("%s/slow?ms=%d", s.url, slowMS), func(p int) { dialed <- p })
 								slowMu.Lock()
 								slows = append(slows, slowReq{i, a})
 								slowMu.Unlock()
 							}()
 						}
-						time.Sleep(200 * time.Millisecond) // the old generation takes them
+						// The old generation takes them before the reload.
+						if err := s.waitAccepted(ctx, 10*time.Second, ev.Before, <-dialed, <-dialed); err != nil {
+							ev.Err = err
+							return err
+						}
 						ev.Reload = s.reload(ctx)
 						p, err := s.showCtx(ctx, "MainPID")
 						if err != nil {
@@ -100,6 +105,10 @@ func TestReloadUnderLoad(t *testing.T) {
 							return err
 						}
 						ev.After = p["MainPID"]
+						if err := s.waitStoppedAccepting(ctx, 10*time.Second, ev.Before); err != nil {
+							ev.Err = err
+							return err
+						}
 						ev.Fresh = getFresh(ctx, s.url+"/")
 						return ev.Reload.Err
 					},
@@ -151,8 +160,17 @@ func TestReloadUnderLoad(t *testing.T) {
 			if ps, ok := s.waitOnlyMain(t, 10*time.Second); !ok {
 				t.Errorf("old generations still running 10 s after the last reload (MainPID %s):\n%v", p["MainPID"], ps)
 			}
-			if n := len(res.PIDs); n != reloads+1 {
-				t.Errorf("%d generations answered the load, want %d (%v)", n, reloads+1, res.PIDs)
+			// Each generation answered its fresh GET above; which of them the
+			// load's clients reached is the scheduler's choice, but no other
+			// process answered.
+			gens := map[string]bool{startPID: true}
+			for _, ev := range events {
+				gens[ev.After] = true
+			}
+			for pid := range res.PIDs {
+				if !gens[pid] {
+					t.Errorf("the load was answered by pid %s, not a generation of the reloads (%v)", pid, res.PIDs)
+				}
 			}
 			if res.PIDs[startPID] == 0 {
 				t.Errorf("the first generation %s answered nothing: %v", startPID, res.PIDs)
@@ -515,19 +533,21 @@ func tookOver(journal string) []string {
 func TestReloadStop(t *testing.T) {
 	const slowMS = 3000
 	t.Run("new generation starting", func(t *testing.T) {
-		// The new /usr/bin/webapp takes 2 s before it execs the real
+		// The new /usr/bin/webapp takes 3 s before it execs the real
 		// server, so the stop arrives while the reload waits for it.
 		s := startService(t, serviceOptions{})
 		s.box.CopyFile(t, buildWebapp(t, ""), goodClient, 0o755)
 		s.get(t, "/") // started from the real /usr/bin/webapp: a reload starts that path
-		s.installScript(t, `[ "$1" = serve ] && sleep 2
+		s.installScript(t, `[ "$1" = serve ] && sleep 3
 exec `+goodClient+` "$@"`)
 		oldPID := s.mainPID(t)
-		slow := s.slowAsync(2, slowMS)
-		time.Sleep(300 * time.Millisecond)
+		slow := s.slowOn(t, oldPID, 2, slowMS)
 		rel := make(chan reloadOutcome, 1)
 		go func() { rel <- s.reload(context.Background()) }()
-		time.Sleep(700 * time.Millisecond)
+		waitFor(t, 10*time.Second, "the new generation to be starting", func() (bool, string) {
+			ps := liveOnly(s.procs(t))
+			return slices.ContainsFunc(ps, func(p cgProc) bool { return strings.HasPrefix(p.Cmd, "sleep 3") }), fmt.Sprint(ps)
+		})
 		if p := s.show(t, "ActiveState", "SubState"); p["SubState"] != "reload" {
 			t.Fatalf("not reloading when stop is sent: %v", p)
 		}
@@ -544,42 +564,65 @@ exec `+goodClient+` "$@"`)
 	})
 	t.Run("old generation draining", func(t *testing.T) {
 		// The stop arrives right after the swap: the old generation still
-		// drains a slow request, the new one serves another.
+		// drains a slow request, the new one serves another. The old one's
+		// is long enough to outlast the reload on a loaded machine.
+		const oldMS = 8000
 		s := startService(t, serviceOptions{})
 		s.get(t, "/")
 		oldPID := s.mainPID(t)
-		slowOld := s.slowAsync(1, slowMS)
-		time.Sleep(300 * time.Millisecond)
+		slowOld := s.slowOn(t, oldPID, 1, oldMS)
 		r := s.reload(context.Background())
 		if r.Err != nil {
 			t.Fatalf("reload: %v\n%s", r.Err, r.Output)
 		}
 		newPID := s.mainPID(t)
-		slowNew := s.slowAsync(1, slowMS)
-		time.Sleep(300 * time.Millisecond)
+		if err := s.waitStoppedAccepting(context.Background(), 10*time.Second, oldPID); err != nil {
+			t.Fatal(err)
+		}
+		slowNew := s.slowOn(t, newPID, 1, slowMS)
 		if ps := liveOnly(s.procs(t)); len(ps) != 2 {
 			t.Fatalf("want the old and the new generation running at the stop, got %v", ps)
 		}
 		stopTook := s.stopAndCheck(t)
 		for _, c := range []struct {
 			ch  <-chan freshAnswer
+			ms  int
 			pid string
-		}{{slowOld, oldPID}, {slowNew, newPID}} {
+		}{{slowOld, oldMS, oldPID}, {slowNew, slowMS, newPID}} {
 			a := <-c.ch
-			if err := slowOK(a, slowMS); err != nil || a.PID != c.pid {
-				t.Errorf("/slow?ms=%d in flight at the stop: %v, answered by pid %s, want %s", slowMS, err, a.PID, c.pid)
+			if err := slowOK(a, c.ms); err != nil || a.PID != c.pid {
+				t.Errorf("/slow?ms=%d in flight at the stop: %v, answered by pid %s, want %s", c.ms, err, a.PID, c.pid)
 			}
 		}
-		t.Logf("stop right after a reload, old generation %s and new %s each draining a %d ms request: stop took %v",
-			oldPID, newPID, slowMS, stopTook.Round(time.Millisecond))
+		t.Logf("stop right after a reload, old generation %s draining a %d ms request and new %s a %d ms one: stop took %v",
+			oldPID, oldMS, newPID, slowMS, stopTook.Round(time.Millisecond))
 	})
 }
 
-// slowAsync starts n GET /slow?ms=ms on new connections.
-func (s *service) slowAsync(n, ms int) <-chan freshAnswer {
+// slowAsync starts n GET /slow?ms=ms on new connections and returns
+// once they are connected, with the connections' local ports.
+func (s *service) slowAsync(n, ms int) (<-chan freshAnswer, []int) {
 	ch := make(chan freshAnswer, n)
+	dialed := make(chan int, n)
 	for range n {
-		go func() { ch <- getFresh(context.Background(), fmt.Sprintf("%s/slow?ms=%d", s.url, ms)) }()
+		go func() {
+			ch <- getFreshFrom(context.Background(), fmt.Sprintf("%s/slow?ms=%d", s.url, ms), func(p int) { dialed <- p })
+		}()
+	}
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = <-dialed
+	}
+	return ch, ports
+}
+
+// slowOn is slowAsync that waits until generation pid has accepted the
+// connections.
+func (s *service) slowOn(t *testing.T, pid string, n, ms int) <-chan freshAnswer {
+	t.Helper()
+	ch, ports := s.slowAsync(n, ms)
+	if err := s.waitAccepted(context.Background(), 10*time.Second, pid, ports...); err != nil {
+		t.Fatal(err)
 	}
 	return ch
 }
@@ -592,7 +635,7 @@ func (s *service) stopAndCheck(t *testing.T) time.Duration {
 	s.box.Systemctl(t, "stop", "webapp.service")
 	took := time.Since(start)
 	p := s.show(t, "ActiveState", "Result", "TimeoutStopUSec")
-	j := s.journal(t)
+	j := s.journalWith(t, "no connection cut")
 	// The reload command cancelled by the stop exits 0 ("abandoned"), so
 	// the stop is not counted as failed.
 	if p["ActiveState"] != "inactive" || p["Result"] != "success" {
@@ -727,7 +770,13 @@ func TestReloadWatchdog(t *testing.T) {
 	if p["MainPID"] == startPID || p["NRestarts"] != "0" || p["ActiveState"] != "active" || p["Result"] != "success" || p["WatchdogUSec"] != "2s" {
 		t.Errorf("after %d reloads with WatchdogSec=2: %v, want a new MainPID, active, Result=success, NRestarts=0", n, p)
 	}
-	j := s.journal(t)
+	// Each generation logs once that it took up the watchdog; the last
+	// one's line may reach the journal late.
+	var j string
+	waitFor(t, 10*time.Second, "every generation's watchdog line", func() (bool, string) {
+		j = s.journal(t)
+		return strings.Count(j, "watchdog: pinging every") >= n+1, j
+	})
 	if strings.Contains(j, "Watchdog timeout") || strings.Contains(j, "watchdog") && strings.Contains(j, "SIGABRT") {
 		t.Errorf("the watchdog fired:\n%s", j)
 	}
