@@ -371,21 +371,23 @@ func (s *service) journalCursor(ctx context.Context) (string, error) {
 	return strings.TrimSpace(out[i+len(mark):]), nil
 }
 
-// journalAfter returns webapp.service's journal (-o cat) after cursor.
-func (s *service) journalAfter(ctx context.Context, cursor string) (string, error) {
+// journalAfter returns the box's journal (-o cat) after cursor, of the
+// entries that match (journalctl matches such as "-u", "webapp.service";
+// none: all).
+func (s *service) journalAfter(ctx context.Context, cursor string, match ...string) (string, error) {
 	_, _, _ = s.box.Exec(ctx, "journalctl", "--sync")
-	out, _, err := s.box.Exec(ctx, "journalctl", "--no-pager", "-u", "webapp.service", "-o", "cat", "--after-cursor="+cursor)
+	out, _, err := s.box.Exec(ctx, append([]string{"journalctl", "--no-pager", "-o", "cat", "--after-cursor=" + cursor}, match...)...)
 	return out, err
 }
 
-// waitJournal polls webapp.service's journal after cursor every 100 ms
-// until cond holds for it or within passes (lines written by a process
-// reach the journal some time after the process wrote them). It returns
-// the journal seen last and whether cond held.
-func (s *service) waitJournal(ctx context.Context, cursor string, within time.Duration, cond func(journal string) bool) (string, bool, error) {
+// waitJournal polls the box's journal after cursor, of the entries that
+// match, every 100 ms until cond holds for it or within passes (lines
+// written by a process reach the journal some time after the process
+// wrote them). It returns the journal seen last and whether cond held.
+func (s *service) waitJournal(ctx context.Context, cursor string, within time.Duration, match []string, cond func(journal string) bool) (string, bool, error) {
 	deadline := time.Now().Add(within)
 	for {
-		j, err := s.journalAfter(ctx, cursor)
+		j, err := s.journalAfter(ctx, cursor, match...)
 		if err != nil {
 			return j, false, err
 		}
@@ -403,9 +405,12 @@ func (s *service) waitJournal(ctx context.Context, cursor string, within time.Du
 	}
 }
 
-// waitJournalLines is waitJournal until every string of want appears.
+// waitJournalLines is waitJournal over the whole journal until every
+// string of want appears. Not only webapp.service's entries: the line of
+// a child of systemd that failed to exec it may lack _SYSTEMD_UNIT (the
+// child is gone before journald looks up its cgroup), so `-u` misses it.
 func (s *service) waitJournalLines(ctx context.Context, cursor string, within time.Duration, want ...string) (string, error) {
-	j, _, err := s.waitJournal(ctx, cursor, within, func(j string) bool { return missing(j, want...) == "" })
+	j, _, err := s.waitJournal(ctx, cursor, within, nil, func(j string) bool { return missing(j, want...) == "" })
 	return j, err
 }
 

@@ -204,7 +204,8 @@ type failCase struct {
 	// setup breaks /usr/bin/webapp (or the unit) before the reload.
 	setup func(ctx context.Context) error
 	// journal and status are what the journal lines written during the
-	// reload and StatusText must contain ("" for status: not checked).
+	// reload (the box's whole journal after the reload began) and
+	// StatusText must contain ("" for status: not checked).
 	journal []string
 	status  string
 	// maxTook bounds `systemctl reload`: a failure is reported promptly,
@@ -474,7 +475,7 @@ func TestReloadConcurrent(t *testing.T) {
 	}
 	// The old generation logs the swap to MainPID as it hands over; wait
 	// until that line has reached the journal.
-	j, _, err := s.waitJournal(ctx, cursor, 10*time.Second, func(j string) bool {
+	j, _, err := s.waitJournal(ctx, cursor, 10*time.Second, []string{"-u", "webapp.service"}, func(j string) bool {
 		return slices.Contains(tookOver(j), p["MainPID"])
 	})
 	if err != nil {
