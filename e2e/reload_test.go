@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -157,8 +158,8 @@ func TestReloadUnderLoad(t *testing.T) {
 			if p["NRestarts"] != "0" || p["ActiveState"] != "active" || p["SubState"] != "running" {
 				t.Errorf("after %d reloads: %v, want active/running with NRestarts=0", reloads, p)
 			}
-			if ps, ok := s.waitOnlyMain(t, 10*time.Second); !ok {
-				t.Errorf("old generations still running 10 s after the last reload (MainPID %s):\n%v", p["MainPID"], ps)
+			if ps, ok := s.waitOnlyMain(t, 15*time.Second); !ok {
+				t.Errorf("old generations still running 15 s after the last reload (MainPID %s):\n%v", p["MainPID"], ps)
 			}
 			// Each generation answered its fresh GET above; which of them the
 			// load's clients reached is the scheduler's choice, but no other
@@ -428,6 +429,7 @@ func TestReloadConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	outcomes := make([]reloadOutcome, n)
+	var newGens newGenSample
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	res, err := load.Run(ctx, s.url+"/", load.Options{
@@ -439,6 +441,9 @@ func TestReloadConcurrent(t *testing.T) {
 			Start: 2 * time.Second,
 			Count: 1,
 			Run: func(ctx context.Context, _ int) error {
+				sctx, stopSampling := context.WithCancel(ctx)
+				sampled := make(chan newGenSample, 1)
+				go func() { sampled <- s.sampleNewGenerations(sctx) }()
 				var wg sync.WaitGroup
 				for i := range outcomes {
 					wg.Add(1)
@@ -448,6 +453,8 @@ func TestReloadConcurrent(t *testing.T) {
 					}()
 				}
 				wg.Wait()
+				stopSampling()
+				newGens = <-sampled
 				return nil
 			},
 		},
@@ -499,6 +506,12 @@ func TestReloadConcurrent(t *testing.T) {
 	if strings.Contains(j, "reload failed") {
 		t.Errorf("a swap attempt failed:\n%s", j)
 	}
+	if newGens.Err != nil {
+		t.Errorf("watching the cgroup during the reloads: %v", newGens.Err)
+	}
+	if newGens.Max > 1 {
+		t.Errorf("%d new generations at once during the reloads: %s", newGens.Max, newGens.Worst)
+	}
 	for pid := range res.PIDs {
 		if !seen[pid] {
 			t.Errorf("the load was answered by pid %s, neither the first generation %s nor one that took over %v", pid, startPID, gens)
@@ -511,8 +524,66 @@ func TestReloadConcurrent(t *testing.T) {
 		t.Errorf("GET / after the reloads: %v, status %d, pid %s; want 200 from MainPID %s", a.Err, a.Status, a.PID, p["MainPID"])
 	}
 	p50, maxTook := p50Max(took)
-	t.Logf("%d systemctl reload at once under 32 keep-alive clients: all exited 0: %v; %d swaps (%d control requests shared an attempt), %d generations answered the load, systemctl p50 %v max %v; %d requests, %d failed; one process left: %v",
-		n, !t.Failed(), len(gens), shared, len(res.PIDs), p50.Round(time.Millisecond), maxTook.Round(time.Millisecond), res.Requests, res.Failed(), ps)
+	t.Logf("%d systemctl reload at once under 32 keep-alive clients: all exited 0: %v; %d swaps (%d control requests shared an attempt), %d generations answered the load, systemctl p50 %v max %v; %d requests, %d failed; one process left: %v; "+
+		"%d cgroup samples, %d with a new generation starting, at most %d at once",
+		n, !t.Failed(), len(gens), shared, len(res.PIDs), p50.Round(time.Millisecond), maxTook.Round(time.Millisecond), res.Requests, res.Failed(), ps,
+		newGens.Samples, newGens.Seen, newGens.Max)
+}
+
+// newGenSample is what sampleNewGenerations saw.
+type newGenSample struct {
+	Samples int    // cgroup listings taken
+	Seen    int    // listings with a new generation
+	Max     int    // most new generations in one listing
+	Worst   string // that listing and MainPID
+	Err     error
+}
+
+// sampleNewGenerations lists webapp.service's cgroup every 50 ms until ctx
+// ends, counting the new generations in each listing: `webapp serve`
+// processes not yet main. The cgroup is listed before MainPID is read,
+// and a new generation is started only by the main one, so a process with
+// a higher pid than MainPID read after the listing is one that has not
+// become main yet (pids grow in the box's fresh namespace; draining old
+// generations have lower ones).
+func (s *service) sampleNewGenerations(ctx context.Context) newGenSample {
+	var r newGenSample
+	for ctx.Err() == nil {
+		ps, err := s.procsCtx(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.Err = err
+			}
+			break
+		}
+		p, err := s.showCtx(ctx, "MainPID")
+		if err != nil {
+			if ctx.Err() == nil {
+				r.Err = err
+			}
+			break
+		}
+		main, _ := strconv.Atoi(p["MainPID"])
+		n := 0
+		for _, proc := range liveOnly(ps) {
+			pid, _ := strconv.Atoi(proc.PID)
+			if pid > main && strings.HasPrefix(proc.Cmd, "/usr/bin/webapp serve") {
+				n++
+			}
+		}
+		r.Samples++
+		if n > 0 {
+			r.Seen++
+		}
+		if n > r.Max {
+			r.Max, r.Worst = n, fmt.Sprintf("MainPID %d, cgroup %v", main, ps)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return r
 }
 
 // tookOverRE matches the line an old generation logs when a new one has
@@ -698,18 +769,18 @@ func TestReloadRepeated(t *testing.T) {
 			take(i)
 		}
 	}
-	ps, ok := s.waitOnlyMain(t, 10*time.Second)
+	ps, ok := s.waitOnlyMain(t, 15*time.Second)
 	if !ok {
 		t.Errorf("after %d reloads the service's cgroup holds %v", n, ps)
 	}
 	var z []string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		if z = s.zombies(t); len(z) == 0 || time.Now().After(deadline) {
 			break
 		}
 	}
 	if len(z) != 0 {
-		t.Errorf("zombies 5 s after %d reloads: %v", n, z)
+		t.Errorf("zombies 15 s after %d reloads: %v", n, z)
 	}
 	early, late := samples[0], samples[len(samples)-1]
 	if late.fds > early.fds+2 {
