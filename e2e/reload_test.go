@@ -3,9 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -324,7 +324,12 @@ chmod 755 /usr/bin/.webapp.new && mv -f /usr/bin/.webapp.new /usr/bin/webapp`,
 						return o.Err
 					}
 					o.Reload = s.reload(ctx)
-					o.Props, o.Err = s.showCtx(ctx, "MainPID", "StatusText")
+					if o.Props, o.Err = s.showCtx(ctx, "MainPID", "StatusText"); o.Err != nil {
+						return o.Err
+					}
+					if o.Err = s.waitStoppedAccepting(ctx, 10*time.Second, oldPID); o.Err != nil {
+						return o.Err
+					}
 					o.Fresh = getFresh(ctx, s.url+"/")
 					return o.Reload.Err
 				}
@@ -338,7 +343,7 @@ chmod 755 /usr/bin/.webapp.new && mv -f /usr/bin/.webapp.new /usr/bin/webapp`,
 					return err
 				}
 				o.Reload = s.reload(ctx)
-				// The exec'ing child's own line may land after systemd's.
+				// The lines may reach the journal after the command returned.
 				if o.Journal, o.Err = s.waitJournalLines(ctx, cursor, 10*time.Second, c.journal...); o.Err != nil {
 					return o.Err
 				}
@@ -429,7 +434,10 @@ func TestReloadConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	outcomes := make([]reloadOutcome, n)
-	var newGens newGenSample
+	var (
+		parents  map[string]string // webapp serve pid: the generation that started it
+		listings int
+	)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	res, err := load.Run(ctx, s.url+"/", load.Options{
@@ -441,9 +449,10 @@ func TestReloadConcurrent(t *testing.T) {
 			Start: 2 * time.Second,
 			Count: 1,
 			Run: func(ctx context.Context, _ int) error {
-				sctx, stopSampling := context.WithCancel(ctx)
-				sampled := make(chan newGenSample, 1)
-				go func() { sampled <- s.sampleNewGenerations(sctx) }()
+				sampler, err := s.sampleGenerations(ctx)
+				if err != nil {
+					return err
+				}
 				var wg sync.WaitGroup
 				for i := range outcomes {
 					wg.Add(1)
@@ -453,9 +462,8 @@ func TestReloadConcurrent(t *testing.T) {
 					}()
 				}
 				wg.Wait()
-				stopSampling()
-				newGens = <-sampled
-				return nil
+				parents, listings, err = sampler.stop()
+				return err
 			},
 		},
 	})
@@ -506,11 +514,33 @@ func TestReloadConcurrent(t *testing.T) {
 	if strings.Contains(j, "reload failed") {
 		t.Errorf("a swap attempt failed:\n%s", j)
 	}
-	if newGens.Err != nil {
-		t.Errorf("watching the cgroup during the reloads: %v", newGens.Err)
+	// Never two new generations: each generation started at most one,
+	// and they form one chain from the first to MainPID, in the order of
+	// the swaps.
+	if len(res.Events) != 1 || res.Events[0].Err != nil {
+		t.Fatalf("watching the service's cgroup: %v", res.Events)
 	}
-	if newGens.Max > 1 {
-		t.Errorf("%d new generations at once during the reloads: %s", newGens.Max, newGens.Worst)
+	want := append([]string{startPID}, gens...)
+	var chain []string
+	for pid, seen := startPID, map[string]bool{}; pid != "" && !seen[pid]; {
+		seen[pid] = true
+		chain = append(chain, pid)
+		var next []string
+		for child, parent := range parents {
+			if parent == pid {
+				next = append(next, child)
+			}
+		}
+		if len(next) > 1 {
+			t.Errorf("generation %s started %d new generations %v, want at most one (all seen: %v)", pid, len(next), next, parents)
+		}
+		pid = ""
+		if len(next) > 0 {
+			pid = next[0]
+		}
+	}
+	if !slices.Equal(chain, want) || len(parents) != len(want) {
+		t.Errorf("generations by who started them: %v (chain %v), want the chain of the swaps %v", parents, chain, want)
 	}
 	for pid := range res.PIDs {
 		if !seen[pid] {
@@ -525,65 +555,113 @@ func TestReloadConcurrent(t *testing.T) {
 	}
 	p50, maxTook := p50Max(took)
 	t.Logf("%d systemctl reload at once under 32 keep-alive clients: all exited 0: %v; %d swaps (%d control requests shared an attempt), %d generations answered the load, systemctl p50 %v max %v; %d requests, %d failed; one process left: %v; "+
-		"%d cgroup samples, %d with a new generation starting, at most %d at once",
+		"generations and who started them, over %d cgroup listings: %v",
 		n, !t.Failed(), len(gens), shared, len(res.PIDs), p50.Round(time.Millisecond), maxTook.Round(time.Millisecond), res.Requests, res.Failed(), ps,
-		newGens.Samples, newGens.Seen, newGens.Max)
+		listings, parents)
 }
 
-// newGenSample is what sampleNewGenerations saw.
-type newGenSample struct {
-	Samples int    // cgroup listings taken
-	Seen    int    // listings with a new generation
-	Max     int    // most new generations in one listing
-	Worst   string // that listing and MainPID
-	Err     error
+// genSampler lists webapp.service's cgroup about every 20 ms, in one
+// shell loop in the box, and records each `webapp serve` process with the
+// generation that started it: the pid in the marker an upgrade puts in a
+// new generation's environment (BATON_UPGRADE_PARENT; the first
+// generation has none). A generation lives for at least the idle grace
+// after it hands over, so every one is seen.
+type genSampler struct {
+	cmd    *exec.Cmd
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	out    strings.Builder
+	ends   int           // complete listings
+	listed chan struct{} // closed and replaced at the end of each listing
 }
 
-// sampleNewGenerations lists webapp.service's cgroup every 50 ms until ctx
-// ends, counting the new generations in each listing: `webapp serve`
-// processes not yet main. The cgroup is listed before MainPID is read,
-// and a new generation is started only by the main one, so a process with
-// a higher pid than MainPID read after the listing is one that has not
-// become main yet (pids grow in the box's fresh namespace; draining old
-// generations have lower ones).
-func (s *service) sampleNewGenerations(ctx context.Context) newGenSample {
-	var r newGenSample
-	for ctx.Err() == nil {
-		ps, err := s.procsCtx(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				r.Err = err
-			}
-			break
-		}
-		p, err := s.showCtx(ctx, "MainPID")
-		if err != nil {
-			if ctx.Err() == nil {
-				r.Err = err
-			}
-			break
-		}
-		main, _ := strconv.Atoi(p["MainPID"])
-		n := 0
-		for _, proc := range liveOnly(ps) {
-			pid, _ := strconv.Atoi(proc.PID)
-			if pid > main && strings.HasPrefix(proc.Cmd, "/usr/bin/webapp serve") {
-				n++
-			}
-		}
-		r.Samples++
-		if n > 0 {
-			r.Seen++
-		}
-		if n > r.Max {
-			r.Max, r.Worst = n, fmt.Sprintf("MainPID %d, cgroup %v", main, ps)
+func (g *genSampler) Write(b []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.out.Write(b)
+	if n := strings.Count(g.out.String(), "\nE\n"); n > g.ends {
+		g.ends = n
+		close(g.listed)
+		g.listed = make(chan struct{})
+	}
+	return len(b), nil
+}
+
+// waitListing waits for the end of a listing begun after the call.
+func (g *genSampler) waitListing(within time.Duration) error {
+	g.mu.Lock()
+	want := g.ends + 2
+	g.mu.Unlock()
+	deadline := time.After(within)
+	for {
+		g.mu.Lock()
+		n, ch := g.ends, g.listed
+		g.mu.Unlock()
+		if n >= want {
+			return nil
 		}
 		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
+		case <-ch:
+		case <-deadline:
+			return fmt.Errorf("no cgroup listing within %v", within)
 		}
 	}
-	return r
+}
+
+// sampleGenerations starts a genSampler and returns after its first
+// listing.
+func (s *service) sampleGenerations(ctx context.Context) (*genSampler, error) {
+	p, err := s.showCtx(ctx, "ControlGroup")
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	g := &genSampler{cancel: cancel, listed: make(chan struct{})}
+	g.out.WriteString("\n")
+	g.cmd = s.box.Command(ctx, "sh", "-c", `f=/sys/fs/cgroup"$1"/cgroup.procs
+while :; do
+	for p in $(cat "$f" 2>/dev/null); do
+		cmd=$(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null)
+		case "$cmd" in "/usr/bin/webapp serve"*) ;; *) continue;; esac
+		parent=$(tr '\0' '\n' </proc/$p/environ 2>/dev/null | sed -n 's/^BATON_UPGRADE_PARENT=//p')
+		echo "P $p ${parent:--}"
+	done
+	echo E
+	sleep 0.02
+done`, "sh", p["ControlGroup"])
+	g.cmd.Stdout = g
+	if err := g.cmd.Start(); err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := g.waitListing(10 * time.Second); err != nil {
+		cancel()
+		g.cmd.Wait()
+		return nil, err
+	}
+	return g, nil
+}
+
+// stop ends the sampling after one more listing and returns every webapp
+// serve process seen with the pid of the generation that started it ("-"
+// for none).
+func (g *genSampler) stop() (parents map[string]string, listings int, err error) {
+	err = g.waitListing(10 * time.Second)
+	g.cancel()
+	g.cmd.Wait()
+	g.mu.Lock()
+	out := g.out.String()
+	g.mu.Unlock()
+	parents = map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if line == "E" {
+			listings++
+		}
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "P" {
+			parents[f[1]] = f[2]
+		}
+	}
+	return parents, listings, err
 }
 
 // tookOverRE matches the line an old generation logs when a new one has
