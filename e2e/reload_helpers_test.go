@@ -326,6 +326,13 @@ func (s *service) zombies(t *testing.T) []string {
 	return z
 }
 
+// journalCtx returns webapp.service's journal (-o cat) without the test.
+func (s *service) journalCtx(ctx context.Context) (string, error) {
+	_, _, _ = s.box.Exec(ctx, "journalctl", "--sync")
+	out, _, err := s.box.Exec(ctx, "journalctl", "--no-pager", "-u", "webapp.service", "-o", "cat")
+	return out, err
+}
+
 // exitStatus is the exit code of a failed command, or what failed instead.
 func exitStatus(err error) string {
 	var ee *exec.ExitError
@@ -380,11 +387,11 @@ func (s *service) journalAfter(ctx context.Context, cursor string, match ...stri
 	return out, err
 }
 
-// waitJournal polls the box's journal after cursor, of the entries that
+// waitJournalAfter polls the box's journal after cursor, of the entries that
 // match, every 100 ms until cond holds for it or within passes (lines
 // written by a process reach the journal some time after the process
 // wrote them). It returns the journal seen last and whether cond held.
-func (s *service) waitJournal(ctx context.Context, cursor string, within time.Duration, match []string, cond func(journal string) bool) (string, bool, error) {
+func (s *service) waitJournalAfter(ctx context.Context, cursor string, within time.Duration, match []string, cond func(journal string) bool) (string, bool, error) {
 	deadline := time.Now().Add(within)
 	for {
 		j, err := s.journalAfter(ctx, cursor, match...)
@@ -405,12 +412,12 @@ func (s *service) waitJournal(ctx context.Context, cursor string, within time.Du
 	}
 }
 
-// waitJournalLines is waitJournal over the whole journal until every
+// waitLinesAfter is waitJournalAfter over the whole journal until every
 // string of want appears. Not only webapp.service's entries: the line of
 // a child of systemd that failed to exec it may lack _SYSTEMD_UNIT (the
 // child is gone before journald looks up its cgroup), so `-u` misses it.
-func (s *service) waitJournalLines(ctx context.Context, cursor string, within time.Duration, want ...string) (string, error) {
-	j, _, err := s.waitJournal(ctx, cursor, within, nil, func(j string) bool { return missing(j, want...) == "" })
+func (s *service) waitLinesAfter(ctx context.Context, cursor string, within time.Duration, want ...string) (string, error) {
+	j, _, err := s.waitJournalAfter(ctx, cursor, within, nil, func(j string) bool { return missing(j, want...) == "" })
 	return j, err
 }
 

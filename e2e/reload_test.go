@@ -344,7 +344,7 @@ chmod 755 /usr/bin/.webapp.new && mv -f /usr/bin/.webapp.new /usr/bin/webapp`,
 				}
 				o.Reload = s.reload(ctx)
 				// The lines may reach the journal after the command returned.
-				if o.Journal, o.Err = s.waitJournalLines(ctx, cursor, 10*time.Second, c.journal...); o.Err != nil {
+				if o.Journal, o.Err = s.waitLinesAfter(ctx, cursor, 10*time.Second, c.journal...); o.Err != nil {
 					return o.Err
 				}
 				if o.Props, o.Err = s.showCtx(ctx, "MainPID", "StatusText", "ActiveState", "SubState", "NRestarts"); o.Err != nil {
@@ -490,7 +490,7 @@ func TestReloadConcurrent(t *testing.T) {
 	}
 	// The old generation logs the swap to MainPID as it hands over; wait
 	// until that line has reached the journal.
-	j, _, err := s.waitJournal(ctx, cursor, 10*time.Second, []string{"-u", "webapp.service"}, func(j string) bool {
+	j, _, err := s.waitJournalAfter(ctx, cursor, 10*time.Second, []string{"-u", "webapp.service"}, func(j string) bool {
 		return slices.Contains(tookOver(j), p["MainPID"])
 	})
 	if err != nil {
@@ -751,9 +751,15 @@ exec `+goodClient+` "$@"`)
 	})
 }
 
-// slowAsync starts n GET /slow?ms=ms on new connections and returns
-// once they are connected, with the connections' local ports.
-func (s *service) slowAsync(n, ms int) (<-chan freshAnswer, []int) {
+// slowAsync starts n GET /slow?ms=ms on new connections.
+func (s *service) slowAsync(n, ms int) <-chan freshAnswer {
+	ch, _ := s.slowDialed(n, ms)
+	return ch
+}
+
+// slowDialed is slowAsync that returns once the connections are made,
+// with their local ports.
+func (s *service) slowDialed(n, ms int) (<-chan freshAnswer, []int) {
 	ch := make(chan freshAnswer, n)
 	dialed := make(chan int, n)
 	for range n {
@@ -772,7 +778,7 @@ func (s *service) slowAsync(n, ms int) (<-chan freshAnswer, []int) {
 // connections.
 func (s *service) slowOn(t *testing.T, pid string, n, ms int) <-chan freshAnswer {
 	t.Helper()
-	ch, ports := s.slowAsync(n, ms)
+	ch, ports := s.slowDialed(n, ms)
 	if err := s.waitAccepted(context.Background(), 10*time.Second, pid, ports...); err != nil {
 		t.Fatal(err)
 	}
