@@ -67,7 +67,7 @@ func TestServe(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after the context ended")
 	}
-	sock.WaitFor(t, 0, "STOPPING=1", time.Second)
+	sock.WaitFor(t, 0, "STOPPING=1", 10*time.Second)
 }
 
 // A server that fails its health probe never takes a connection.
@@ -111,14 +111,16 @@ func TestServeDeadlineCut(t *testing.T) {
 		})
 	}()
 	var err error
-	for i := 0; i < 200; i++ {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		var c net.Conn
 		if c, err = net.Dial("tcp", addr); err == nil {
 			defer c.Close()
 			io.WriteString(c, "GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
 			break
 		}
-		time.Sleep(10 * time.Millisecond)
+		if time.Now().After(deadline) {
+			break
+		}
 	}
 	if err != nil {
 		t.Fatal(err)

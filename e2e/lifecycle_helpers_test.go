@@ -24,9 +24,33 @@ type reply struct {
 // getAsync sends one request on a new connection in the background; the
 // channel yields its outcome once.
 func (s *service) getAsync(path string, timeout time.Duration) <-chan reply {
+	return s.getAsyncFrom(path, timeout, nil)
+}
+
+// getInFlight is getAsync that returns once webapp has accepted the
+// connection (it no longer waits in the socket's backlog).
+func (s *service) getInFlight(t *testing.T, path string, timeout time.Duration) <-chan reply {
+	t.Helper()
+	dialed := make(chan int, 1)
+	ch := s.getAsyncFrom(path, timeout, func(port int) { dialed <- port })
+	if err := s.waitAccepted(context.Background(), 10*time.Second, "", <-dialed); err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// getAsyncFrom is getAsync that calls dialed, if not nil, once with the
+// connection's local port (0 if the dial failed).
+func (s *service) getAsyncFrom(path string, timeout time.Duration, dialed func(port int)) <-chan reply {
 	ch := make(chan reply, 1)
 	go func() {
-		c := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+		tr := &http.Transport{DisableKeepAlives: true}
+		if dialed != nil {
+			r := &portReporter{dialed: dialed}
+			defer r.done()
+			tr.DialContext = r.dial
+		}
+		c := &http.Client{Timeout: timeout, Transport: tr}
 		start := time.Now()
 		resp, err := c.Get(s.url + path)
 		var r reply

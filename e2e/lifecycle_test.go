@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func TestLifecycleSocketActivation(t *testing.T) {
 
 			r := <-s.getAsync("/", 5*time.Second)
 			p := s.show(t, "ActiveState", "SubState", "MainPID", "StatusText", "Result")
-			j := s.journal(t)
+			j := s.journalWith(t, tt.want...)
 			if w := missing(j, tt.want...); w != "" {
 				t.Errorf("journal of webapp.service lacks %q:\n%s", w, j)
 			}
@@ -90,8 +91,7 @@ func TestLifecycleStopDrains(t *testing.T) {
 	s := startService(t, serviceOptions{})
 	s.get(t, "/") // starts webapp.service; its connection closes
 	start := time.Now()
-	inflight := s.getAsync("/slow?ms=2000", 15*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	inflight := s.getInFlight(t, "/slow?ms=2000", 15*time.Second)
 	stopTook := s.timedSystemctl(t, "stop", "webapp.service")
 	stopped := time.Now()
 
@@ -99,20 +99,22 @@ func TestLifecycleStopDrains(t *testing.T) {
 	if r.err != nil || r.status != 200 || r.body != "slept 2000 ms\n" {
 		t.Errorf("GET /slow?ms=2000 during stop = %d %q, %v, want 200 slept 2000 ms", r.status, r.body, r.err)
 	}
+	// The stop waits for the request, and ends with it, not at a timeout
+	// (the drain deadline and TimeoutStopSec= are far longer).
 	if r.done.After(stopped) {
 		t.Errorf("the request ended %v after systemctl stop returned, want before", r.done.Sub(stopped))
 	}
-	total := stopped.Sub(start)
-	t.Logf("systemctl stop took %v (request took %v; request start to unit stopped %v)", stopTook, r.took, total)
-	// The unit stops when the request ends: about 1.7 s after the stop.
-	if stopTook < 1200*time.Millisecond || total > 4500*time.Millisecond {
-		t.Errorf("systemctl stop took %v (%v after the request started), want about 1.7 s (2 s)", stopTook, total)
+	if lag := stopped.Sub(r.done); lag > 5*time.Second {
+		t.Errorf("systemctl stop returned %v after the request ended, want soon after it", lag)
 	}
+	total := stopped.Sub(start)
+	t.Logf("systemctl stop took %v (request took %v; request start to unit stopped %v; stop returned %v after the request ended)",
+		stopTook, r.took, total, stopped.Sub(r.done))
 	p := s.show(t, "ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
 	if p["ActiveState"] != "inactive" || p["Result"] != "success" || p["ExecMainStatus"] != "0" {
 		t.Errorf("webapp.service after stop: %v, want inactive, Result=success, ExecMainStatus=0", p)
 	}
-	j := s.journal(t)
+	j := s.journalWith(t, "stopping: draining 1 connections", "no connection cut")
 	if bad := killedBySystemd(j); len(bad) > 0 {
 		t.Errorf("systemd had to end the stop: %q\n%s", bad, j)
 	}
@@ -130,8 +132,7 @@ func TestLifecycleStopDeadline(t *testing.T) {
 	const drainTimeout = 2 * time.Second
 	s := startService(t, serviceOptions{ServiceDropIn: "Environment=WEBAPP_OPTS=--drain-timeout=" + drainTimeout.String()})
 	s.get(t, "/")
-	inflight := s.getAsync("/slow?ms=30000", 20*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	inflight := s.getInFlight(t, "/slow?ms=30000", 20*time.Second)
 	stopTook := s.timedSystemctl(t, "stop", "webapp.service")
 
 	r := <-inflight
@@ -139,8 +140,10 @@ func TestLifecycleStopDeadline(t *testing.T) {
 		t.Errorf("GET /slow?ms=30000 during stop = %d %q, want it cut at the drain deadline", r.status, r.body)
 	}
 	t.Logf("systemctl stop took %v; the cut request ended after %v with %v", stopTook, r.took, r.err)
+	// At least the drain deadline, and well before TimeoutStopSec=30s
+	// (a generous bound for a loaded machine: about 2.1 s is usual).
 	timeoutStop := s.show(t, "TimeoutStopUSec")["TimeoutStopUSec"]
-	if stopTook < drainTimeout-100*time.Millisecond || stopTook > drainTimeout+3*time.Second {
+	if stopTook < drainTimeout-100*time.Millisecond || stopTook > drainTimeout+10*time.Second {
 		t.Errorf("systemctl stop took %v, want about --drain-timeout=%v (TimeoutStopSec=%s)", stopTook, drainTimeout, timeoutStop)
 	}
 	// webapp exits by itself (CLD_EXITED = 1), with status 1 to say that it
@@ -150,7 +153,7 @@ func TestLifecycleStopDeadline(t *testing.T) {
 	if p["ExecMainCode"] != "1" || p["Result"] == "timeout" || p["Result"] == "signal" {
 		t.Errorf("webapp.service after stop: %v, want its main process to have exited by itself (ExecMainCode=1)", p)
 	}
-	j := s.journal(t)
+	j := s.journalWith(t, "stopping: draining 1 connections", "1 connections cut at the deadline")
 	if bad := killedBySystemd(j); len(bad) > 0 {
 		t.Errorf("systemd had to end the stop: %q\n%s", bad, j)
 	}
@@ -168,15 +171,28 @@ func TestLifecycleRestartUnderLoad(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			s := startService(t, serviceOptions{})
 			s.get(t, "/")
-			res := restartUnderLoad(t, s, "webapp.service", mode, restarts)
+			gens := []string{s.mainPID(t)}
+			res := restartUnderLoad(t, s, "webapp.service", mode, restarts, &gens)
 			if res.Failed() != 0 || res.Aborted != 0 {
 				t.Errorf("restart webapp.service ×%d under load (%s): %d failed (%+v), %d aborted, want 0\n%s",
 					restarts, mode, res.Failed(), res.Failures, res.Aborted, res)
 			}
-			// Every generation answered: the first and one per restart.
-			if len(res.PIDs) != restarts+1 {
-				t.Errorf("answers from %d pids %v, want %d (one per generation)", len(res.PIDs), res.PIDs, restarts+1)
+			// Each restart made a generation of its own; only those
+			// answered, the first and the last among them. Whether a
+			// short-lived one in between reached a client is the
+			// scheduler's choice.
+			if distinct := len(slices.Compact(slices.Sorted(slices.Values(gens)))); len(gens) != restarts+1 || distinct != restarts+1 {
+				t.Errorf("MainPID after each restart: %v, want %d distinct generations", gens, restarts+1)
 			}
+			for pid := range res.PIDs {
+				if !slices.Contains(gens, pid) {
+					t.Errorf("answers from pid %s, not a generation %v", pid, gens)
+				}
+			}
+			if first, last := gens[0], gens[len(gens)-1]; res.PIDs[first] == 0 || res.PIDs[last] == 0 {
+				t.Errorf("answers from %v, want the first generation %s and the last %s among them", res.PIDs, first, last)
+			}
+			t.Logf("%d of %d generations answered the load", len(res.PIDs), len(gens))
 			p := s.show(t, "ActiveState", "Result", "NRestarts")
 			if p["ActiveState"] != "active" || p["Result"] != "success" {
 				t.Errorf("webapp.service after the restarts: %v, want active, Result=success", p)
@@ -198,7 +214,7 @@ func TestLifecycleSocketRestartResets(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			s := startService(t, serviceOptions{})
 			s.get(t, "/")
-			res := restartUnderLoad(t, s, "webapp.socket", mode, restarts)
+			res := restartUnderLoad(t, s, "webapp.socket", mode, restarts, nil)
 			if res.Failed() == 0 {
 				t.Errorf("restart webapp.socket ×%d under load (%s): 0 failed, want some refused or reset\n%s", restarts, mode, res)
 			}
@@ -210,18 +226,32 @@ func TestLifecycleSocketRestartResets(t *testing.T) {
 }
 
 // restartUnderLoad runs `systemctl restart unit` n times, 2.5 s apart,
-// under 32 clients in mode, logs the numbers and returns them.
-func restartUnderLoad(t *testing.T, s *service, unit string, mode load.Mode, n int) *load.Result {
+// under 32 clients in mode, logs the numbers and returns them. If
+// mainPIDs is not nil, webapp.service's MainPID after each restart is
+// appended to it.
+func restartUnderLoad(t *testing.T, s *service, unit string, mode load.Mode, n int, mainPIDs *[]string) *load.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	restart := s.disrupt("restart", unit)
+	run := func(ctx context.Context, i int) error {
+		if err := restart(ctx, i); err != nil || mainPIDs == nil {
+			return err
+		}
+		p, err := s.showCtx(ctx, "MainPID")
+		if err != nil {
+			return err
+		}
+		*mainPIDs = append(*mainPIDs, p["MainPID"])
+		return nil
+	}
 	res, err := load.Run(ctx, s.url+"/", load.Options{
 		Clients:  32,
 		Mode:     mode,
 		Duration: 90 * time.Second,
 		Tail:     time.Second,
 		Margin:   500 * time.Millisecond,
-		Schedule: load.Schedule{Start: time.Second, Every: 2500 * time.Millisecond, Count: n, Run: s.disrupt("restart", unit)},
+		Schedule: load.Schedule{Start: time.Second, Every: 2500 * time.Millisecond, Count: n, Run: run},
 	})
 	if err != nil {
 		t.Fatalf("load.Run(%s, %s) = %v", s.url, mode, err)
@@ -264,7 +294,7 @@ func TestLifecycleWatchdog(t *testing.T) {
 		if p["WatchdogTimestampMonotonic"] == before {
 			t.Errorf("WatchdogTimestampMonotonic stayed %s over 3 intervals, want pings to move it", before)
 		}
-		j := s.journal(t)
+		j := s.journalWith(t, "watchdog: pinging every 500ms while healthy")
 		if strings.Contains(j, "Watchdog timeout") {
 			t.Errorf("healthy webapp hit the watchdog:\n%s", j)
 		}
@@ -294,8 +324,9 @@ func TestLifecycleWatchdog(t *testing.T) {
 		if p["MainPID"] == pid {
 			t.Errorf("after the watchdog restart MainPID=%s, want a new one", p["MainPID"])
 		}
-		j := s.journal(t)
-		if w := missing(j, "watchdog: health check failed, not pinging", "Watchdog timeout", "Failed with result 'watchdog'"); w != "" {
+		want := []string{"watchdog: health check failed, not pinging", "Watchdog timeout", "Failed with result 'watchdog'"}
+		j := s.journalWith(t, want...)
+		if w := missing(j, want...); w != "" {
 			t.Errorf("journal lacks %q:\n%s", w, j)
 		}
 	})
@@ -306,22 +337,20 @@ func TestLifecycleWatchdog(t *testing.T) {
 // drain) and none of its info lines.
 func TestLifecycleJournalPriorities(t *testing.T) {
 	t.Parallel()
-	// The health check fails from its second run (2 s after start), long
+	// The health check fails from its second run (4 s after start), 4 s
 	// before the watchdog would act; a 30 s request outlives the drain.
-	s := startService(t, serviceOptions{ServiceDropIn: "WatchdogSec=4s\n" +
+	s := startService(t, serviceOptions{ServiceDropIn: "WatchdogSec=8s\n" +
 		"Environment=WEBAPP_FAIL_HEALTH_AFTER=500ms\n" +
 		`Environment="WEBAPP_OPTS=--drain-timeout=1s --idle-grace=100ms"`})
 	s.get(t, "/")
 	inflight := s.getAsync("/slow?ms=30000", 20*time.Second)
-	waitFor(t, 5*time.Second, "webapp's health check warning", func() (bool, string) {
+	waitFor(t, 15*time.Second, "webapp's health check warning", func() (bool, string) {
 		j := s.journal(t)
 		return strings.Contains(j, "health check failed"), j
 	})
 	s.box.Systemctl(t, "stop", "webapp.service")
 	<-inflight
 
-	all := s.journal(t)
-	warn := s.box.Journal(t, "-u", "webapp", "-p", "warning", "-o", "cat")
 	tests := []struct {
 		line string
 		warn bool // at warning or higher
@@ -332,6 +361,12 @@ func TestLifecycleJournalPriorities(t *testing.T) {
 		{"watchdog: pinging every", false},
 		{"stopping: draining 1 connections", false},
 	}
+	var lines []string
+	for _, tt := range tests {
+		lines = append(lines, tt.line)
+	}
+	all := s.journalWith(t, lines...)
+	warn := s.box.Journal(t, "-u", "webapp", "-p", "warning", "-o", "cat")
 	for _, tt := range tests {
 		if !strings.Contains(all, tt.line) {
 			t.Errorf("journalctl -u webapp lacks %q:\n%s", tt.line, all)

@@ -155,7 +155,23 @@ func (s *service) journal(t *testing.T, args ...string) string {
 	return s.box.Journal(t, append([]string{"-u", "webapp.service", "-o", "cat"}, args...)...)
 }
 
-// containsAll reports the first of want missing in s.
+// journalWith returns webapp.service's journal (-o cat) once it holds
+// every string of want, polling every 100 ms for at most 10 s: a line
+// reaches the journal some time after its process wrote it. After 10 s it
+// returns the journal as it is, for the caller's check to report.
+func (s *service) journalWith(t *testing.T, want ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		j := s.journal(t)
+		if missing(j, want...) == "" || time.Now().After(deadline) {
+			return j
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// missing reports the first of want missing in s.
 func missing(s string, want ...string) string {
 	for _, w := range want {
 		if !strings.Contains(s, w) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -193,9 +195,21 @@ type freshAnswer struct {
 	Err     error
 }
 
-// fetch sends one GET on a new connection; it never fails the test.
+// getFresh sends one GET on a new connection; it never fails the test.
 func getFresh(ctx context.Context, url string) freshAnswer {
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	return getFreshFrom(ctx, url, nil)
+}
+
+// getFreshFrom is getFresh that calls dialed, if not nil, once the
+// connection is made with its local port (0 if the dial failed).
+func getFreshFrom(ctx context.Context, url string, dialed func(port int)) freshAnswer {
+	tr := &http.Transport{DisableKeepAlives: true}
+	if dialed != nil {
+		r := &portReporter{dialed: dialed}
+		defer r.done()
+		tr.DialContext = r.dial
+	}
+	c := &http.Client{Transport: tr}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return freshAnswer{Err: err}
@@ -346,4 +360,146 @@ func lastLine(s, sub string) string {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
+}
+
+// journalCursor is the cursor of the last entry in the box's journal:
+// journalAfter returns what came after it.
+func (s *service) journalCursor(ctx context.Context) (string, error) {
+	_, _, _ = s.box.Exec(ctx, "journalctl", "--sync")
+	out, _, err := s.box.Exec(ctx, "journalctl", "--no-pager", "-n", "1", "--show-cursor", "-o", "cat")
+	if err != nil {
+		return "", err
+	}
+	const mark = "-- cursor: "
+	i := strings.LastIndex(out, mark)
+	if i < 0 {
+		return "", fmt.Errorf("journalctl --show-cursor printed no cursor: %q", out)
+	}
+	return strings.TrimSpace(out[i+len(mark):]), nil
+}
+
+// journalAfter returns the box's journal (-o cat) after cursor, of the
+// entries that match (journalctl matches such as "-u", "webapp.service";
+// none: all).
+func (s *service) journalAfter(ctx context.Context, cursor string, match ...string) (string, error) {
+	_, _, _ = s.box.Exec(ctx, "journalctl", "--sync")
+	out, _, err := s.box.Exec(ctx, append([]string{"journalctl", "--no-pager", "-o", "cat", "--after-cursor=" + cursor}, match...)...)
+	return out, err
+}
+
+// waitJournalAfter polls the box's journal after cursor, of the entries that
+// match, every 100 ms until cond holds for it or within passes (lines
+// written by a process reach the journal some time after the process
+// wrote them). It returns the journal seen last and whether cond held.
+func (s *service) waitJournalAfter(ctx context.Context, cursor string, within time.Duration, match []string, cond func(journal string) bool) (string, bool, error) {
+	deadline := time.Now().Add(within)
+	for {
+		j, err := s.journalAfter(ctx, cursor, match...)
+		if err != nil {
+			return j, false, err
+		}
+		if cond(j) {
+			return j, true, nil
+		}
+		if time.Now().After(deadline) {
+			return j, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return j, false, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitLinesAfter is waitJournalAfter over the whole journal until every
+// string of want appears. Not only webapp.service's entries: the line of
+// a child of systemd that failed to exec it may lack _SYSTEMD_UNIT (the
+// child is gone before journald looks up its cgroup), so `-u` misses it.
+func (s *service) waitLinesAfter(ctx context.Context, cursor string, within time.Duration, want ...string) (string, error) {
+	j, _, err := s.waitJournalAfter(ctx, cursor, within, nil, func(j string) bool { return missing(j, want...) == "" })
+	return j, err
+}
+
+// portReporter is a dial function for an http.Transport that tells
+// dialed the local port of its first connection, or 0 at done if it made
+// none.
+type portReporter struct {
+	once   sync.Once
+	dialed func(port int)
+}
+
+func (r *portReporter) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err == nil {
+		if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+			r.once.Do(func() { r.dialed(a.Port) })
+		}
+	}
+	return c, err
+}
+
+func (r *portReporter) done() { r.once.Do(func() { r.dialed(0) }) }
+
+// waitAccepted polls every 100 ms until the connections from the local
+// ports clientPorts to the service's port are each held by process pid
+// (any process if pid is ""): accepted by that generation rather than
+// waiting in the socket's backlog. It fails after within.
+func (s *service) waitAccepted(ctx context.Context, within time.Duration, pid string, clientPorts ...int) error {
+	deadline := time.Now().Add(within)
+	for {
+		held := 0
+		var saw []string
+		for _, cp := range clientPorts {
+			if cp == 0 {
+				return errors.New("waitAccepted: a connection was not made")
+			}
+			out, _, err := s.box.Exec(ctx, "ss", "-tnpH", "state", "established",
+				fmt.Sprintf("( sport = :%d and dport = :%d )", s.port, cp))
+			if err != nil {
+				return err
+			}
+			out = strings.TrimSpace(out)
+			saw = append(saw, out)
+			if pid == "" && strings.Contains(out, "pid=") || pid != "" && strings.Contains(out, "pid="+pid+",") {
+				held++
+			}
+		}
+		if held == len(clientPorts) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %v the connections from ports %v are not all held by pid %q: %q", within, clientPorts, pid, saw)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitStoppedAccepting polls every 100 ms until process pid no longer
+// holds the service's listening socket. An old generation closes its copy
+// as it starts to drain, which may be just after the reload command has
+// returned; until then it may still accept a new connection.
+func (s *service) waitStoppedAccepting(ctx context.Context, within time.Duration, pid string) error {
+	deadline := time.Now().Add(within)
+	for {
+		out, _, err := s.box.Exec(ctx, "ss", "-tlnpH", fmt.Sprintf("( sport = :%d )", s.port))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "pid="+pid+",") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %v pid %s still holds the listening socket: %s", within, pid, strings.TrimSpace(out))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

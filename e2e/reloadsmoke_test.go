@@ -3,6 +3,7 @@ package e2e
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestReloadSmoke: one `systemctl reload` swaps the binary (a new version
@@ -14,6 +15,9 @@ func TestReloadSmoke(t *testing.T) {
 	before := s.mainPID(t)
 	s.install(t, "9.9.9-smoke")
 	out := s.box.Systemctl(t, "reload", "webapp.service")
+	if err := s.waitStoppedAccepting(t.Context(), 10*time.Second, before); err != nil {
+		t.Fatal(err)
+	}
 	resp, _ = s.get(t, "/")
 	if v := resp.Header.Get("X-Webapp-Version"); v != "9.9.9-smoke" {
 		t.Errorf("after reload the answer comes from version %q, want 9.9.9-smoke (%s)", v, out)
@@ -34,7 +38,7 @@ func TestReloadSmoke(t *testing.T) {
 	if p["Result"] != "success" {
 		t.Errorf("stop after reload: Result=%s, want success\n%s", p["Result"], s.journal(t))
 	}
-	if j := s.journal(t); strings.Contains(j, "SIGKILL") || !strings.Contains(j, "stopped after") {
+	if j := s.journalWith(t, "stopped after"); strings.Contains(j, "SIGKILL") || !strings.Contains(j, "stopped after") {
 		t.Errorf("stop after reload was not a drain:\n%s", j)
 	}
 }

@@ -1,12 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,20 +107,32 @@ func (in *installed) mainPID(t *testing.T) int {
 	return pid
 }
 
-// slowGet runs GET /slow?ms=2000 on a new connection and reports the pid
-// that answered.
-func slowGet(addr string) (int, error) {
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + addr + "/slow?ms=2000")
+// slowStart sends GET /slow?ms=2000 on a new connection and returns once
+// webapp has read it; the returned function waits for the answer and
+// reports the pid that answered.
+func slowStart(addr string) (func() (int, error), error) {
+	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || string(b) != "slept 2000 ms\n" {
-		return 0, fmt.Errorf("slow answer %q, %v", b, err)
+	c := &conn{c: nc, br: bufio.NewReader(nc)}
+	if err := c.send("/slow?ms=2000"); err != nil {
+		nc.Close()
+		return nil, err
 	}
-	return strconv.Atoi(resp.Header.Get("X-Webapp-Pid"))
+	if err := waitRead(nc, 10*time.Second); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return func() (int, error) {
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(15 * time.Second))
+		resp, body, err := c.read()
+		if err != nil || body != "slept 2000 ms\n" {
+			return 0, fmt.Errorf("slow answer %q, %v", body, err)
+		}
+		return strconv.Atoi(resp.Header.Get("X-Webapp-Pid"))
+	}, nil
 }
 
 // TestSIGHUPSwapUnderLoad is the swap without systemd: 20 SIGHUPs while 32
@@ -159,10 +172,15 @@ func TestSIGHUPSwapUnderLoad(t *testing.T) {
 					Run: func(ctx context.Context, i int) error {
 						old := in.mainPID(t)
 						for range r.slow {
+							// In flight on the old generation before the swap.
+							answer, err := slowStart(in.addr)
+							if err != nil {
+								return err
+							}
 							slowWG.Add(1)
 							go func() {
 								defer slowWG.Done()
-								pid, err := slowGet(in.addr)
+								pid, err := answer()
 								if err == nil && pid != old {
 									err = fmt.Errorf("2 s request answered by pid %d, want the old generation %d", pid, old)
 								}
@@ -172,9 +190,6 @@ func TestSIGHUPSwapUnderLoad(t *testing.T) {
 									slowMu.Unlock()
 								}
 							}()
-						}
-						if r.slow > 0 {
-							time.Sleep(100 * time.Millisecond) // the slow requests are in flight
 						}
 						if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
 							return err
@@ -207,9 +222,19 @@ func TestSIGHUPSwapUnderLoad(t *testing.T) {
 			if n := res.Failed(); n != 0 {
 				t.Errorf("%d requests failed, want 0: %+v", n, res.FailureDetails)
 			}
-			if len(res.PIDs) < r.swaps*3/4 {
-				t.Errorf("%d generations answered, want about %d", len(res.PIDs), r.swaps+1)
+			// Which generations the clients reached is the scheduler's
+			// choice; the load crossed swaps, and only generations of this
+			// webapp answered.
+			if len(res.PIDs) < 2 {
+				t.Errorf("%d generations answered, want the load to cross the swaps", len(res.PIDs))
 			}
+			in.mu.Lock()
+			for pid := range res.PIDs {
+				if p, err := strconv.Atoi(pid); err != nil || !in.pids[p] {
+					t.Errorf("pid %s answered, not a generation seen (%v)", pid, in.pids)
+				}
+			}
+			in.mu.Unlock()
 			for _, e := range slowErrs {
 				t.Error(e)
 			}
@@ -264,7 +289,8 @@ func TestReloadCommandFailures(t *testing.T) {
 			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 				t.Errorf("webapp reload = %v, want exit 1", err)
 			}
-			if d := time.Since(start); d > 5*time.Second {
+			// Promptly: the broken binary that hangs would take 30 s.
+			if d := time.Since(start); d > 10*time.Second {
 				t.Errorf("webapp reload took %v to fail", d)
 			}
 			if !strings.Contains(stderr.String(), "reload failed: ") || !strings.Contains(stderr.String(), tt.want) {
@@ -279,12 +305,23 @@ func TestReloadCommandFailures(t *testing.T) {
 			}
 		})
 	}
-	// No failed generation is left behind.
-	out, _ := exec.Command("pgrep", "-f", in.path).Output()
-	for _, f := range strings.Fields(string(out)) {
-		if p, _ := strconv.Atoi(f); p != pid {
-			t.Errorf("process %d from a failed reload still runs", p)
+	// No failed generation is left behind (a killed one may take a moment
+	// to go).
+	var left []int
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, _ := exec.Command("pgrep", "-f", in.path).Output()
+		left = left[:0]
+		for _, f := range strings.Fields(string(out)) {
+			if p, _ := strconv.Atoi(f); p != pid && pidAlive(p) {
+				left = append(left, p)
+			}
 		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, p := range left {
+		t.Errorf("process %d from a failed reload still runs 10 s after", p)
 	}
 	in.put(t, builtWebapp(t))
 	out2, err := exec.Command(builtWebapp(t), "reload", "--control", in.control).CombinedOutput()

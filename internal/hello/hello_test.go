@@ -47,7 +47,9 @@ func TestRoutes(t *testing.T) {
 }
 
 func TestHealthFailsAfterSwitch(t *testing.T) {
-	srv := httptest.NewServer(hello.New("x", 50*time.Millisecond))
+	const after = 500 * time.Millisecond
+	start := time.Now()
+	srv := httptest.NewServer(hello.New("x", after))
 	defer srv.Close()
 	get := func() int {
 		resp, err := http.Get(srv.URL + "/healthz")
@@ -57,11 +59,23 @@ func TestHealthFailsAfterSwitch(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	if got := get(); got != 200 {
+	// An answer that came before the switch must be 200.
+	if got := get(); got != 200 && time.Since(start) < after {
 		t.Errorf("GET /healthz before the switch = %d, want 200", got)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if got := get(); got != 503 {
-		t.Errorf("GET /healthz after the switch = %d, want 503", got)
+	// After it, 503.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Since(start) < after {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		got := get()
+		if got == 503 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /healthz %v after the switch = %d, want 503", time.Since(start)-after, got)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

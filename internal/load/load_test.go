@@ -191,7 +191,7 @@ func TestFailureClasses(t *testing.T) {
 			}
 			if tt.want == ClassTimeout {
 				for _, s := range res.Samples {
-					if s.Latency < timeout || s.Latency > timeout+time.Second {
+					if s.Latency < timeout || s.Latency > timeout+3*time.Second {
 						t.Errorf("timed out request took %v, want about %v", s.Latency, timeout)
 					}
 				}
@@ -247,10 +247,12 @@ func TestBounds(t *testing.T) {
 		minElapsed time.Duration
 		maxElapsed time.Duration
 	}{
-		{"duration", Options{Clients: 4, Duration: 300 * time.Millisecond}, 0, 300 * time.Millisecond, 1500 * time.Millisecond},
+		// The upper bounds leave room for a loaded machine; without the
+		// duration the first and last would never end.
+		{"duration", Options{Clients: 4, Duration: 300 * time.Millisecond}, 0, 300 * time.Millisecond, 5 * time.Second},
 		{"count", Options{Clients: 4, Duration: time.Minute, MaxRequests: 777}, 777, 0, 10 * time.Second},
 		{"count newconn", Options{Clients: 8, Mode: NewConnection, Duration: time.Minute, MaxRequests: 333}, 333, 0, 10 * time.Second},
-		{"tail without schedule", Options{Clients: 2, Duration: 200 * time.Millisecond, Tail: time.Millisecond}, 0, 200 * time.Millisecond, 1500 * time.Millisecond},
+		{"tail without schedule", Options{Clients: 2, Duration: 200 * time.Millisecond, Tail: time.Millisecond}, 0, 200 * time.Millisecond, 5 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -285,7 +287,7 @@ func TestCancelAbortsInFlight(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Run() error = %v, want context.DeadlineExceeded", err)
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("Run() took %v after cancellation, want it prompt", took)
 	}
 	if res == nil || res.Aborted != 4 || res.Failed() != 0 || res.Requests != 0 {

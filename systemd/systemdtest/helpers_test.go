@@ -3,7 +3,9 @@ package systemdtest
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
 )
 
 // recorder is a testing.TB whose Fatal and Skip record the message and end
@@ -51,4 +53,19 @@ func fatalOf(t *testing.T, f func(testing.TB)) string {
 		t.Errorf("no Fatalf (skip %q)", r.skip)
 	}
 	return r.fatal
+}
+
+// journalWith returns b.Journal(t, args...) once it contains want,
+// polling every 100 ms for at most 10 s (a line reaches the journal some
+// time after its process wrote it); after that, the journal as it is.
+func journalWith(t *testing.T, b *Box, want string, args ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		j := b.Journal(t, args...)
+		if strings.Contains(j, want) || time.Now().After(deadline) {
+			return j
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
