@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,15 +62,15 @@ type faultSeen struct {
 
 // TestHandoverFaults kills (SIGKILL) or stops (SIGSTOP) the new or the old
 // generation at each step of the hand-over, under 32 keep-alive clients,
-// with the real systemd. Each generation stops itself at the step named in
-// WEBAPP_FAULT_FILE, which makes the point exact. In every case: no
+// with the real systemd. A generation pauses at the step named in
+// WEBAPP_FAULT_FILE until the test has acted, which makes the point exact. In every case: no
 // connection is refused, the only failed requests are those that were on a
 // killed process, MainPID ends up naming a live process that answers, the
 // outcome is the documented one (upgrade/doc.go), and `systemctl reload`
 // exits 0 exactly when the new generation took over.
 func TestHandoverFaults(t *testing.T) {
-	const reloadTimeout = 3 * time.Second
-	pause := 2 * time.Second
+	const reloadTimeout = 4 * time.Second
+	pause := 1500 * time.Millisecond
 	anyOf := func(m ...string) []string { return m }
 	cases := []handoverFault{
 		{upgrade.StepStarted, "new", "kill", 0, anyOf(mainOld)},
@@ -208,28 +210,21 @@ func (s *service) fault(ctx context.Context, c handoverFault, seen *faultSeen) e
 		}
 		seen.newPID = p["MainPID"]
 	} else {
-		// Wait for the generation that stopped itself at the step.
+		// Wait for the generation that pauses at the step.
+		held := filepath.Join(s.box.Root(), faultFile+".held")
 		deadline := time.Now().Add(30 * time.Second)
 		for seen.frozen == "" {
-			ps, err := s.procsCtx(ctx)
-			if err != nil {
-				return err
-			}
-			for _, p := range liveOnly(ps) {
-				if p.State == "T" {
-					seen.frozen = p.PID
-				}
-			}
-			if seen.frozen != "" {
+			if b, err := os.ReadFile(held); err == nil {
+				seen.frozen = strings.TrimSpace(string(b))
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("no generation stopped itself at %s within 30 s: %v", c.step, ps)
+				return fmt.Errorf("no generation paused at %s within 30 s", c.step)
 			}
 			select {
 			case r := <-reloaded:
-				return fmt.Errorf("the reload ended before any generation stopped at %s: %v %s", c.step, r.Err, r.Output)
-			case <-time.After(50 * time.Millisecond):
+				return fmt.Errorf("the reload ended before any generation paused at %s: %v %s", c.step, r.Err, r.Output)
+			case <-time.After(20 * time.Millisecond):
 			}
 		}
 		ps, err := s.procsCtx(ctx)
@@ -245,41 +240,29 @@ func (s *service) fault(ctx context.Context, c handoverFault, seen *faultSeen) e
 		if seen.newPID == "" {
 			return fmt.Errorf("no new generation beside the old one %s: %v", seen.oldPID, ps)
 		}
-		seen.trace = append(seen.trace, fmt.Sprintf("pid %s stopped at %s; processes %v", seen.frozen, c.step, ps))
+		seen.trace = append(seen.trace, fmt.Sprintf("pid %s paused at %s; processes %v", seen.frozen, c.step, ps))
 	}
 
 	victim := seen.newPID
 	if c.victim == "old" {
 		victim = seen.oldPID
 	}
-	switch {
-	case c.action == "kill":
-		seen.trace = append(seen.trace, "SIGKILL "+victim)
-		if err := sh("kill", "-KILL", victim); err != nil {
-			return err
-		}
-		seen.killed = true
-	case victim != seen.frozen:
-		seen.trace = append(seen.trace, "SIGSTOP "+victim)
-		if err := sh("kill", "-STOP", victim); err != nil {
-			return err
-		}
+	signal := map[string]string{"kill": "-KILL", "stop": "-STOP"}[c.action]
+	seen.trace = append(seen.trace, "kill "+signal+" "+victim)
+	if err := sh("kill", signal, victim); err != nil {
+		return err
 	}
-	if seen.frozen != "" && seen.frozen != victim {
-		seen.trace = append(seen.trace, "SIGCONT "+seen.frozen)
+	seen.killed = c.action == "kill"
+	if c.step != "" {
+		// The paused generation goes on (unless it is the one stopped).
+		seen.trace = append(seen.trace, "release")
 		if err := sh("rm", "-f", faultFile+".held"); err != nil {
-			return err
-		}
-		if err := sh("kill", "-CONT", seen.frozen); err != nil {
 			return err
 		}
 	}
 	if c.action == "stop" && c.resume > 0 {
 		time.Sleep(c.resume)
-		seen.trace = append(seen.trace, "SIGCONT "+victim)
-		if err := sh("rm", "-f", faultFile+".held"); err != nil {
-			return err
-		}
+		seen.trace = append(seen.trace, "kill -CONT "+victim)
 		// It may be gone already: systemd stopped the service.
 		s.box.Exec(ctx, "kill", "-CONT", victim)
 	}

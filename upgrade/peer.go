@@ -110,7 +110,7 @@ func (p *peer) next(ctx context.Context, deadline time.Time) (string, error) {
 	case <-ctx.Done():
 		return "", ctx.Err()
 	case <-t.C:
-		last := time.NewTimer(100 * time.Millisecond)
+		last := time.NewTimer(500 * time.Millisecond)
 		defer last.Stop()
 		select {
 		case l := <-p.lines:

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -77,19 +78,31 @@ func broken(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-// afterBrokenReload asks the control socket, for a bounded time, which
+// afterBrokenReload asks the control socket, for a few seconds, which
 // process serves it now: another one than before means the new
 // generation took over (the swap happened); otherwise the reload failed
-// with err.
+// with err. It gives up at once when nothing holds the socket any more
+// (connection refused): systemd then restarts the service, and waits for
+// this command before it does.
 func afterBrokenReload(ctx context.Context, control string, before int, err error) (upgrade.Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	refused := 0
 	for {
-		if pid, perr := upgrade.MainPID(ctx, control); perr == nil {
-			if pid != before {
-				return upgrade.Result{PID: pid}, nil
-			}
+		actx, acancel := context.WithTimeout(ctx, time.Second)
+		pid, perr := upgrade.MainPID(actx, control)
+		acancel()
+		switch {
+		case perr == nil && pid != before:
+			return upgrade.Result{PID: pid}, nil
+		case perr == nil:
 			return upgrade.Result{}, fmt.Errorf("%w (pid %d still serves)", err, pid)
+		case errors.Is(perr, syscall.ECONNREFUSED) || errors.Is(perr, os.ErrNotExist):
+			if refused++; refused == 3 {
+				return upgrade.Result{}, fmt.Errorf("%w (pid %d went away, and no process holds %s)", err, before, control)
+			}
+		default:
+			refused = 0
 		}
 		select {
 		case <-ctx.Done():

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -89,24 +90,26 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	return c, nil
 }
 
-// freezeAt is the hand-over's fault injection for tests: with
+// pauseAt is the hand-over's fault injection for tests: with
 // WEBAPP_FAULT_FILE set, a generation that reaches the step named in that
-// file renames it to FILE.held and stops itself (SIGSTOP) until the file
-// FILE.held is gone, so that a test can kill or stop either generation at
-// exactly that point, or remove FILE.held and SIGCONT it to go on. (It
-// stops itself again if it is continued while FILE.held is still there.)
-func freezeAt(path string, s upgrade.Step, log *logrus.Logger) {
+// file takes the file away, writes its pid to FILE.held, and waits there
+// until FILE.held is gone (a minute at most), so that a test can kill or
+// stop either generation at exactly that point, then remove FILE.held to
+// let the hand-over go on.
+func pauseAt(path string, s upgrade.Step, log *logrus.Logger) {
 	b, err := os.ReadFile(path)
-	if err != nil || strings.TrimSpace(string(b)) != string(s) || os.Rename(path, path+".held") != nil {
+	if err != nil || strings.TrimSpace(string(b)) != string(s) || os.Remove(path) != nil {
 		return
 	}
-	log.Warnf("fault injection: pid %d stops at hand-over step %s", os.Getpid(), s)
-	for {
-		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
-		if _, err := os.Stat(path + ".held"); err != nil {
+	held := path + ".held"
+	if os.WriteFile(held+".new", []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644) != nil || os.Rename(held+".new", held) != nil {
+		return
+	}
+	log.Warnf("fault injection: pid %d pauses at hand-over step %s", os.Getpid(), s)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(held); err != nil {
 			return
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -154,7 +157,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		OnHandoverStep: func(s upgrade.Step) {
 			log.Debugf("hand-over: %s", s)
 			if cfg.faultFile != "" {
-				freezeAt(cfg.faultFile, s, log)
+				pauseAt(cfg.faultFile, s, log)
 			}
 		},
 	})
