@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -187,8 +188,58 @@ func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 // Request asks the generation serving on the control socket at path to
 // upgrade, and waits for the outcome: the new main process on success,
 // the reason otherwise. ctx bounds the wait.
+//
+// When the generation it asked goes away before it answers (it was
+// killed, or crashed), whether the swap happened is up to who serves the
+// control socket now: Request asks, for a few seconds, and reports
+// success only if another process answers. It gives up at once when no
+// process holds the socket any more: systemd then restarts the service,
+// and waits for the reload command before it does.
 func Request(ctx context.Context, path string) (Result, error) {
-	return request(ctx, path, "reload")
+	before, _ := MainPID(ctx, path)
+	res, err := request(ctx, path, "reload")
+	if err == nil || before == 0 || !broken(err) || ctx.Err() != nil {
+		return res, err
+	}
+	return afterBroken(ctx, path, before, err)
+}
+
+// broken reports whether err is a connection to the running generation
+// that broke before it answered.
+func broken(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// afterBroken asks the control socket at path, for a few seconds, which
+// process serves it now; before is the one that broke the connection
+// with err.
+func afterBroken(ctx context.Context, path string, before int, err error) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	refused := 0
+	for {
+		actx, acancel := context.WithTimeout(ctx, time.Second)
+		pid, perr := MainPID(actx, path)
+		acancel()
+		switch {
+		case perr == nil && pid != before:
+			return Result{PID: pid}, nil
+		case perr == nil:
+			return Result{}, fmt.Errorf("%w (pid %d still serves)", err, pid)
+		case errors.Is(perr, syscall.ECONNREFUSED) || errors.Is(perr, os.ErrNotExist):
+			if refused++; refused == 3 {
+				return Result{}, fmt.Errorf("%w (pid %d went away, and no process holds %s)", err, before, path)
+			}
+		default:
+			refused = 0
+		}
+		select {
+		case <-ctx.Done():
+			return Result{}, fmt.Errorf("%w (pid %d went away, and nothing answers on %s)", err, before, path)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // MainPID asks the generation serving on the control socket at path for

@@ -6,9 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/baton-dev/baton"
@@ -46,14 +44,7 @@ func reload(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	stopping := ctx // canceled by SIGTERM: systemd is stopping the service
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	before, _ := upgrade.MainPID(ctx, *control)
 	res, err := upgrade.Request(ctx, *control)
-	if err != nil && broken(err) && before != 0 {
-		// The generation we asked went away before it answered (it was
-		// killed, or crashed): whether the swap happened is up to who
-		// serves the control socket now.
-		res, err = afterBrokenReload(ctx, *control, before, err)
-	}
 	if err != nil && (errors.Is(err, upgrade.ErrStopping) || stopping.Err() != nil) {
 		// A stop supersedes the reload (systemctl reports the job as
 		// canceled): not a failure of the service.
@@ -69,45 +60,4 @@ func reload(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "reloaded: pid %d is serving (swap took %v)\n", res.PID, res.Duration.Round(time.Millisecond))
 	return nil
-}
-
-// broken reports whether err is a connection to the running generation
-// that broke before it answered.
-func broken(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
-
-// afterBrokenReload asks the control socket, for a few seconds, which
-// process serves it now: another one than before means the new
-// generation took over (the swap happened); otherwise the reload failed
-// with err. It gives up at once when nothing holds the socket any more
-// (connection refused): systemd then restarts the service, and waits for
-// this command before it does.
-func afterBrokenReload(ctx context.Context, control string, before int, err error) (upgrade.Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	refused := 0
-	for {
-		actx, acancel := context.WithTimeout(ctx, time.Second)
-		pid, perr := upgrade.MainPID(actx, control)
-		acancel()
-		switch {
-		case perr == nil && pid != before:
-			return upgrade.Result{PID: pid}, nil
-		case perr == nil:
-			return upgrade.Result{}, fmt.Errorf("%w (pid %d still serves)", err, pid)
-		case errors.Is(perr, syscall.ECONNREFUSED) || errors.Is(perr, os.ErrNotExist):
-			if refused++; refused == 3 {
-				return upgrade.Result{}, fmt.Errorf("%w (pid %d went away, and no process holds %s)", err, before, control)
-			}
-		default:
-			refused = 0
-		}
-		select {
-		case <-ctx.Done():
-			return upgrade.Result{}, fmt.Errorf("%w (pid %d went away, and nothing answers on %s)", err, before, control)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
