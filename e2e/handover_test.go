@@ -191,8 +191,11 @@ func (s *service) fault(ctx context.Context, c handoverFault, seen *faultSeen) e
 	}
 	var slow <-chan freshAnswer
 	if c.step == "" {
-		slow = s.slowAsync(1, drainSlowMS)
-		time.Sleep(300 * time.Millisecond) // the old generation takes it
+		var ports []int
+		slow, ports = s.slowDialed(1, drainSlowMS)
+		if err := s.waitAccepted(ctx, 10*time.Second, seen.oldPID, ports...); err != nil {
+			return err
+		}
 	} else if err := sh("sh", "-c", `printf '%s\n' "$1" >"$2"`, "sh", string(c.step), faultFile); err != nil {
 		return err
 	}
