@@ -77,7 +77,7 @@ func TestHandoverFaults(t *testing.T) {
 		{upgrade.StepNewReady, "new", "kill", 0, anyOf(mainOld)},
 		{upgrade.StepReady, "new", "kill", 0, anyOf(mainOld)},
 		{upgrade.StepNewAccepting, "new", "kill", 0, anyOf(mainOld)},
-		{upgrade.StepAnnounced, "new", "kill", 0, anyOf(mainRestarted)},
+		{upgrade.StepAnnounced, "new", "kill", 0, anyOf(mainRestarted, mainOld)},
 		{"", "new", "kill", 0, anyOf(mainRestarted)},
 
 		{upgrade.StepStarted, "new", "stop", 0, anyOf(mainOld)},

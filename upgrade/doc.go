@@ -68,8 +68,9 @@
 //	committed       old serves, fails  old kills it,      new takes over or      the swap completes
 //	(new accepts)   (new's connections fails               systemd restarts
 //	                lost)
-//	announced       systemd restarts,  new is main, its   new takes over, ok     the swap completes
-//	                fails              queue waits, ok
+//	announced       systemd restarts   new is main, its   new takes over, ok     the swap completes
+//	                or old takes it    queue waits, ok
+//	                back; fails
 //	draining        systemd restarts   new is main, its   new serves, old's      the swap is done
 //	                                   queue waits        connections lost
 //
@@ -79,8 +80,10 @@
 //     and the reload fails with the reason.
 //   - The new generation dies after it was announced: it was the main
 //     process, so this is a crash of the service; systemd restarts it
-//     (Restart=on-failure) and the reload fails. A hang after that point
-//     is a hang of the service, for WatchdogSec= to catch.
+//     (Restart=on-failure), unless the old generation, which sees the
+//     death and sends MAINPID= of its own, is taken in first and stays.
+//     The reload fails either way. A hang after that point is a hang of
+//     the service, for WatchdogSec= to catch.
 //   - The old generation dies before the new one accepts: the main process
 //     died; systemd stops what is left and restarts the service. It dies
 //     after the new one accepts: the new one, orphaned (ErrOrphaned),

@@ -288,7 +288,24 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	u.step(StepStarted)
 
 	deadline := start.Add(u.opts.Timeout)
+	canceled := func() error { return fmt.Errorf("canceled, the service is stopping: %w", context.Cause(ctx)) }
+	// stopping reports whether the service is stopping: a stop sends
+	// SIGTERM to every process of the service at once, and the new
+	// generation may be seen to exit a moment before ctx ends.
+	stopping := func() bool {
+		t := time.NewTimer(250 * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return true
+		case <-t.C:
+			return false
+		}
+	}
 	gone := func() (int, error) {
+		if stopping() {
+			return nw.abort(canceled())
+		}
 		return nw.abort(fmt.Errorf("new generation (pid %d) exited before it was ready (its log says why)", pid))
 	}
 	// 1. "ready": it is healthy and accepts nothing yet.
@@ -298,7 +315,7 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	case errors.Is(err, errTimeout):
 		return nw.abort(fmt.Errorf("new generation (pid %d) not ready within %v", pid, u.opts.Timeout))
 	case ctx.Err() != nil:
-		return nw.abort(fmt.Errorf("canceled, the service is stopping: %w", context.Cause(ctx)))
+		return nw.abort(canceled())
 	case err != nil:
 		if nw.exitedWithin(time.Second) {
 			return gone()
@@ -326,6 +343,12 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	// 3. "accepting": it serves. From here on it may hold connections:
 	// a stop asks it to drain (SIGTERM) instead of killing it.
 	lost := func(why string) (int, error) {
+		if stopping() {
+			// Under systemd it was told to drain along with us; without,
+			// tell it here.
+			proc.Terminate()
+			return 0, canceled()
+		}
 		return nw.abort(fmt.Errorf("new generation (pid %d) %s after the commit; its connections, if any, are lost", pid, why))
 	}
 	ackBy := deadline
@@ -339,7 +362,7 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 		return lost(fmt.Sprintf("did not start accepting within %v", u.opts.Timeout))
 	case ctx.Err() != nil:
 		proc.Terminate()
-		return 0, fmt.Errorf("canceled, the service is stopping: %w", context.Cause(ctx))
+		return 0, canceled()
 	case err != nil:
 		if nw.exitedWithin(time.Second) {
 			return lost("exited")

@@ -77,7 +77,8 @@ func child(mode string) int {
 	case "die-at-commit":
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	case "hang-at-commit":
-		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		// Never accepts, never answers: a hang as the old generation sees it.
+		time.Sleep(time.Hour)
 	}
 	accepted := make(chan int, 1)
 	go func() {
