@@ -729,3 +729,34 @@ func dropLines(out, line string) string {
 	}
 	return b.String()
 }
+
+// TestLicenseAgrees: the module's LICENSE, the licence the packages
+// declare and Debian's copyright file name the same licence, and the rpm
+// installs the module's LICENSE.
+func TestLicenseAgrees(t *testing.T) {
+	t.Parallel()
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(repoRoot(t), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if l := strings.Fields(read("LICENSE")); !slices.Equal(l[:min(len(l), 4)], []string{"Apache", "License", "Version", "2.0,"}) {
+		t.Errorf("LICENSE begins %q, want the Apache License, Version 2.0", l[:min(len(l), 4)])
+	}
+	const spdx = "Apache-2.0"
+	nfpm := read("packaging/nfpm.yaml")
+	if !regexp.MustCompile(`(?m)^license: ` + spdx + `$`).MatchString(nfpm) {
+		t.Errorf("nfpm.yaml does not declare license: %s", spdx)
+	}
+	if !regexp.MustCompile(`(?m)^  - src: LICENSE\n    dst: /usr/share/licenses/webapp/LICENSE$`).MatchString(nfpm) {
+		t.Errorf("nfpm.yaml does not install the module's LICENSE as /usr/share/licenses/webapp/LICENSE")
+	}
+	copyright := read("packaging/copyright")
+	for _, want := range []string{"Files: *\nCopyright: 2026 The baton authors\nLicense: " + spdx + "\n", "\nLicense: " + spdx + "\n Licensed under the Apache License, Version 2.0"} {
+		if !strings.Contains(copyright, want) {
+			t.Errorf("packaging/copyright lacks %q", want)
+		}
+	}
+}
