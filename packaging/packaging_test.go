@@ -644,7 +644,7 @@ func TestRpmContents(t *testing.T) {
 func TestPackagedBinaryVersion(t *testing.T) {
 	t.Parallel()
 	root := extractDeb(t, defaultPackages(t).deb)
-	out := mustRun(t, "", nil, filepath.Join(root, "usr/bin/webapp"), "version")
+	out := mustRun(t, "", nil, filepath.Join(root, "usr/bin/webapp"), "version", "--short")
 	if got := strings.TrimSpace(out); got != version(t) {
 		t.Errorf("webapp version = %q, want %q", got, version(t))
 	}
@@ -659,7 +659,7 @@ func TestBuildVersionOverride(t *testing.T) {
 		t.Errorf("deb Version built with VERSION=%s = %q, want 9.8.7~rc.1-1 (sorts before 9.8.7)", v, got)
 	}
 	root := extractDeb(t, p.deb)
-	if got := strings.TrimSpace(mustRun(t, "", nil, filepath.Join(root, "usr/bin/webapp"), "version")); got != v {
+	if got := strings.TrimSpace(mustRun(t, "", nil, filepath.Join(root, "usr/bin/webapp"), "version", "--short")); got != v {
 		t.Errorf("webapp version built with VERSION=%s = %q", v, got)
 	}
 }
