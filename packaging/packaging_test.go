@@ -648,6 +648,15 @@ func TestPackagedBinaryVersion(t *testing.T) {
 	if got := strings.TrimSpace(out); got != version(t) {
 		t.Errorf("webapp version = %q, want %q", got, version(t))
 	}
+	// The long form names the commit the package is built from.
+	head, err := run(t, repoRoot(t), nil, "git", "rev-parse", "--short=12", "HEAD")
+	if err != nil {
+		t.Skipf("no git commit to compare with: %v", err)
+	}
+	long := mustRun(t, "", nil, filepath.Join(root, "usr/bin/webapp"), "version")
+	if want := "webapp " + version(t) + " (commit " + strings.TrimSpace(head); !strings.HasPrefix(long, want) {
+		t.Errorf("webapp version = %q, want it to begin %q", long, want)
+	}
 }
 
 func TestBuildVersionOverride(t *testing.T) {

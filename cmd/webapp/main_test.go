@@ -231,21 +231,26 @@ func TestVersionLine(t *testing.T) {
 		return info
 	}
 	tests := []struct {
-		name string
-		info *debug.BuildInfo
-		want string
+		name         string
+		info         *debug.BuildInfo
+		commit, date string
+		want         string
 	}{
-		{"stamped", settings("vcs", "git", "vcs.revision", "96fe289c1a2b3c4d5e6f", "vcs.time", "2026-12-02T01:02:03Z", "vcs.modified", "false"),
+		{"stamped", settings("vcs", "git", "vcs.revision", "96fe289c1a2b3c4d5e6f", "vcs.time", "2026-12-02T01:02:03Z", "vcs.modified", "false"), "", "",
 			"webapp 1.2.3 (commit 96fe289c1a2b of 2026-12-02, go1.26.8, " + platform + ")"},
-		{"modified", settings("vcs.revision", "96fe289c1a2b3c4d5e6f", "vcs.time", "2026-12-02T23:30:00-02:00", "vcs.modified", "true"),
+		{"modified", settings("vcs.revision", "96fe289c1a2b3c4d5e6f", "vcs.time", "2026-12-02T23:30:00-02:00", "vcs.modified", "true"), "", "",
 			"webapp 1.2.3 (commit 96fe289c1a2b-dirty of 2026-12-03, go1.26.8, " + platform + ")"},
-		{"no vcs stamp", settings("-trimpath", "true"), "webapp 1.2.3 (commit unknown, go1.26.8, " + platform + ")"},
-		{"no build info", nil, "webapp 1.2.3 (commit unknown, " + runtime.Version() + ", " + platform + ")"},
+		{"stamp and link-time commit", settings("vcs.revision", "96fe289c1a2b3c4d5e6f", "vcs.time", "2026-12-02T01:02:03Z"), "0123456789ab", "2026-11-30",
+			"webapp 1.2.3 (commit 96fe289c1a2b of 2026-12-02, go1.26.8, " + platform + ")"},
+		{"link-time commit", settings("-trimpath", "true"), "0123456789ab-dirty", "2026-11-30",
+			"webapp 1.2.3 (commit 0123456789ab-dirty of 2026-11-30, go1.26.8, " + platform + ")"},
+		{"no vcs stamp", settings("-trimpath", "true"), "", "", "webapp 1.2.3 (commit unknown, go1.26.8, " + platform + ")"},
+		{"no build info", nil, "", "", "webapp 1.2.3 (commit unknown, " + runtime.Version() + ", " + platform + ")"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := versionLine("1.2.3", tt.info); got != tt.want {
-				t.Errorf("versionLine(1.2.3, %s) = %q, want %q", tt.name, got, tt.want)
+			if got := versionLine("1.2.3", tt.info, tt.commit, tt.date); got != tt.want {
+				t.Errorf("versionLine(1.2.3, %s, %q, %q) = %q, want %q", tt.name, tt.commit, tt.date, got, tt.want)
 			}
 		})
 	}

@@ -10,6 +10,11 @@ import (
 	"time"
 )
 
+// commit and commitDate name the commit webapp is built from when the build
+// carries no VCS stamp, as the packages (built with -buildvcs=false) do: set
+// at link time, -ldflags '-X main.commit=96fe289c1a2b -X main.commitDate=2026-12-02'.
+var commit, commitDate string
+
 // printVersion is `webapp version`: the version, the commit it was built
 // from and when that commit was made, the Go version and the platform; with
 // --short the version alone, for scripts.
@@ -27,16 +32,23 @@ func printVersion(args []string, stdout io.Writer) error {
 		return nil
 	}
 	info, _ := debug.ReadBuildInfo()
-	fmt.Fprintln(stdout, versionLine(webappVersion(), info))
+	fmt.Fprintln(stdout, versionLine(webappVersion(), info, commit, commitDate))
 	return nil
 }
 
 // versionLine is the long form of `webapp version`, such as
 // "webapp 0.1.0 (commit 96fe289c1a2b of 2026-12-02, go1.26.8, linux/amd64)".
-// The commit comes from the build's VCS stamp: "commit unknown" for builds
-// without one (go build -buildvcs=false, go run, tests).
-func versionLine(version string, info *debug.BuildInfo) string {
+// The commit comes from the build's VCS stamp, else from linkedCommit and
+// linkedDate: "commit unknown" for builds with neither (go build
+// -buildvcs=false, go run, tests).
+func versionLine(version string, info *debug.BuildInfo, linkedCommit, linkedDate string) string {
 	commit := "commit unknown"
+	if linkedCommit != "" {
+		commit = "commit " + linkedCommit
+		if linkedDate != "" {
+			commit += " of " + linkedDate
+		}
+	}
 	if info != nil {
 		var rev, when string
 		var modified bool
