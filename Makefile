@@ -11,12 +11,18 @@ APT_PACKAGES := systemd-container
 TEST_TIMEOUT ?= 40m
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 5s
+# staticcheck, installed into the build directory by `make lint`, one
+# directory per version, and kept out of go.mod. v0.8.2 is staticcheck
+# 2026.2.2, which supports Go 1.26.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK_DIR := $(CURDIR)/$(BIN)/tools/staticcheck-$(STATICCHECK_VERSION)
+STATICCHECK := $(STATICCHECK_DIR)/staticcheck
 # The fuzz targets, as package:Target (go test fuzzes one target per run).
 FUZZ_TARGETS := ./activation:FuzzParseEnv ./activation:FuzzListenInherited ./upgrade:FuzzInherited ./upgrade:FuzzInheritedFDs ./upgrade:FuzzControlRequest \
 	./upgrade:FuzzControlAnswer ./upgrade:FuzzHandoffReady ./upgrade:FuzzHandoffAccepting
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test fuzz bench lint vet deps clean
+.PHONY: help build run test fuzz bench lint vet deps clean staticcheck
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,7 +34,7 @@ run: build ## start webapp on $(ADDR) without systemd (SIGHUP swaps, Ctrl-C drai
 	$(BIN)/webapp serve --listen $(ADDR) --control $(CURDIR)/$(BIN)/control.sock
 
 test: deps ## run the whole test suite (installs what it needs)
-	$(GO) vet ./...
+	$(MAKE) lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz
 	$(MAKE) bench-smoke
@@ -47,9 +53,17 @@ fuzz: ## run each fuzz target for FUZZTIME, default 5s
 	  else exit 1; fi; \
 	done
 
-lint: ## go vet, gofmt and shellcheck
+lint: staticcheck ## go vet, gofmt, go mod tidy, staticcheck and shellcheck
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	@$(GO) mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1; }
+	@cd bench && $(GO) mod tidy -diff || { echo "bench/go.mod or bench/go.sum is not tidy: run go mod tidy in bench"; exit 1; }
+	$(STATICCHECK) ./...
+	cd bench && $(STATICCHECK) ./...
+
+staticcheck: $(STATICCHECK)
+$(STATICCHECK):
+	GOBIN=$(STATICCHECK_DIR) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 deps: ## install the Debian packages the tests need (as root)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \

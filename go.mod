@@ -7,4 +7,4 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require github.com/sirupsen/logrus v1.10.2 // indirect
+require github.com/sirupsen/logrus v1.10.2

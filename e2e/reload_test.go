@@ -752,6 +752,8 @@ exec `+goodClient+` "$@"`)
 }
 
 // slowAsync starts n GET /slow?ms=ms on new connections.
+//
+//lint:ignore U1000 one of the slow-request helpers with slowDialed and slowOn, for tests that need neither the ports nor the accept
 func (s *service) slowAsync(n, ms int) <-chan freshAnswer {
 	ch, _ := s.slowDialed(n, ms)
 	return ch

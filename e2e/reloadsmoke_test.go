@@ -11,14 +11,14 @@ import (
 // orderly one: systemd waits for the new main process to drain.
 func TestReloadSmoke(t *testing.T) {
 	s := startService(t, serviceOptions{})
-	resp, _ := s.get(t, "/")
+	s.get(t, "/")
 	before := s.mainPID(t)
 	s.install(t, "9.9.9-smoke")
 	out := s.box.Systemctl(t, "reload", "webapp.service")
 	if err := s.waitStoppedAccepting(t.Context(), 10*time.Second, before); err != nil {
 		t.Fatal(err)
 	}
-	resp, _ = s.get(t, "/")
+	resp, _ := s.get(t, "/")
 	if v := resp.Header.Get("X-Webapp-Version"); v != "9.9.9-smoke" {
 		t.Errorf("after reload the answer comes from version %q, want 9.9.9-smoke (%s)", v, out)
 	}

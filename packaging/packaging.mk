@@ -12,6 +12,10 @@ DIST ?= dist
 ARCH ?= $(shell $(GO) env GOARCH)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 NFPM := $(GO) tool -modfile=packaging/tools.mod nfpm
+# The commit `webapp version` names (-dirty with uncommitted changes), and its
+# date: the packages are built without Go's VCS stamp.
+COMMIT ?= $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD -- 2>/dev/null || c=$$c-dirty; echo $$c; })
+COMMIT_DATE ?= $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%d --format=%cd 2>/dev/null)
 
 # nfpm's architecture names, for the output file names.
 deb_arch = $(or $(patsubst 386,i386,$(filter 386,$(1))),$(1))
@@ -48,7 +52,7 @@ define nfpm_package
 	trap 'rm -rf "$$stage"' EXIT; \
 	if [ -n '$(WEBAPP_BIN)' ]; then cp '$(WEBAPP_BIN)' "$$stage/webapp"; else \
 	  CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -buildvcs=false \
-	    -ldflags='-s -w -buildid= -X main.version=$(VERSION)' -o "$$stage/webapp" ./cmd/webapp; \
+	    -ldflags='-s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.commitDate=$(COMMIT_DATE)' -o "$$stage/webapp" ./cmd/webapp; \
 	fi; \
 	gzip -9n <packaging/webapp.1 >"$$stage/webapp.1.gz"; \
 	mkdir -p $(DIST); \

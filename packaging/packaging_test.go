@@ -644,9 +644,18 @@ func TestRpmContents(t *testing.T) {
 func TestPackagedBinaryVersion(t *testing.T) {
 	t.Parallel()
 	root := extractDeb(t, defaultPackages(t).deb)
-	out := mustRun(t, "", nil, filepath.Join(root, "usr/bin/webapp"), "version")
+	out := mustRun(t, "", nil, filepath.Join(root, "usr/bin/webapp"), "version", "--short")
 	if got := strings.TrimSpace(out); got != version(t) {
 		t.Errorf("webapp version = %q, want %q", got, version(t))
+	}
+	// The long form names the commit the package is built from.
+	head, err := run(t, repoRoot(t), nil, "git", "rev-parse", "--short=12", "HEAD")
+	if err != nil {
+		t.Skipf("no git commit to compare with: %v", err)
+	}
+	long := mustRun(t, "", nil, filepath.Join(root, "usr/bin/webapp"), "version")
+	if want := "webapp " + version(t) + " (commit " + strings.TrimSpace(head); !strings.HasPrefix(long, want) {
+		t.Errorf("webapp version = %q, want it to begin %q", long, want)
 	}
 }
 
@@ -659,7 +668,7 @@ func TestBuildVersionOverride(t *testing.T) {
 		t.Errorf("deb Version built with VERSION=%s = %q, want 9.8.7~rc.1-1 (sorts before 9.8.7)", v, got)
 	}
 	root := extractDeb(t, p.deb)
-	if got := strings.TrimSpace(mustRun(t, "", nil, filepath.Join(root, "usr/bin/webapp"), "version")); got != v {
+	if got := strings.TrimSpace(mustRun(t, "", nil, filepath.Join(root, "usr/bin/webapp"), "version", "--short")); got != v {
 		t.Errorf("webapp version built with VERSION=%s = %q", v, got)
 	}
 }
@@ -728,4 +737,35 @@ func dropLines(out, line string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestLicenseAgrees: the module's LICENSE, the licence the packages
+// declare and Debian's copyright file name the same licence, and the rpm
+// installs the module's LICENSE.
+func TestLicenseAgrees(t *testing.T) {
+	t.Parallel()
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(repoRoot(t), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if l := strings.Fields(read("LICENSE")); !slices.Equal(l[:min(len(l), 4)], []string{"Apache", "License", "Version", "2.0,"}) {
+		t.Errorf("LICENSE begins %q, want the Apache License, Version 2.0", l[:min(len(l), 4)])
+	}
+	const spdx = "Apache-2.0"
+	nfpm := read("packaging/nfpm.yaml")
+	if !regexp.MustCompile(`(?m)^license: ` + spdx + `$`).MatchString(nfpm) {
+		t.Errorf("nfpm.yaml does not declare license: %s", spdx)
+	}
+	if !regexp.MustCompile(`(?m)^  - src: LICENSE\n    dst: /usr/share/licenses/webapp/LICENSE$`).MatchString(nfpm) {
+		t.Errorf("nfpm.yaml does not install the module's LICENSE as /usr/share/licenses/webapp/LICENSE")
+	}
+	copyright := read("packaging/copyright")
+	for _, want := range []string{"Files: *\nCopyright: 2026 The baton authors\nLicense: " + spdx + "\n", "\nLicense: " + spdx + "\n Licensed under the Apache License, Version 2.0"} {
+		if !strings.Contains(copyright, want) {
+			t.Errorf("packaging/copyright lacks %q", want)
+		}
+	}
 }

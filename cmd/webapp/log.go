@@ -18,7 +18,7 @@ import (
 func newLogger(out io.Writer, format, level string) (*logrus.Logger, error) {
 	lvl, err := logrus.ParseLevel(level)
 	if err != nil {
-		return nil, &usageError{fmt.Sprintf("--log-level %q: want one of panic, fatal, error, warn, info, debug, trace", level)}
+		return nil, &usageError{msg: fmt.Sprintf("--log-level %q: want one of panic, fatal, error, warn, info, debug, trace", level), cmd: "serve"}
 	}
 	f, _ := out.(*os.File)
 	journal := systemd.JournalStream(f)
@@ -29,7 +29,7 @@ func newLogger(out io.Writer, format, level string) (*logrus.Logger, error) {
 	case "json":
 		fm = &logrus.JSONFormatter{DisableTimestamp: journal}
 	default:
-		return nil, &usageError{fmt.Sprintf("--log-format %q: want text or json", format)}
+		return nil, &usageError{msg: fmt.Sprintf("--log-format %q: want text or json", format), cmd: "serve"}
 	}
 	if journal {
 		fm = &journalFormatter{fm}

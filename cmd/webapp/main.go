@@ -4,7 +4,7 @@
 //
 //	webapp serve [flags]     serve HTTP (see webapp serve -h)
 //	webapp reload [flags]    swap the running service's binary and wait
-//	webapp version           print the version
+//	webapp version [--short] print the version, commit, Go version and platform
 package main
 
 import (
@@ -36,13 +36,10 @@ const usage = `usage: webapp <command> [flags]
 commands:
   serve     serve HTTP on the systemd socket "http" or --listen
   reload    swap the running webapp for the binary now installed, and wait
-  version   print the version
+  version   print the version, commit, Go version and platform (--short: the version only)
+
+run 'webapp <command> -h' for the flags of a command
 `
-
-// usageError is a bad command line: webapp exits 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
 
 func main() { os.Exit(realMain()) }
 
@@ -63,6 +60,9 @@ func exitCode(err error, stderr io.Writer) int {
 		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "%swebapp: %s\n", errPrefix(stderr), ue.msg)
+		if ue.cmd != "" {
+			fmt.Fprintf(stderr, "run 'webapp %s -h' for usage\n", ue.cmd)
+		}
 		return 2
 	case errors.Is(err, errReported):
 		return 1
@@ -88,24 +88,20 @@ var errReported = errors.New("failed (see the log)")
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return &usageError{"no command given"}
+		return &usageError{msg: "no command given"}
 	}
 	switch args[0] {
 	case "serve":
-		return serve(ctx, args[1:], stderr)
+		return serve(ctx, args[1:], stdout, stderr)
 	case "reload":
 		return reload(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
-		if len(args) > 1 {
-			return &usageError{"usage: webapp version (takes no arguments)"}
-		}
-		fmt.Fprintln(stdout, webappVersion())
-		return nil
+		return printVersion(args[1:], stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
 		fmt.Fprint(stderr, usage)
-		return &usageError{fmt.Sprintf("unknown command %q", args[0])}
+		return &usageError{msg: fmt.Sprintf("unknown command %q", args[0])}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -199,12 +201,58 @@ func TestEndpoints(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"version"}, &out, io.Discard); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"version", "--short"}, webappVersion()},
+		{[]string{"version"}, "webapp " + webappVersion() + " ("},
+		{[]string{"--version"}, "webapp " + webappVersion() + " ("},
 	}
-	if got := strings.TrimSpace(out.String()); got == "" || got != webappVersion() {
-		t.Errorf("webapp version = %q, want %q", got, webappVersion())
+	for _, tt := range tests {
+		var out bytes.Buffer
+		if err := run(context.Background(), tt.args, &out, io.Discard); err != nil {
+			t.Fatalf("run(%q) = %v", tt.args, err)
+		}
+		got := out.String()
+		if tt.want == webappVersion() && got != tt.want+"\n" || !strings.HasPrefix(got, tt.want) || strings.Count(got, "\n") != 1 {
+			t.Errorf("webapp %q = %q, want one line beginning %q", tt.args, got, tt.want)
+		}
+	}
+}
+
+func TestVersionLine(t *testing.T) {
+	platform := runtime.GOOS + "/" + runtime.GOARCH
+	settings := func(kv ...string) *debug.BuildInfo {
+		info := &debug.BuildInfo{GoVersion: "go1.26.8"}
+		for i := 0; i < len(kv); i += 2 {
+			info.Settings = append(info.Settings, debug.BuildSetting{Key: kv[i], Value: kv[i+1]})
+		}
+		return info
+	}
+	tests := []struct {
+		name         string
+		info         *debug.BuildInfo
+		commit, date string
+		want         string
+	}{
+		{"stamped", settings("vcs", "git", "vcs.revision", "96fe289c1a2b3c4d5e6f", "vcs.time", "2026-12-02T01:02:03Z", "vcs.modified", "false"), "", "",
+			"webapp 1.2.3 (commit 96fe289c1a2b of 2026-12-02, go1.26.8, " + platform + ")"},
+		{"modified", settings("vcs.revision", "96fe289c1a2b3c4d5e6f", "vcs.time", "2026-12-02T23:30:00-02:00", "vcs.modified", "true"), "", "",
+			"webapp 1.2.3 (commit 96fe289c1a2b-dirty of 2026-12-03, go1.26.8, " + platform + ")"},
+		{"stamp and link-time commit", settings("vcs.revision", "96fe289c1a2b3c4d5e6f", "vcs.time", "2026-12-02T01:02:03Z"), "0123456789ab", "2026-11-30",
+			"webapp 1.2.3 (commit 96fe289c1a2b of 2026-12-02, go1.26.8, " + platform + ")"},
+		{"link-time commit", settings("-trimpath", "true"), "0123456789ab-dirty", "2026-11-30",
+			"webapp 1.2.3 (commit 0123456789ab-dirty of 2026-11-30, go1.26.8, " + platform + ")"},
+		{"no vcs stamp", settings("-trimpath", "true"), "", "", "webapp 1.2.3 (commit unknown, go1.26.8, " + platform + ")"},
+		{"no build info", nil, "", "", "webapp 1.2.3 (commit unknown, " + runtime.Version() + ", " + platform + ")"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := versionLine("1.2.3", tt.info, tt.commit, tt.date); got != tt.want {
+				t.Errorf("versionLine(1.2.3, %s, %q, %q) = %q, want %q", tt.name, tt.commit, tt.date, got, tt.want)
+			}
+		})
 	}
 }
 
@@ -220,15 +268,17 @@ func TestBadCommandLines(t *testing.T) {
 		{"no command", nil, nil, "usage: webapp"},
 		{"unknown command", []string{"frobnicate"}, nil, `unknown command "frobnicate"`},
 		{"unknown flag", []string{"serve", "--bogus"}, nil, "flag provided but not defined: -bogus"},
-		{"bad duration", []string{"serve", "--drain-timeout", "soon"}, nil, "invalid value"},
+		{"bad duration", []string{"serve", "--drain-timeout", "soon"}, nil, `--drain-timeout "soon": want a duration with a unit`},
 		{"zero drain", []string{"serve", "--drain-timeout", "0s"}, nil, "--drain-timeout 0s: must be positive"},
 		{"negative grace", []string{"serve", "--idle-grace", "-1s"}, nil, "--idle-grace -1s"},
 		{"grace past deadline", []string{"serve", "--idle-grace", "5s", "--drain-timeout", "2s"}, nil, "must be shorter than --drain-timeout"},
 		{"bad log format", []string{"serve", "--log-format", "xml"}, nil, `--log-format "xml"`},
 		{"bad log level", []string{"serve", "--log-level", "loud"}, nil, `--log-level "loud"`},
-		{"empty listen", []string{"serve", "--listen", ""}, nil, "--listen: empty address"},
+		{"empty listen", []string{"serve", "--listen", ""}, nil, `--listen "": empty address`},
 		{"extra argument", []string{"serve", "now"}, nil, `unexpected argument "now"`},
-		{"version argument", []string{"version", "x"}, nil, "takes no arguments"},
+		{"version argument", []string{"version", "x"}, nil, `version: unexpected argument "x"`},
+		{"unknown version flag", []string{"version", "--long"}, nil, "flag provided but not defined: -long"},
+		{"reload extra argument", []string{"reload", "--control", "/run/x.sock", "now"}, nil, `reload: unexpected argument "now"`},
 		{"bad health switch", []string{"serve"}, []string{"WEBAPP_FAIL_HEALTH_AFTER=later"}, "WEBAPP_FAIL_HEALTH_AFTER"},
 	}
 	for _, tt := range tests {
@@ -244,6 +294,97 @@ func TestBadCommandLines(t *testing.T) {
 				t.Errorf("webapp %q stderr = %q, want it to contain %q", tt.args, stderr.String(), tt.want)
 			}
 		})
+	}
+}
+
+// TestFlagErrorsSayOnce runs the real program: a bad flag of a subcommand
+// is said once, on one line, followed by where the usage is; the flag list
+// is not printed.
+func TestFlagErrorsSayOnce(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--bogus"}, "webapp: flag provided but not defined: -bogus"},
+		{[]string{"serve", "--drain-timeout=5"}, `webapp: --drain-timeout "5": want a duration with a unit, such as 5s or 500ms`},
+		{[]string{"serve", "--idle-grace", "1"}, `webapp: --idle-grace "1": want a duration with a unit, such as 5s or 500ms`},
+		{[]string{"serve", "--reload-timeout=20"}, `webapp: --reload-timeout "20": want a duration with a unit, such as 5s or 500ms`},
+		{[]string{"reload", "--timeout=5"}, `webapp: --timeout "5": want a duration with a unit, such as 5s or 500ms`},
+		{[]string{"reload", "--bogus"}, "webapp: flag provided but not defined: -bogus"},
+		{[]string{"serve", "--listen=nonsense"}, `webapp: --listen "nonsense": want host:port (such as 127.0.0.1:8080 or :8080) or the absolute path of a unix socket`},
+		{[]string{"serve", "--listen=:70000"}, `webapp: --listen ":70000": port "70000": want a number from 0 to 65535`},
+		{[]string{"serve", "--listen", "127.0.0.1:http"}, `webapp: --listen "127.0.0.1:http": port "http": want a number from 0 to 65535`},
+		{[]string{"serve", "--listen", "run/webapp.sock"}, `webapp: --listen "run/webapp.sock": want host:port (such as 127.0.0.1:8080 or :8080) or the absolute path of a unix socket`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			cmd := webappCmd(t, nil, tt.args...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); code != 2 {
+				t.Errorf("webapp %q exit = %d (%v), want 2", tt.args, code, err)
+			}
+			want := tt.want + "\nrun 'webapp " + tt.args[0] + " -h' for usage\n"
+			if stderr.String() != want || stdout.Len() != 0 {
+				t.Errorf("webapp %q stderr = %q, stdout %q, want stderr %q and no stdout", tt.args, stderr.String(), stdout.String(), want)
+			}
+		})
+	}
+}
+
+// TestHelp: -h and --help of each command print its usage on stdout and
+// exit 0.
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--help"}, "usage: webapp <command>"},
+		{[]string{"help"}, "usage: webapp <command>"},
+		{[]string{"serve", "-h"}, "usage: webapp serve"},
+		{[]string{"serve", "--help"}, "usage: webapp serve"},
+		{[]string{"reload", "-h"}, "usage: webapp reload"},
+		{[]string{"reload", "--help"}, "usage: webapp reload"},
+		{[]string{"version", "-h"}, "usage: webapp version"},
+		{[]string{"version", "--help"}, "usage: webapp version"},
+	}
+	for _, tt := range tests {
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), tt.args, &stdout, &stderr); err != nil {
+			t.Errorf("run(%q) = %v, want nil", tt.args, err)
+		}
+		if !strings.HasPrefix(stdout.String(), tt.want) || stderr.Len() != 0 {
+			t.Errorf("webapp %q: stdout %q, stderr %q, want the usage %q... on stdout only", tt.args, stdout.String(), stderr.String(), tt.want)
+		}
+	}
+}
+
+func TestCheckListen(t *testing.T) {
+	tests := []struct {
+		addr string
+		ok   bool
+	}{
+		{"127.0.0.1:8080", true},
+		{":0", true},
+		{"localhost:65535", true},
+		{"[::1]:80", true},
+		{"/run/webapp/http.sock", true},
+		{"", false},
+		{"nonsense", false},
+		{"127.0.0.1", false},
+		{"127.0.0.1:", false},
+		{":65536", false},
+		{":-1", false},
+		{":http", false},
+		{"::1:80", false},
+		{"webapp.sock", false},
+		{"/", false},
+	}
+	for _, tt := range tests {
+		if err := checkListen(tt.addr); (err == nil) != tt.ok {
+			t.Errorf("checkListen(%q) = %v, want ok %v", tt.addr, err, tt.ok)
+		}
 	}
 }
 

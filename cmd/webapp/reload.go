@@ -17,32 +17,26 @@ import (
 // running generation to swap in the binary now installed and returns only
 // when the swap has succeeded (exit 0) or failed (exit 1, with the reason).
 func reload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("webapp reload", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	control := fs.String("control", baton.ControlPath(), "the running service's control socket `path` (default $RUNTIME_DIRECTORY/control.sock, as set by systemd)")
-	timeout := fs.Duration("timeout", 55*time.Second, "give up waiting for the outcome after this `duration` (below the unit's TimeoutStartSec=60s, which bounds ExecReload=)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: webapp reload [--control PATH] [--timeout D]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	cl := newCommandLine("reload", "usage: webapp reload [--control PATH] [--timeout D]")
+	control := cl.fs.String("control", baton.ControlPath(), "the running service's control socket `path` (default $RUNTIME_DIRECTORY/control.sock, as set by systemd)")
+	var timeout time.Duration
+	cl.duration(&timeout, "timeout", 55*time.Second, "give up waiting for the outcome after this `duration` (below the unit's TimeoutStartSec=60s, which bounds ExecReload=)")
+	if err := cl.parse(args, stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return &usageError{err.Error()}
+		return err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return &usageError{fmt.Sprintf("reload: unexpected argument %q", fs.Arg(0))}
-	case *timeout <= 0:
-		return &usageError{fmt.Sprintf("--timeout %v: must be positive", *timeout)}
+	case timeout <= 0:
+		return cl.errorf("--timeout %v: must be positive", timeout)
 	case *control == "":
-		return &usageError{"reload: no control socket: RUNTIME_DIRECTORY is not set (not run by systemd); pass --control PATH, or send SIGHUP to webapp"}
+		return cl.errorf("reload: no control socket: RUNTIME_DIRECTORY is not set (not run by systemd); pass --control PATH, or send SIGHUP to webapp")
 	case !filepath.IsAbs(*control):
-		return &usageError{fmt.Sprintf("--control %q: must be an absolute path", *control)}
+		return cl.errorf("--control %q: must be an absolute path", *control)
 	}
 	stopping := ctx // canceled by SIGTERM: systemd is stopping the service
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	res, err := upgrade.Request(ctx, *control)
 	if err != nil && (errors.Is(err, upgrade.ErrStopping) || stopping.Err() != nil) {

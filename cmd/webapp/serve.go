@@ -36,54 +36,45 @@ type serveConfig struct {
 	faultFile       string
 }
 
-func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
+func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	c := &serveConfig{}
-	fs := flag.NewFlagSet("webapp serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cl := newCommandLine("serve", "usage: webapp serve [--listen ADDR] [--drain-timeout D] [--idle-grace D] [--reload-timeout D] [--control PATH] [--log-format text|json] [--log-level L]")
+	fs := cl.fs
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8080", "fallback `address` of the http listener when systemd passes none (host:port, or a /path for a unix socket)")
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, cut connections still open after this `duration` (keep it below TimeoutStopSec=)")
-	fs.DurationVar(&c.idleGrace, "idle-grace", drain.DefaultIdleGrace, "keep answering kept-alive connections this `duration` into a drain before closing idle ones")
-	fs.DurationVar(&c.reloadTimeout, "reload-timeout", upgrade.DefaultTimeout, "on reload, give up on a new generation not ready within this `duration` (keep it below TimeoutStartSec=)")
+	cl.duration(&c.drainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, cut connections still open after this `duration` (keep it below TimeoutStopSec=)")
+	cl.duration(&c.idleGrace, "idle-grace", drain.DefaultIdleGrace, "keep answering kept-alive connections this `duration` into a drain before closing idle ones")
+	cl.duration(&c.reloadTimeout, "reload-timeout", upgrade.DefaultTimeout, "on reload, give up on a new generation not ready within this `duration` (keep it below TimeoutStartSec=)")
 	fs.StringVar(&c.control, "control", baton.ControlPath(), "unix socket `path` on which `webapp reload` reaches this service (default $RUNTIME_DIRECTORY/control.sock; none outside systemd)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: error, warn, info or debug")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: webapp serve [--listen ADDR] [--drain-timeout D] [--idle-grace D] [--reload-timeout D] [--control PATH] [--log-format text|json] [--log-level L]")
-		fs.PrintDefaults()
+	if err := cl.parse(args, stdout); err != nil {
+		return nil, err
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, &usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return nil, &usageError{fmt.Sprintf("serve: unexpected argument %q", fs.Arg(0))}
+	if err := checkListen(c.listen); err != nil {
+		return nil, cl.errorf("--listen %q: %v", c.listen, err)
 	}
 	switch {
-	case c.listen == "":
-		return nil, &usageError{"--listen: empty address"}
 	case c.drainTimeout <= 0:
-		return nil, &usageError{fmt.Sprintf("--drain-timeout %v: must be positive", c.drainTimeout)}
+		return nil, cl.errorf("--drain-timeout %v: must be positive", c.drainTimeout)
 	case c.idleGrace < 0:
-		return nil, &usageError{fmt.Sprintf("--idle-grace %v: must not be negative", c.idleGrace)}
+		return nil, cl.errorf("--idle-grace %v: must not be negative", c.idleGrace)
 	case c.reloadTimeout <= 0:
-		return nil, &usageError{fmt.Sprintf("--reload-timeout %v: must be positive", c.reloadTimeout)}
+		return nil, cl.errorf("--reload-timeout %v: must be positive", c.reloadTimeout)
 	case c.control != "" && !filepath.IsAbs(c.control):
-		return nil, &usageError{fmt.Sprintf("--control %q: must be an absolute path", c.control)}
+		return nil, cl.errorf("--control %q: must be an absolute path", c.control)
 	case c.idleGrace >= c.drainTimeout:
-		return nil, &usageError{fmt.Sprintf("--idle-grace %v: must be shorter than --drain-timeout %v", c.idleGrace, c.drainTimeout)}
+		return nil, cl.errorf("--idle-grace %v: must be shorter than --drain-timeout %v", c.idleGrace, c.drainTimeout)
 	}
 	if v := os.Getenv("WEBAPP_FAIL_HEALTH_AFTER"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			return nil, &usageError{fmt.Sprintf("WEBAPP_FAIL_HEALTH_AFTER=%q: want a positive duration", v)}
+			return nil, &usageError{msg: fmt.Sprintf("WEBAPP_FAIL_HEALTH_AFTER=%q: want a positive duration", v)}
 		}
 		c.failHealthAfter = d
 	}
 	if v := os.Getenv("WEBAPP_FAULT_FILE"); v != "" {
 		if !filepath.IsAbs(v) {
-			return nil, &usageError{fmt.Sprintf("WEBAPP_FAULT_FILE=%q: want an absolute path", v)}
+			return nil, &usageError{msg: fmt.Sprintf("WEBAPP_FAULT_FILE=%q: want an absolute path", v)}
 		}
 		c.faultFile = v
 	}
@@ -121,8 +112,8 @@ func listenSpec(addr string) activation.Spec {
 }
 
 // serve is `webapp serve`: the handler, wired to systemd by baton.Serve.
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg, err := parseServe(args, stderr)
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseServe(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
