@@ -1,0 +1,220 @@
+//go:build linux
+
+package drain_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-dev/baton/drain"
+)
+
+// Hostile clients during a drain: each kind alone and all together. The
+// drain ends by its deadline, Cut counts the connections with a request
+// under way (a header part-sent, an answer the client never reads), Idle
+// the ones that never sent a byte, and no descriptor is left open.
+
+// hostile is a misbehaving client: start connects it and returns once its
+// connection is in the state the test wants.
+type hostile struct {
+	name  string
+	start func(t *testing.T, s *served) []net.Conn
+	cut   int // connections Shutdown must count as cut
+	idle  int // and as idle
+}
+
+// slowloris sends a request header one byte at a time and never ends it.
+func slowloris(t *testing.T, s *served) []net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan struct{})
+	go func() {
+		hdr := "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 1000)
+		for i := range len(hdr) {
+			if _, err := c.Write([]byte{hdr[i]}); err != nil {
+				return
+			}
+			if i == 2 {
+				close(sent)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	<-sent
+	return []net.Conn{c}
+}
+
+// unread pipelines requests and never reads an answer, until the server
+// is stuck writing answers (the client's own writes stall).
+func unread(t *testing.T, s *served) []net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	req := []byte(strings.Repeat("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 256))
+	var written atomic.Int64
+	go func() {
+		for {
+			n, err := c.Write(req)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	// Stuck: for a second neither has the client written more requests
+	// nor has more of the answers reached it.
+	deadline := time.Now().Add(30 * time.Second)
+	lastW, lastQ := int64(-1), -1
+	for {
+		time.Sleep(time.Second)
+		w, q := written.Load(), inQueue(t, c)
+		if w == lastW && q == lastQ {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the unread client's connection never stalled")
+		}
+		lastW, lastQ = w, q
+	}
+	return []net.Conn{c}
+}
+
+// silent opens n connections and sends nothing.
+func silent(n int) func(t *testing.T, s *served) []net.Conn {
+	return func(t *testing.T, s *served) []net.Conn {
+		t.Helper()
+		cs := make([]net.Conn, 0, n)
+		for range n {
+			c, err := net.Dial("tcp", s.addr)
+			if err != nil {
+				t.Fatalf("dial %d of %d silent connections: %v", len(cs)+1, n, err)
+			}
+			cs = append(cs, c)
+		}
+		return cs
+	}
+}
+
+// inQueue is how many bytes wait unread in c's receive queue.
+func inQueue(t *testing.T, c net.Conn) int {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := -1
+	rc.Control(func(fd uintptr) { n, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
+}
+
+func TestHostileClientsDuringDrain(t *testing.T) {
+	const silentN = 1000
+	kinds := map[string]hostile{
+		"slowloris": {name: "slowloris", start: slowloris, cut: 1},
+		"unread":    {name: "unread", start: unread, cut: 1},
+		"silent":    {name: "silent", start: silent(silentN), idle: silentN},
+	}
+	tests := []struct {
+		name  string
+		kinds []string
+	}{
+		{"slowloris", []string{"slowloris"}},
+		{"unread response", []string{"unread"}},
+		{"1000 silent", []string{"silent"}},
+		{"all together", []string{"slowloris", "unread", "silent"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := openFDs(t)
+			s := serve(t, drain.Options{IdleGrace: 100 * time.Millisecond})
+			var conns []net.Conn
+			wantCut, wantIdle := 0, 0
+			for _, k := range tt.kinds {
+				h := kinds[k]
+				conns = append(conns, h.start(t, s)...)
+				wantCut += h.cut
+				wantIdle += h.idle
+			}
+			waitUntil(t, 10*time.Second, fmt.Sprintf("%d connections tracked", len(conns)), func() bool {
+				return s.d.Connections() == len(conns)
+			})
+
+			const deadline = 800 * time.Millisecond
+			rep, err := shutdown(t, s.d, deadline)
+			t.Logf("%s: Shutdown() = %+v, %v", tt.name, rep, err)
+			if rep.Duration > deadline+2*time.Second {
+				t.Errorf("Shutdown() took %v, want about the %v deadline", rep.Duration, deadline)
+			}
+			if rep.Cut != wantCut || rep.Idle != wantIdle {
+				t.Errorf("Shutdown() = %+v, want Cut %d, Idle %d", rep, wantCut, wantIdle)
+			}
+			if wantCut > 0 && !errors.Is(err, drain.ErrCut) {
+				t.Errorf("Shutdown() error = %v, want ErrCut", err)
+			}
+			if wantCut == 0 && err != nil {
+				t.Errorf("Shutdown() error = %v, want nil: idle connections are not cut work", err)
+			}
+			if err := <-s.done; !errors.Is(err, http.ErrServerClosed) {
+				t.Errorf("Serve() = %v, want http.ErrServerClosed", err)
+			}
+			// The server closed every connection: each client reads EOF
+			// (or a reset, for the one whose answers it never read).
+			for i, c := range conns {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.Copy(io.Discard, c); err != nil && !isReset(err) {
+					t.Errorf("connection %d after the drain: %v, want it closed by the server", i, err)
+					break
+				}
+				c.Close()
+			}
+			waitUntil(t, 5*time.Second, "no connection tracked", func() bool { return s.d.Connections() == 0 })
+			waitUntil(t, 5*time.Second, fmt.Sprintf("open descriptors back to %d", before), func() bool {
+				return openFDs(t) <= before
+			})
+		})
+	}
+}
+
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
+
+// waitUntil polls cond every 10ms until it holds, or fails the test after
+// timeout.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v still waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
