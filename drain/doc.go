@@ -38,12 +38,15 @@
 //   - cut: a request being answered ("active"); answers the kernel
 //     cannot send because the client does not read them, in any state; a
 //     new connection on which the client has sent at least one byte (a
-//     request header begun); raw and hijacked connections. A pipelining
-//     client that never reads its answers leaves its connection "idle"
-//     in net/http's eyes, so the servers' Shutdown closes it at the end of
-//     the grace: the Drainer notes such connections then and counts them
-//     as cut too, and Shutdown returns ErrCut even if it ends before the
-//     deadline.
+//     request header begun); raw and hijacked connections. net/http's
+//     Shutdown closes some of these itself, as if idle, at the end of the
+//     grace: a connection still in its first header after 5 seconds (a
+//     slowloris), and a pipelining client's that never reads its answers
+//     (net/http calls it "idle"); and it drops any request it reads after
+//     it began. So the Drainer notes the new and idle connections with
+//     work under way when the grace ends, counts each that goes before
+//     the deadline as cut, and Shutdown returns ErrCut even if it ends
+//     before the deadline.
 //   - idle: a new connection on which the client has sent nothing, and a
 //     kept-alive connection waiting for its next request with nothing
 //     left to send. A client part-way through the header of a later
@@ -52,10 +55,10 @@
 //
 // Where the kernel cannot say (outside Linux, or for unix sockets, whose
 // received bytes are not counted), new connections count as cut and idle
-// ones as idle. net/http's own Shutdown closes new connections that have
-// sent no complete header after 5 seconds; a shorter drain closes them at
-// its deadline. Either way silent connections do not hold a drain past
-// its deadline.
+// ones as idle. Silent connections never hold a drain past its deadline:
+// those older than 5 seconds are closed by net/http's Shutdown at the end
+// of the grace (and counted nowhere, like idle keep-alive connections
+// closed then), the others at the deadline (and counted in Report.Idle).
 //
 // # Accept errors
 //

@@ -68,7 +68,12 @@ type Drainer struct {
 	raw       map[*conn]struct{}          // raw and hijacked connections
 	serving   int                         // Serve calls that have not returned
 	onDrain   []func()
-	changed   chan struct{} // closed and replaced when a connection goes
+	// early holds, from the end of the grace, the connections with work
+	// under way that net/http calls new or idle: the servers' Shutdown may
+	// close them as idle, and drops any request they complete, so each
+	// that goes before the deadline counts as cut.
+	early   map[net.Conn]struct{}
+	changed chan struct{} // closed and replaced when a connection goes
 }
 
 // New returns a Drainer.
@@ -275,7 +280,7 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 	d.mu.Unlock()
 
 	d.grace(ctx)
-	stuck := d.stuck()
+	d.markEarly()
 
 	// The servers' Shutdown closes idle connections and waits for the rest,
 	// but notices the last one only at its next poll (up to 500ms apart):
@@ -297,9 +302,9 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 
 	var r Report
 	d.mu.Lock()
-	for _, c := range stuck {
+	for c := range d.early {
 		if _, ok := d.conns[c]; !ok {
-			r.Cut++ // closed as idle by the server's Shutdown
+			r.Cut++ // closed as idle by the servers' Shutdown
 		}
 	}
 	d.mu.Unlock()
@@ -308,7 +313,7 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 		if r.Cut == 0 {
 			return r, nil
 		}
-		return r, fmt.Errorf("%w: %d closed with answers unsent after %v", ErrCut, r.Cut, r.Duration.Round(time.Millisecond))
+		return r, fmt.Errorf("%w: %d with work under way closed as idle by the server after %v", ErrCut, r.Cut, r.Duration.Round(time.Millisecond))
 	}
 	d.mu.Lock()
 	cut, idle := d.classifyLocked()
@@ -329,26 +334,34 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 	return r, fmt.Errorf("%w: %d cut (and %d idle closed) after %v: %w", ErrCut, r.Cut, idle, r.Duration.Round(time.Millisecond), context.Cause(ctx))
 }
 
-// stuck lists the server connections that net/http calls idle but that
-// hold answers the client does not read: a pipelined request read from
-// net/http's buffer never marks its connection active. The servers'
-// Shutdown closes them as idle; they count as cut.
-func (d *Drainer) stuck() []net.Conn {
+// markEarly notes the server connections with work under way that
+// net/http calls new or idle just before the servers' Shutdown begins.
+// net/http's Shutdown closes as if idle a connection still reading its
+// first request header after 5 seconds (net/http issue 22682), and one
+// answering a pipelined request read from net/http's buffer, which never
+// marks its connection active; and it drops every request it reads after
+// it began. So each of these that goes before the deadline lost work.
+func (d *Drainer) markEarly() {
 	d.mu.Lock()
-	idle := make([]net.Conn, 0, len(d.conns))
+	candidates := make([]net.Conn, 0, len(d.conns))
 	for c, st := range d.conns {
-		if st == http.StateIdle {
-			idle = append(idle, c)
+		if st == http.StateNew || st == http.StateIdle {
+			candidates = append(candidates, c)
 		}
 	}
 	d.mu.Unlock()
-	var stuck []net.Conn
-	for _, c := range idle {
-		if underWay(c, http.StateIdle) {
-			stuck = append(stuck, c)
+	early := make(map[net.Conn]struct{})
+	for _, c := range candidates {
+		d.mu.Lock()
+		st, ok := d.conns[c]
+		d.mu.Unlock()
+		if ok && st != http.StateActive && underWay(c, st) {
+			early[c] = struct{}{}
 		}
 	}
-	return stuck
+	d.mu.Lock()
+	d.early = early
+	d.mu.Unlock()
 }
 
 // classifyLocked counts the connections left at the deadline: cut are
