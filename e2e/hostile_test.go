@@ -143,6 +143,7 @@ func TestHostileStop(t *testing.T) {
 
 	s.slowloris(t)
 	s.unread(t)
+	opened := time.Now()
 	for range silent {
 		s.dialRaw(t)
 	}
@@ -151,6 +152,9 @@ func TestHostileStop(t *testing.T) {
 		return fds >= fdsBefore+silent+2, fmt.Sprintf("%d fds open (%d before the clients)", fds, fdsBefore)
 	})
 
+	// Silent connections older than 5s at the end of the 1s idle grace
+	// are closed by net/http's Shutdown, not counted at the deadline.
+	exactIdle := time.Since(opened) < 3500*time.Millisecond
 	stopTook := s.timedSystemctl(t, "stop", "webapp.service")
 	re := regexp.MustCompile(`connections cut at the deadline: (\d+) cut \(and (\d+) idle closed\)`)
 	j := s.waitJournal(t, 10*time.Second, re)
@@ -162,7 +166,7 @@ func TestHostileStop(t *testing.T) {
 	m := re.FindStringSubmatch(report)
 	cut, _ := strconv.Atoi(m[1])
 	idle, _ := strconv.Atoi(m[2])
-	if cut != 2 || idle != silent {
+	if cut != 2 || idle > silent || exactIdle && idle != silent {
 		t.Errorf("webapp cut %d and closed %d idle, want 2 cut (the slowloris, the unread answers) and %d idle", cut, idle, silent)
 	}
 	if bad := killedBySystemd(j); len(bad) > 0 || strings.Contains(j, "Killing process") {
