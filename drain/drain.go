@@ -14,10 +14,10 @@ import (
 // DefaultIdleGrace is the grace used when Options.IdleGrace is zero.
 const DefaultIdleGrace = time.Second
 
-// ErrCut is wrapped by the error Shutdown returns when it closed
-// connections with work under way: at the deadline (the error then wraps
-// the context's too), or earlier for connections holding answers their
-// clients do not read.
+// ErrCut is wrapped by the error Shutdown returns when connections with
+// work under way were closed: at the deadline (the error then wraps the
+// context's too), or earlier by net/http's Shutdown, which takes some of
+// them for idle (see the package documentation).
 var ErrCut = errors.New("drain: connections cut at the deadline")
 
 // Logger receives messages of the drain. *logrus.Logger and *logrus.Entry
@@ -42,10 +42,11 @@ type Report struct {
 	// Duration is the time from the start of Shutdown to its return.
 	Duration time.Duration
 	// Cut is how many connections with work under way were closed by
-	// force: at the deadline, those with a request being read (its first
-	// byte received) or answered and raw and hijacked ones; at the end of
-	// the idle grace, those holding answers their clients do not read.
-	// See the package documentation for how a connection is classed.
+	// force: a request being read (its first byte received) or answered,
+	// answers the client does not read, raw and hijacked connections. Most
+	// are closed at the deadline; net/http's Shutdown closes some earlier,
+	// taking them for idle, and they count too. See the package
+	// documentation for how a connection is classed.
 	Cut int
 	// Idle is how many connections without work under way were closed at
 	// the deadline: new connections that had not sent a byte, and
@@ -68,12 +69,7 @@ type Drainer struct {
 	raw       map[*conn]struct{}          // raw and hijacked connections
 	serving   int                         // Serve calls that have not returned
 	onDrain   []func()
-	// early holds, from the end of the grace, the connections with work
-	// under way that net/http calls new or idle: the servers' Shutdown may
-	// close them as idle, and drops any request they complete, so each
-	// that goes before the deadline counts as cut.
-	early   map[net.Conn]struct{}
-	changed chan struct{} // closed and replaced when a connection goes
+	changed   chan struct{} // closed and replaced when a connection goes
 }
 
 // New returns a Drainer.
@@ -280,7 +276,7 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 	d.mu.Unlock()
 
 	d.grace(ctx)
-	d.markEarly()
+	early := d.early()
 
 	// The servers' Shutdown closes idle connections and waits for the rest,
 	// but notices the last one only at its next poll (up to 500ms apart):
@@ -302,7 +298,7 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 
 	var r Report
 	d.mu.Lock()
-	for c := range d.early {
+	for _, c := range early {
 		if _, ok := d.conns[c]; !ok {
 			r.Cut++ // closed as idle by the servers' Shutdown
 		}
@@ -334,34 +330,33 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 	return r, fmt.Errorf("%w: %d cut (and %d idle closed) after %v: %w", ErrCut, r.Cut, idle, r.Duration.Round(time.Millisecond), context.Cause(ctx))
 }
 
-// markEarly notes the server connections with work under way that
-// net/http calls new or idle just before the servers' Shutdown begins.
-// net/http's Shutdown closes as if idle a connection still reading its
-// first request header after 5 seconds (net/http issue 22682), and one
+// early lists the server connections with work under way that net/http
+// calls new or idle, just before the servers' Shutdown begins. net/http's
+// Shutdown closes as if idle a connection still reading its first
+// request header after 5 seconds (net/http issue 22682), and one
 // answering a pipelined request read from net/http's buffer, which never
 // marks its connection active; and it drops every request it reads after
 // it began. So each of these that goes before the deadline lost work.
-func (d *Drainer) markEarly() {
+func (d *Drainer) early() []net.Conn {
+	type entry struct {
+		c  net.Conn
+		st http.ConnState
+	}
 	d.mu.Lock()
-	candidates := make([]net.Conn, 0, len(d.conns))
+	candidates := make([]entry, 0, len(d.conns))
 	for c, st := range d.conns {
 		if st == http.StateNew || st == http.StateIdle {
-			candidates = append(candidates, c)
+			candidates = append(candidates, entry{c, st})
 		}
 	}
 	d.mu.Unlock()
-	early := make(map[net.Conn]struct{})
-	for _, c := range candidates {
-		d.mu.Lock()
-		st, ok := d.conns[c]
-		d.mu.Unlock()
-		if ok && st != http.StateActive && underWay(c, st) {
-			early[c] = struct{}{}
+	var early []net.Conn
+	for _, e := range candidates {
+		if underWay(e.c, e.st) {
+			early = append(early, e.c)
 		}
 	}
-	d.mu.Lock()
-	d.early = early
-	d.mu.Unlock()
+	return early
 }
 
 // classifyLocked counts the connections left at the deadline: cut are

@@ -224,6 +224,12 @@ func TestDeadlineCutsLongRequest(t *testing.T) {
 
 func TestListenerClosedAtDrain(t *testing.T) {
 	s := serve(t, drain.Options{IdleGrace: -1})
+	// Serve has taken the listener once it answers (a Shutdown before
+	// that would find no listener to close, and Serve would close it
+	// only when it starts).
+	if _, _, err := dial(t, s.addr).get("/"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := shutdown(t, s.d, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
