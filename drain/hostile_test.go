@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/baton-dev/baton/drain"
 )
 
@@ -69,29 +67,36 @@ func unread(t *testing.T, s *served) []net.Conn {
 	c.(*net.TCPConn).SetReadBuffer(4096)
 	req := []byte(strings.Repeat("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 256))
 	var written atomic.Int64
+	werr := make(chan error, 1)
 	go func() {
 		for {
 			n, err := c.Write(req)
 			written.Add(int64(n))
 			if err != nil {
+				werr <- err
 				return
 			}
 		}
 	}()
-	// Stuck: for a second neither has the client written more requests
-	// nor has more of the answers reached it.
+	// Stuck: for a second the server has handled no request, and it holds
+	// answers it cannot send.
 	deadline := time.Now().Add(30 * time.Second)
-	lastW, lastQ := int64(-1), -1
+	last := int64(-1)
 	for {
 		time.Sleep(time.Second)
-		w, q := written.Load(), inQueue(t, c)
-		if w == lastW && q == lastQ {
+		select {
+		case err := <-werr:
+			t.Fatalf("the unread client's requests: %v after %d bytes, want them to stall", err, written.Load())
+		default:
+		}
+		n := s.requests.Load()
+		if n == last && s.d.Unsent() > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the unread client's connection never stalled")
 		}
-		lastW, lastQ = w, q
+		last = n
 	}
 	return []net.Conn{c}
 }
@@ -110,21 +115,6 @@ func silent(n int) func(t *testing.T, s *served) []net.Conn {
 		}
 		return cs
 	}
-}
-
-// inQueue is how many bytes wait unread in c's receive queue.
-func inQueue(t *testing.T, c net.Conn) int {
-	t.Helper()
-	rc, err := c.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := -1
-	rc.Control(func(fd uintptr) { n, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 func openFDs(t *testing.T) int {
