@@ -23,6 +23,57 @@
 //     and counted: Shutdown returns an error wrapping ErrCut and the
 //     context's error, and a Report saying how many connections were cut.
 //
+// # What counts as cut
+//
+// At the deadline every connection left is closed, but only those with
+// work under way count in Report.Cut and make Shutdown return ErrCut; the
+// others count in Report.Idle. net/http's connection states alone cannot
+// tell them apart: a connection stays "new" until its first request
+// header is complete (a client sending its header one byte a second is
+// "new" for as long as it likes, and so is one that never sends a byte),
+// and a pipelined request read from net/http's buffer runs with its
+// connection still "idle". So the Drainer asks the kernel (on Linux) about
+// the connections net/http calls new or idle:
+//
+//   - cut: a request being answered ("active"); answers the kernel
+//     cannot send because the client does not read them, in any state; a
+//     new connection on which the client has sent at least one byte (a
+//     request header begun); raw and hijacked connections. net/http's
+//     Shutdown closes some of these itself, as if idle, at the end of the
+//     grace: a connection still in its first header after 5 seconds (a
+//     slowloris), and a pipelining client's that never reads its answers
+//     (net/http calls it "idle"); and it drops any request it reads after
+//     it began. So the Drainer notes the new and idle connections with
+//     work under way when the grace ends, counts each that goes before
+//     the deadline as cut, and Shutdown returns ErrCut even if it ends
+//     before the deadline.
+//   - idle: a new connection on which the client has sent nothing, and a
+//     kept-alive connection waiting for its next request with nothing
+//     left to send. A client part-way through the header of a later
+//     request on a kept-alive connection cannot be told from an idle one
+//     and counts here.
+//
+// Where the kernel cannot say (outside Linux, or for unix sockets, whose
+// received bytes are not counted), new connections count as cut and idle
+// ones as idle. Silent connections never hold a drain past its deadline:
+// those older than 5 seconds are closed by net/http's Shutdown at the end
+// of the grace (and counted nowhere, like idle keep-alive connections
+// closed then), the others at the deadline (and counted in Report.Idle).
+//
+// # Accept errors
+//
+// The listeners given to Serve and Listen are wrapped: an accept that
+// fails for a reason that passes (EMFILE and ENFILE: out of descriptors;
+// ENOBUFS, ENOMEM; ECONNABORTED) is retried inside the wrapper with a
+// backoff of 5ms doubling up to 1s, as net/http does, but logged through
+// Options.Logger once per burst instead of once per failure: a warning
+// with the error when the burst begins, and a line with the number of
+// failures when accepting works again (at the first accept a second or
+// more after the last failure) or the listener closes. net/http never
+// sees these errors. Connections the kernel cannot hand over wait in its
+// queue meanwhile; the ones already accepted keep being served. A served
+// accept costs one interface call and allocates nothing more.
+//
 // The context passed to Shutdown is the deadline, as with
 // http.Server.Shutdown; under systemd it must end before TimeoutStopSec=.
 package drain

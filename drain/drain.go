@@ -14,8 +14,10 @@ import (
 // DefaultIdleGrace is the grace used when Options.IdleGrace is zero.
 const DefaultIdleGrace = time.Second
 
-// ErrCut is wrapped by the error Shutdown returns when its context ended
-// with connections still open, which it then closed by force.
+// ErrCut is wrapped by the error Shutdown returns when connections with
+// work under way were closed: at the deadline (the error then wraps the
+// context's too), or earlier by net/http's Shutdown, which takes some of
+// them for idle (see the package documentation).
 var ErrCut = errors.New("drain: connections cut at the deadline")
 
 // Logger receives messages of the drain. *logrus.Logger and *logrus.Entry
@@ -39,8 +41,18 @@ type Options struct {
 type Report struct {
 	// Duration is the time from the start of Shutdown to its return.
 	Duration time.Duration
-	// Cut is how many connections were closed by force at the deadline.
+	// Cut is how many connections with work under way were closed by
+	// force: a request being read (its first byte received) or answered,
+	// answers the client does not read, raw and hijacked connections. Most
+	// are closed at the deadline; net/http's Shutdown closes some earlier,
+	// taking them for idle, and they count too. See the package
+	// documentation for how a connection is classed.
 	Cut int
+	// Idle is how many connections without work under way were closed at
+	// the deadline: new connections that had not sent a byte, and
+	// kept-alive connections waiting for their next request. They are not
+	// in Cut and alone do not make Shutdown return an error.
+	Idle int
 }
 
 // Drainer tracks the connections of the servers and listeners it was
@@ -52,7 +64,7 @@ type Drainer struct {
 
 	mu        sync.Mutex
 	servers   map[*http.Server]struct{}
-	listeners map[net.Listener]struct{}
+	listeners map[*listener]struct{}
 	conns     map[net.Conn]http.ConnState // connections of the servers
 	raw       map[*conn]struct{}          // raw and hijacked connections
 	serving   int                         // Serve calls that have not returned
@@ -65,7 +77,7 @@ func New(opts Options) *Drainer {
 	return &Drainer{
 		opts:      opts,
 		servers:   make(map[*http.Server]struct{}),
-		listeners: make(map[net.Listener]struct{}),
+		listeners: make(map[*listener]struct{}),
 		conns:     make(map[net.Conn]http.ConnState),
 		raw:       make(map[*conn]struct{}),
 		changed:   make(chan struct{}),
@@ -83,8 +95,9 @@ func (d *Drainer) Connections() int {
 	return len(d.conns) + len(d.raw)
 }
 
-// InFlight returns how many connections have work under way: server
-// connections reading or answering a request, and raw and hijacked ones.
+// InFlight returns how many connections may have work under way: server
+// connections not idle between requests (new ones included, whether or
+// not they have sent a byte), and raw and hijacked ones.
 func (d *Drainer) InFlight() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -115,9 +128,12 @@ func (d *Drainer) OnDrain(f func()) {
 // (nil means http.DefaultServeMux) so that responses carry
 // "Connection: close" while draining, and installs a srv.ConnState hook
 // that calls any hook already set; do not change either afterwards. A
-// server may be served on several listeners.
+// server may be served on several listeners. Temporary accept errors
+// (too many open files, out of buffers or memory) are retried inside
+// with a backoff and logged once per burst, so srv never sees them.
 func (d *Drainer) Serve(srv *http.Server, ln net.Listener) error {
-	if err := d.register(srv, ln); err != nil {
+	wl, err := d.register(srv, ln)
+	if err != nil {
 		return err
 	}
 	defer func() {
@@ -126,24 +142,25 @@ func (d *Drainer) Serve(srv *http.Server, ln net.Listener) error {
 		d.signalLocked()
 		d.mu.Unlock()
 	}()
-	err := srv.Serve(ln)
+	err = srv.Serve(wl)
 	if d.Draining() {
 		return http.ErrServerClosed
 	}
 	return err
 }
 
-func (d *Drainer) register(srv *http.Server, ln net.Listener) error {
+func (d *Drainer) register(srv *http.Server, ln net.Listener) (*listener, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.Draining() {
 		ln.Close()
-		return http.ErrServerClosed
+		return nil, http.ErrServerClosed
 	}
-	d.listeners[ln] = struct{}{}
+	wl := newListener(ln, d, false)
+	d.listeners[wl] = struct{}{}
 	d.serving++
 	if _, ok := d.servers[srv]; ok {
-		return nil
+		return wl, nil
 	}
 	d.servers[srv] = struct{}{}
 	h := srv.Handler
@@ -158,7 +175,7 @@ func (d *Drainer) register(srv *http.Server, ln net.Listener) error {
 			prev(c, st)
 		}
 	}
-	return nil
+	return wl, nil
 }
 
 func (d *Drainer) connState(c net.Conn, st http.ConnState) {
@@ -189,15 +206,17 @@ func (d *Drainer) wakeLocked() {
 
 // Listen returns a listener whose accepted connections are tracked: on
 // Shutdown the listener is closed and the connections are waited for until
-// their owners close them, or cut at the deadline.
+// their owners close them, or cut at the deadline. Like Serve, it retries
+// temporary accept errors itself.
 func (d *Drainer) Listen(ln net.Listener) net.Listener {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	wl := newListener(ln, d, true)
 	if d.Draining() {
-		ln.Close()
+		wl.Close()
 	}
-	d.listeners[ln] = struct{}{}
-	return &listener{Listener: ln, d: d}
+	d.listeners[wl] = struct{}{}
+	return wl
 }
 
 // track registers a raw or hijacked connection.
@@ -257,6 +276,7 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 	d.mu.Unlock()
 
 	d.grace(ctx)
+	early := d.early()
 
 	// The servers' Shutdown closes idle connections and waits for the rest,
 	// but notices the last one only at its next poll (up to 500ms apart):
@@ -276,11 +296,23 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 	scancel()
 	wg.Wait()
 
+	var r Report
+	d.mu.Lock()
+	for _, c := range early {
+		if _, ok := d.conns[c]; !ok {
+			r.Cut++ // closed as idle by the servers' Shutdown
+		}
+	}
+	d.mu.Unlock()
 	if ctx.Err() == nil {
-		return Report{Duration: time.Since(start)}, nil
+		r.Duration = time.Since(start)
+		if r.Cut == 0 {
+			return r, nil
+		}
+		return r, fmt.Errorf("%w: %d with work under way closed as idle by the server after %v", ErrCut, r.Cut, r.Duration.Round(time.Millisecond))
 	}
 	d.mu.Lock()
-	cut := d.inFlightLocked()
+	cut, idle := d.classifyLocked()
 	for c := range d.raw {
 		c.Conn.Close()
 	}
@@ -288,12 +320,70 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 	for _, s := range servers {
 		s.Close()
 	}
-	r := Report{Duration: time.Since(start), Cut: cut}
-	if cut == 0 {
+	r.Duration, r.Cut, r.Idle = time.Since(start), r.Cut+cut, idle
+	if r.Cut == 0 {
+		if idle > 0 {
+			d.logger().Infof("drain: closed %d idle connections at the deadline, none with a request under way", idle)
+		}
 		return r, nil
 	}
-	return r, fmt.Errorf("%w: %d cut after %v: %w", ErrCut, cut, r.Duration.Round(time.Millisecond), context.Cause(ctx))
+	return r, fmt.Errorf("%w: %d cut (and %d idle closed) after %v: %w", ErrCut, r.Cut, idle, r.Duration.Round(time.Millisecond), context.Cause(ctx))
 }
+
+// early lists the server connections with work under way that net/http
+// calls new or idle, just before the servers' Shutdown begins. net/http's
+// Shutdown closes as if idle a connection still reading its first
+// request header after 5 seconds (net/http issue 22682), and one
+// answering a pipelined request read from net/http's buffer, which never
+// marks its connection active; and it drops every request it reads after
+// it began. So each of these that goes before the deadline lost work.
+func (d *Drainer) early() []net.Conn {
+	type entry struct {
+		c  net.Conn
+		st http.ConnState
+	}
+	d.mu.Lock()
+	candidates := make([]entry, 0, len(d.conns))
+	for c, st := range d.conns {
+		if st == http.StateNew || st == http.StateIdle {
+			candidates = append(candidates, entry{c, st})
+		}
+	}
+	d.mu.Unlock()
+	var early []net.Conn
+	for _, e := range candidates {
+		if underWay(e.c, e.st) {
+			early = append(early, e.c)
+		}
+	}
+	return early
+}
+
+// classifyLocked counts the connections left at the deadline: cut are
+// those with work under way, idle the others (see Report).
+func (d *Drainer) classifyLocked() (cut, idle int) {
+	cut = len(d.raw)
+	for c, st := range d.conns {
+		if st == http.StateActive || underWay(c, st) {
+			cut++
+		} else {
+			idle++
+		}
+	}
+	return cut, idle
+}
+
+func (d *Drainer) logger() Logger {
+	if d.opts.Logger == nil {
+		return discard{}
+	}
+	return d.opts.Logger
+}
+
+type discard struct{}
+
+func (discard) Infof(string, ...any) {}
+func (discard) Warnf(string, ...any) {}
 
 // grace keeps kept-alive connections served for the idle grace, ending
 // early once no connection is left and every accept loop has returned:
@@ -335,29 +425,4 @@ func (d *Drainer) waitAll(ctx context.Context, timeout <-chan time.Time, loops b
 			return
 		}
 	}
-}
-
-type listener struct {
-	net.Listener
-	d *Drainer
-}
-
-func (l *listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return l.d.track(c), nil
-}
-
-type conn struct {
-	net.Conn
-	d    *Drainer
-	once sync.Once
-}
-
-func (c *conn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() { c.d.untrack(c) })
-	return err
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,10 +35,11 @@ func slowMux() *http.ServeMux {
 }
 
 type served struct {
-	d    *drain.Drainer
-	srv  *http.Server
-	addr string
-	done chan error
+	d        *drain.Drainer
+	srv      *http.Server
+	addr     string
+	done     chan error
+	requests atomic.Int64 // handled so far
 }
 
 func serve(t *testing.T, opts drain.Options) *served {
@@ -46,7 +48,12 @@ func serve(t *testing.T, opts drain.Options) *served {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &served{d: drain.New(opts), srv: &http.Server{Handler: slowMux()}, addr: ln.Addr().String(), done: make(chan error, 1)}
+	s := &served{d: drain.New(opts), addr: ln.Addr().String(), done: make(chan error, 1)}
+	mux := slowMux()
+	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		mux.ServeHTTP(w, r)
+	})}
 	go func() { s.done <- s.d.Serve(s.srv, ln) }()
 	t.Cleanup(func() { s.srv.Close() })
 	return s
@@ -242,6 +249,12 @@ func TestDeadlineCutsLongRequest(t *testing.T) {
 
 func TestListenerClosedAtDrain(t *testing.T) {
 	s := serve(t, drain.Options{IdleGrace: -1})
+	// Serve has taken the listener once it answers (a Shutdown before
+	// that would find no listener to close, and Serve would close it
+	// only when it starts).
+	if _, _, err := dial(t, s.addr).get("/"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := shutdown(t, s.d, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
