@@ -116,9 +116,9 @@ func inQueue(t *testing.T, c net.Conn) int {
 	return n
 }
 
-// waitJournal polls webapp.service's journal until it has a line
+// waitJournalMatch polls webapp.service's journal until it has a line
 // matching re, and returns the journal.
-func (s *service) waitJournal(t *testing.T, within time.Duration, re *regexp.Regexp) string {
+func (s *service) waitJournalMatch(t *testing.T, within time.Duration, re *regexp.Regexp) string {
 	t.Helper()
 	var j string
 	waitFor(t, within, "a journal line matching "+re.String(), func() (bool, string) {
@@ -157,7 +157,7 @@ func TestHostileStop(t *testing.T) {
 	exactIdle := time.Since(opened) < 3500*time.Millisecond
 	stopTook := s.timedSystemctl(t, "stop", "webapp.service")
 	re := regexp.MustCompile(`connections cut at the deadline: (\d+) cut \(and (\d+) idle closed\)`)
-	j := s.waitJournal(t, 10*time.Second, re)
+	j := s.waitJournalMatch(t, 10*time.Second, re)
 	report := lastLine(j, "connections cut at the deadline")
 	t.Logf("systemctl stop took %v (--drain-timeout=%v, TimeoutStopSec=10s); webapp reported: %s", stopTook, drainTimeout, report)
 	if stopTook > drainTimeout+4*time.Second {
@@ -223,7 +223,7 @@ func TestHostileAcceptExhaustion(t *testing.T) {
 		waiting = append(waiting, s.dialRaw(t))
 	}
 	burst := regexp.MustCompile(`too many open files \(retrying with backoff`)
-	s.waitJournal(t, 10*time.Second, burst)
+	s.waitJournalMatch(t, 10*time.Second, burst)
 	t.Logf("%d connections answered, %d waiting to be accepted", len(answered), len(waiting))
 
 	// webapp keeps serving the connections it accepted.
@@ -256,7 +256,7 @@ func TestHostileAcceptExhaustion(t *testing.T) {
 		t.Errorf("GET / after the burst = %d %q, want 200 hello world", resp.StatusCode, body)
 	}
 	end := regexp.MustCompile(`works again after (\d+) failures`)
-	j := s.waitJournal(t, 10*time.Second, end)
+	j := s.waitJournalMatch(t, 10*time.Second, end)
 	warnings := strings.Count(j, "too many open files (retrying with backoff")
 	failures := 0
 	for _, m := range end.FindAllStringSubmatch(j, -1) {
@@ -311,7 +311,7 @@ func TestHostileReloadExhausted(t *testing.T) {
 	// The reason reaches the reload command, and through it the journal.
 	// (StatusText stays "serving …": the notify socket that would carry
 	// "reload failed: …" needs a descriptor too.)
-	j := s.waitJournal(t, 10*time.Second, regexp.MustCompile(`reload failed: .*too many open files`))
+	j := s.waitJournalMatch(t, 10*time.Second, regexp.MustCompile(`reload failed: .*too many open files`))
 	t.Logf("the reload's reason: %s; StatusText=%q", lastLine(j, "reload failed: "), p["StatusText"])
 	// The old generation keeps serving: on its connections, and on new
 	// ones once descriptors are free.
