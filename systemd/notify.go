@@ -65,9 +65,11 @@ func ExtendTimeout(d time.Duration) State {
 // Notifier sends notifications to the service manager. It is safe for
 // concurrent use. A nil *Notifier does nothing and returns nil from every
 // method, so code can use one without checking whether it runs under
-// systemd.
+// systemd. From its first message on it keeps one datagram socket open,
+// so that a process out of descriptors can still report its state.
 type Notifier struct {
 	addr string
+	s    sender
 }
 
 // Open returns a Notifier for the socket named by NOTIFY_SOCKET. The
@@ -110,7 +112,7 @@ func (n *Notifier) Notify(states ...State) error {
 		}
 		b.WriteString(string(s))
 	}
-	if err := send(n.addr, []byte(b.String()), nil); err != nil {
+	if err := n.s.send(n.addr, []byte(b.String()), nil); err != nil {
 		return fmt.Errorf("systemd: notify %s: %w", n.addr, err)
 	}
 	return nil
@@ -123,7 +125,7 @@ func (n *Notifier) Barrier(ctx context.Context) error {
 	if n == nil {
 		return nil
 	}
-	if err := barrier(ctx, n.addr); err != nil {
+	if err := barrier(ctx, &n.s, n.addr); err != nil {
 		return fmt.Errorf("systemd: barrier %s: %w", n.addr, err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -15,19 +16,32 @@ import (
 
 // send writes one datagram to addr, with the descriptors in fds attached as
 // SCM_RIGHTS.
-func send(addr string, msg []byte, fds []int) error {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("socket: %w", err)
+// sender keeps one datagram socket for all of a Notifier's messages, from
+// the first one on: a service that has run out of descriptors can still
+// tell the service manager so.
+type sender struct {
+	mu   sync.Mutex
+	fd   int // valid when open
+	open bool
+}
+
+func (s *sender) send(addr string, msg []byte, fds []int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.open {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("socket: %w", err)
+		}
+		s.fd, s.open = fd, true
 	}
-	defer unix.Close(fd)
 	var oob []byte
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
 	// A leading '@' names an abstract socket, which the kernel spells with a
 	// leading NUL; x/sys/unix does that conversion for '@'.
-	n, err := unix.SendmsgN(fd, msg, oob, &unix.SockaddrUnix{Name: addr}, unix.MSG_NOSIGNAL)
+	n, err := unix.SendmsgN(s.fd, msg, oob, &unix.SockaddrUnix{Name: addr}, unix.MSG_NOSIGNAL)
 	if err != nil {
 		return err
 	}
@@ -37,7 +51,7 @@ func send(addr string, msg []byte, fds []int) error {
 	return nil
 }
 
-func barrier(ctx context.Context, addr string) error {
+func barrier(ctx context.Context, s *sender, addr string) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -50,7 +64,7 @@ func barrier(ctx context.Context, addr string) error {
 	}
 	var sendErr error
 	err = sc.Control(func(fd uintptr) {
-		sendErr = send(addr, []byte("BARRIER=1"), []int{int(fd)})
+		sendErr = s.send(addr, []byte("BARRIER=1"), []int{int(fd)})
 	})
 	w.Close() // the service manager now holds the only write end
 	if err != nil {

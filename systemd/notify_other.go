@@ -8,10 +8,12 @@ import (
 	"fmt"
 )
 
-func send(addr string, msg []byte, fds []int) error {
+type sender struct{}
+
+func (s *sender) send(addr string, msg []byte, fds []int) error {
 	return fmt.Errorf("unix datagram sockets: %w", errors.ErrUnsupported)
 }
 
-func barrier(ctx context.Context, addr string) error {
+func barrier(ctx context.Context, s *sender, addr string) error {
 	return fmt.Errorf("unix datagram sockets: %w", errors.ErrUnsupported)
 }

@@ -83,13 +83,33 @@ func (u *Upgrader) ServeControl(ctx context.Context, ln net.Listener) error {
 	// the outcome before this generation exits.
 	var answers sync.WaitGroup
 	defer answers.Wait()
+	// A temporary accept error (out of descriptors, say) is waited out
+	// with a backoff, and logged once per burst: the control socket must
+	// work again once the service has descriptors again.
+	delay, fails := time.Duration(0), 0
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("upgrade: control socket: %w", err)
+			if !temporaryAccept(err) {
+				return fmt.Errorf("upgrade: control socket: %w", err)
+			}
+			if fails++; fails == 1 && u.opts.Logger != nil {
+				u.opts.Logger.Warnf("upgrade: control socket: %v; retrying", err)
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		if fails > 0 {
+			u.logf("upgrade: control socket accepts again after %d failed accepts", fails)
+			delay, fails = 0, 0
 		}
 		answers.Add(1)
 		go func() {
@@ -202,6 +222,18 @@ func Request(ctx context.Context, path string) (Result, error) {
 		return res, err
 	}
 	return afterBroken(ctx, path, before, err)
+}
+
+// temporaryAccept reports whether an accept error passes: out of
+// descriptors, buffers or memory, or a connection aborted before it was
+// taken.
+func temporaryAccept(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // broken reports whether err is a connection to the running generation
