@@ -203,13 +203,7 @@ func FuzzHandoffReady(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, peer []byte) {
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		syscall.SetNonblock(fds[0], true)
-		h := &Handoff{conn: os.NewFile(uintptr(fds[0]), "handshake")}
-		old := os.NewFile(uintptr(fds[1]), "old generation")
+		h, old := handshakePair(t)
 		heard := make(chan string, 1)
 		go func() {
 			defer old.Close()
@@ -221,7 +215,7 @@ func FuzzHandoffReady(f *testing.F) {
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		err = h.Ready(ctx)
+		err := h.Ready(ctx)
 		h.conn.Close() // whether or not Ready left it open for the next step
 		if got := <-heard; got != "ready\n" {
 			t.Errorf("Ready wrote %q, want %q", got, "ready\n")
@@ -230,6 +224,17 @@ func FuzzHandoffReady(f *testing.F) {
 			t.Errorf("Ready with the answer %q = %v, want nil only for commit and ErrAborted otherwise", peer, err)
 		}
 	})
+}
+
+// handshakePair is a new generation's Handoff and the old generation's
+// end of its handshake, a real socketpair.
+func handshakePair(t *testing.T) (*Handoff, *os.File) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.SetNonblock(fds[0], true)
+	return &Handoff{conn: os.NewFile(uintptr(fds[0]), "handshake")}, os.NewFile(uintptr(fds[1]), "old generation")
 }
 
 // FuzzHandoffAccepting plays an old generation that answers the commit
@@ -241,13 +246,7 @@ func FuzzHandoffAccepting(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, rest []byte) {
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		syscall.SetNonblock(fds[0], true)
-		h := &Handoff{conn: os.NewFile(uintptr(fds[0]), "handshake")}
-		old := os.NewFile(uintptr(fds[1]), "old generation")
+		h, old := handshakePair(t)
 		heard := make(chan string, 1)
 		go func() {
 			defer old.Close()
@@ -269,7 +268,7 @@ func FuzzHandoffAccepting(f *testing.F) {
 		if err := h.Ready(ctx); err != nil {
 			t.Fatalf("Ready after commit = %v", err)
 		}
-		err = h.Accepting(ctx)
+		err := h.Accepting(ctx)
 		if got := <-heard; got != lineAccepting {
 			t.Errorf("Accepting wrote %q, want %q", got, lineAccepting)
 		}
