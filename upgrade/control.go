@@ -218,7 +218,7 @@ func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 func Request(ctx context.Context, path string) (Result, error) {
 	before, _ := MainPID(ctx, path)
 	res, err := request(ctx, path, "reload")
-	if err == nil || before == 0 || !broken(err) || ctx.Err() != nil {
+	if err == nil || before == 0 || !isGone(err) || ctx.Err() != nil {
 		return res, err
 	}
 	return afterBroken(ctx, path, before, err)
@@ -234,13 +234,6 @@ func temporaryAccept(err error) bool {
 		}
 	}
 	return false
-}
-
-// broken reports whether err is a connection to the running generation
-// that broke before it answered.
-func broken(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // afterBroken asks the control socket at path, for a few seconds, which

@@ -135,8 +135,9 @@ func (h *Handoff) Accepting(ctx context.Context) error {
 	return nil
 }
 
-// isGone reports whether err says the other end of the handshake is
-// closed: the process holding it has exited.
+// isGone reports whether err says the other end of a connection (the
+// handshake, or a control request) is closed: the process holding it has
+// exited.
 func isGone(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
