@@ -16,9 +16,12 @@ type Spec struct {
 	// Name is the socket's FileDescriptorName=, e.g. "http". It must be
 	// 1 to 255 printable ASCII characters without ':' (systemd's rule).
 	Name string
-	// Network is the fallback network: "tcp", "tcp4", "tcp6" or "unix";
-	// "" means "tcp". Descriptors passed in are taken whatever their
-	// family.
+	// Network is the kind of socket and the fallback network: "tcp",
+	// "tcp4", "tcp6" or "unix" for a listening stream socket
+	// (ListenStream=), "udp", "udp4", "udp6" or "unixgram" for a datagram
+	// socket (ListenDatagram=); "" means "tcp". A passed descriptor must be
+	// of that kind (a stream socket where a datagram one is asked for, or
+	// the reverse, is an error); its family may differ.
 	Network string
 	// Address is the fallback address, e.g. "127.0.0.1:8080" or
 	// "/run/x.sock", bound when nothing was passed to the process. Empty
@@ -28,7 +31,16 @@ type Spec struct {
 	// ListenStream= given twice in one socket unit). By default exactly
 	// one is required. A fallback bind always makes exactly one.
 	Multiple bool
+	// Optional makes the socket one the service can do without: when
+	// descriptors were passed but none of this name, Listen does not fail
+	// and the Set holds nothing of that name. Without descriptors passed,
+	// an Optional Spec with an Address is bound like any other, and one
+	// without is left out.
+	Optional bool
 }
+
+// Datagram reports whether the Spec asks for a datagram socket.
+func (sp Spec) Datagram() bool { return datagramNetworks[sp.Network] }
 
 // Source says where the listeners of a Set came from.
 type Source int
@@ -65,16 +77,19 @@ type File struct {
 // Set holds the named listeners Listen made and the files under them. Its
 // methods are safe for concurrent use.
 type Set struct {
-	source Source
-	names  []string                  // Spec order
-	byName map[string][]net.Listener // descriptor order within a name
-	all    []net.Listener            // descriptor order
-	files  []File                    // descriptor order
+	source  Source
+	names   []string                    // Spec order, of the names it holds
+	byName  map[string][]net.Listener   // descriptor order within a name
+	packets map[string][]net.PacketConn // datagram sockets, likewise
+	all     []net.Listener              // descriptor order
+	allPC   []net.PacketConn            // descriptor order
+	files   []File                      // descriptor order
 
 	mu       sync.Mutex
 	handedOn bool
 	closed   bool
 	unix     []*net.UnixListener // bound here: Close unlinks their paths unless handed on
+	unixgram []string            // datagram socket paths bound here, likewise
 }
 
 // Listen returns a listener for every Spec.
@@ -118,7 +133,10 @@ func unsetEnv() {
 	}
 }
 
-var streamNetworks = map[string]bool{"": true, "tcp": true, "tcp4": true, "tcp6": true, "unix": true}
+var (
+	streamNetworks   = map[string]bool{"": true, "tcp": true, "tcp4": true, "tcp6": true, "unix": true}
+	datagramNetworks = map[string]bool{"udp": true, "udp4": true, "udp6": true, "unixgram": true}
+)
 
 func checkSpecs(specs []Spec) error {
 	var errs []error
@@ -129,8 +147,8 @@ func checkSpecs(specs []Spec) error {
 			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: fmt.Errorf("%w: a name is 1 to 255 printable ASCII characters without ':'", ErrBadSpec)})
 		case seen[sp.Name]:
 			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: fmt.Errorf("%w: name given twice", ErrBadSpec)})
-		case !streamNetworks[sp.Network]:
-			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: fmt.Errorf("%w: network %q is not tcp, tcp4, tcp6 or unix", ErrBadSpec, sp.Network)})
+		case !streamNetworks[sp.Network] && !datagramNetworks[sp.Network]:
+			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: fmt.Errorf("%w: network %q is not tcp, tcp4, tcp6, unix, udp, udp4, udp6 or unixgram", ErrBadSpec, sp.Network)})
 		}
 		seen[sp.Name] = true
 	}
@@ -150,12 +168,17 @@ func validName(s string) bool {
 	return true
 }
 
-func newSet(source Source, specs []Spec) *Set {
-	s := &Set{source: source, byName: make(map[string][]net.Listener)}
+func newSet(source Source) *Set {
+	return &Set{source: source, byName: make(map[string][]net.Listener), packets: make(map[string][]net.PacketConn)}
+}
+
+// held records the names the Set holds, in Spec order.
+func (s *Set) held(specs []Spec) {
 	for _, sp := range specs {
-		s.names = append(s.names, sp.Name)
+		if len(s.byName[sp.Name]) > 0 || len(s.packets[sp.Name]) > 0 {
+			s.names = append(s.names, sp.Name)
+		}
 	}
-	return s
 }
 
 // add records a listener and the file under it (nil if the platform has
@@ -168,10 +191,19 @@ func (s *Set) add(name string, l net.Listener, f *os.File) {
 	}
 }
 
+// addPacket records a datagram socket and the file under it.
+func (s *Set) addPacket(name string, pc net.PacketConn, f *os.File) {
+	s.packets[name] = append(s.packets[name], pc)
+	s.allPC = append(s.allPC, pc)
+	if f != nil {
+		s.files = append(s.files, File{Name: name, File: f})
+	}
+}
+
 // adopt turns passed files into listeners, checking them against specs. It
 // owns files: on error every one of them is closed.
 func adopt(specs []Spec, p passed, files []*os.File) (*Set, error) {
-	s := newSet(p.source, specs)
+	s := newSet(p.source)
 	want := make(map[string]Spec, len(specs))
 	for _, sp := range specs {
 		want[sp.Name] = sp
@@ -191,6 +223,19 @@ func adopt(specs []Spec, p passed, files []*os.File) (*Set, error) {
 			errs = append(errs, &FDError{FD: fd, Name: name, Err: fmt.Errorf("%w: fd %d has this name too; Spec.Multiple accepts several", ErrDuplicateName, prev[0])})
 			continue
 		}
+		if sp.Datagram() {
+			if err := checkDatagram(f); err != nil {
+				errs = append(errs, &FDError{FD: fd, Name: name, Err: err})
+				continue
+			}
+			pc, err := net.FilePacketConn(f)
+			if err != nil {
+				errs = append(errs, &FDError{FD: fd, Name: name, Err: err})
+				continue
+			}
+			s.addPacket(name, pc, f)
+			continue
+		}
 		if err := checkListening(f); err != nil {
 			errs = append(errs, &FDError{FD: fd, Name: name, Err: err})
 			continue
@@ -203,7 +248,7 @@ func adopt(specs []Spec, p passed, files []*os.File) (*Set, error) {
 		s.add(name, l, f)
 	}
 	for _, sp := range specs {
-		if len(seen[sp.Name]) == 0 {
+		if len(seen[sp.Name]) == 0 && !sp.Optional {
 			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: missingName(p)})
 		}
 	}
@@ -211,11 +256,15 @@ func adopt(specs []Spec, p passed, files []*os.File) (*Set, error) {
 		for _, l := range s.all {
 			l.Close()
 		}
+		for _, pc := range s.allPC {
+			pc.Close()
+		}
 		for _, f := range files {
 			f.Close()
 		}
 		return nil, joinErrors(errs...)
 	}
+	s.held(specs)
 	return s, nil
 }
 
@@ -243,10 +292,10 @@ func missingName(p passed) error {
 // bind is the fallback: it binds every Spec's address. On error it closes
 // whatever it bound.
 func bind(ctx context.Context, specs []Spec) (*Set, error) {
-	s := newSet(Bound, specs)
+	s := newSet(Bound)
 	var errs []error
 	for _, sp := range specs {
-		if sp.Address == "" {
+		if sp.Address == "" && !sp.Optional {
 			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: fmt.Errorf("%w: nothing was passed to this process and the Spec has no fallback Address", ErrMissing)})
 		}
 	}
@@ -254,6 +303,9 @@ func bind(ctx context.Context, specs []Spec) (*Set, error) {
 		return nil, joinErrors(errs...)
 	}
 	for _, sp := range specs {
+		if sp.Address == "" {
+			continue // Optional, and nothing to bind
+		}
 		if err := s.bindOne(ctx, sp); err != nil {
 			errs = append(errs, &FDError{FD: -1, Name: sp.Name, Err: err})
 			if cerr := s.Close(); cerr != nil {
@@ -262,6 +314,7 @@ func bind(ctx context.Context, specs []Spec) (*Set, error) {
 			return nil, joinErrors(errs...)
 		}
 	}
+	s.held(specs)
 	return s, nil
 }
 
@@ -273,12 +326,28 @@ func (s *Set) bindOne(ctx context.Context, sp Spec) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("listen %s %s: %w", network, sp.Address, err)
 	}
-	if network == "unix" {
+	if network == "unix" || network == "unixgram" {
 		if err := removeStale(ctx, sp.Address); err != nil {
 			return err
 		}
 	}
 	var lc net.ListenConfig
+	if sp.Datagram() {
+		pc, err := lc.ListenPacket(ctx, network, sp.Address)
+		if err != nil {
+			return err
+		}
+		f, err := packetFile(pc)
+		if err != nil {
+			pc.Close()
+			return fmt.Errorf("listen %s %s: %w", network, sp.Address, err)
+		}
+		s.addPacket(sp.Name, pc, f)
+		if uc, ok := pc.(*net.UnixConn); ok {
+			s.unixgram = append(s.unixgram, uc.LocalAddr().String())
+		}
+		return nil
+	}
 	l, err := lc.Listen(ctx, network, sp.Address)
 	if err != nil {
 		return err
@@ -296,12 +365,16 @@ func (s *Set) bindOne(ctx context.Context, sp Spec) error {
 }
 
 // Listener returns the one listener of that name. It fails with ErrMissing
-// for a name the Set does not hold and with ErrDuplicateName for one that
+// for a name the Set does not hold (an Optional Spec not passed, or a
+// datagram socket: see PacketConn) and with ErrDuplicateName for one that
 // holds several (see Listeners).
 func (s *Set) Listener(name string) (net.Listener, error) {
 	ls := s.byName[name]
 	switch len(ls) {
 	case 0:
+		if len(s.packets[name]) > 0 {
+			return nil, &FDError{FD: -1, Name: name, Err: fmt.Errorf("%w: a datagram socket; PacketConn returns it", ErrMissing)}
+		}
 		return nil, &FDError{FD: -1, Name: name, Err: fmt.Errorf("%w: no listener of this name in the set", ErrMissing)}
 	case 1:
 		return ls[0], nil
@@ -320,10 +393,41 @@ func (s *Set) Listeners(name string) []net.Listener {
 	return append([]net.Listener(nil), ls...)
 }
 
+// PacketConn returns the one datagram socket of that name, with the same
+// errors as Listener.
+func (s *Set) PacketConn(name string) (net.PacketConn, error) {
+	ps := s.packets[name]
+	switch len(ps) {
+	case 0:
+		if len(s.byName[name]) > 0 {
+			return nil, &FDError{FD: -1, Name: name, Err: fmt.Errorf("%w: a stream socket; Listener returns it", ErrMissing)}
+		}
+		return nil, &FDError{FD: -1, Name: name, Err: fmt.Errorf("%w: no datagram socket of this name in the set", ErrMissing)}
+	case 1:
+		return ps[0], nil
+	}
+	return nil, &FDError{FD: -1, Name: name, Err: fmt.Errorf("%w: %d datagram sockets of this name; PacketConns returns them all", ErrDuplicateName, len(ps))}
+}
+
+// PacketConns returns the datagram sockets of that name in descriptor
+// order, nil for a name the Set does not hold. Each is a *net.UDPConn or
+// a *net.UnixConn.
+func (s *Set) PacketConns(name string) []net.PacketConn {
+	ps := s.packets[name]
+	if ps == nil {
+		return nil
+	}
+	return append([]net.PacketConn(nil), ps...)
+}
+
+// Has reports whether the Set holds a socket of that name.
+func (s *Set) Has(name string) bool { return len(s.byName[name]) > 0 || len(s.packets[name]) > 0 }
+
 // Source says where the listeners came from.
 func (s *Set) Source() Source { return s.source }
 
-// Names returns the names the Set holds, in Spec order.
+// Names returns the names the Set holds, in Spec order (an Optional Spec
+// that got nothing is not among them).
 func (s *Set) Names() []string { return append([]string(nil), s.names...) }
 
 // Files returns the descriptors under the listeners in descriptor order
@@ -404,6 +508,18 @@ func (s *Set) Close() error {
 	for _, l := range s.all {
 		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, fmt.Errorf("activation: close %s: %w", l.Addr(), err))
+		}
+	}
+	for _, pc := range s.allPC {
+		if err := pc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("activation: close %s: %w", pc.LocalAddr(), err))
+		}
+	}
+	if !s.handedOn {
+		for _, p := range s.unixgram {
+			if !strings.HasPrefix(p, "@") { // abstract: no file
+				os.Remove(p)
+			}
 		}
 	}
 	for _, f := range s.files {

@@ -20,6 +20,11 @@ func markCloseOnExec(fdRange) {}
 
 func checkListening(*os.File) error { return errUnsupported }
 
+func checkDatagram(*os.File) error { return errUnsupported }
+
+// packetFile returns no file, like listenerFile.
+func packetFile(net.PacketConn) (*os.File, error) { return nil, nil }
+
 // listenerFile returns no file: on this platform bound listeners cannot be
 // handed on, so Files and Export return nothing.
 func listenerFile(net.Listener) (*os.File, error) { return nil, nil }

@@ -117,10 +117,39 @@ func checkListening(f *os.File) error {
 		return fmt.Errorf("%w: not a socket", ErrNotStream)
 	case serr != nil:
 		return fmt.Errorf("%w: getsockopt: %w", ErrNotStream, serr)
+	case typ == unix.SOCK_DGRAM:
+		return fmt.Errorf("%w: socket type is SOCK_DGRAM (ListenDatagram=; ask for it with a datagram Network such as \"udp\")", ErrNotStream)
 	case typ != unix.SOCK_STREAM:
 		return fmt.Errorf("%w: socket type is %s", ErrNotStream, sockType(typ))
 	case acc == 0:
 		return fmt.Errorf("%w: stream socket is not listening", ErrNotStream)
+	}
+	return nil
+}
+
+// checkDatagram reports whether f is a datagram socket (SO_TYPE is
+// SOCK_DGRAM). The error wraps ErrNotDatagram.
+func checkDatagram(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotDatagram, err)
+	}
+	var typ int
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		typ, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrNotDatagram, err)
+	case errors.Is(serr, unix.ENOTSOCK):
+		return fmt.Errorf("%w: not a socket", ErrNotDatagram)
+	case serr != nil:
+		return fmt.Errorf("%w: getsockopt: %w", ErrNotDatagram, serr)
+	case typ == unix.SOCK_STREAM:
+		return fmt.Errorf("%w: socket type is SOCK_STREAM (ListenStream=; a datagram socket is ListenDatagram=)", ErrNotDatagram)
+	case typ != unix.SOCK_DGRAM:
+		return fmt.Errorf("%w: socket type is %s", ErrNotDatagram, sockType(typ))
 	}
 	return nil
 }
@@ -147,6 +176,18 @@ func listenerFile(l net.Listener) (*os.File, error) {
 		return l.File()
 	}
 	return nil, fmt.Errorf("%T has no file", l)
+}
+
+// packetFile returns a duplicate of the descriptor under a datagram
+// socket Listen bound.
+func packetFile(pc net.PacketConn) (*os.File, error) {
+	switch pc := pc.(type) {
+	case *net.UDPConn:
+		return pc.File()
+	case *net.UnixConn:
+		return pc.File()
+	}
+	return nil, fmt.Errorf("%T has no file", pc)
 }
 
 // keepSocketPath stops the Close of a listener Listen bound from unlinking

@@ -69,6 +69,7 @@ var sentinels = map[string]error{
 	"ErrUnexpectedName": ErrUnexpectedName,
 	"ErrMissing":        ErrMissing,
 	"ErrNotStream":      ErrNotStream,
+	"ErrNotDatagram":    ErrNotDatagram,
 	"ErrDuplicateName":  ErrDuplicateName,
 	"ErrBadEnvironment": ErrBadEnvironment,
 	"ErrBadSpec":        ErrBadSpec,
@@ -123,7 +124,14 @@ func child(mode string) int {
 			for _, l := range set.Listeners(name) {
 				r.Addrs[name] = append(r.Addrs[name], l.Addr().String())
 			}
-			if _, err := set.Listener(name); err != nil {
+			for _, pc := range set.PacketConns(name) {
+				r.Addrs[name] = append(r.Addrs[name], pc.LocalAddr().String())
+			}
+			if set.PacketConns(name) != nil {
+				if _, err := set.PacketConn(name); err != nil {
+					r.ListenerErr[name] = err.Error()
+				}
+			} else if _, err := set.Listener(name); err != nil {
 				r.ListenerErr[name] = err.Error()
 			}
 		}
@@ -407,6 +415,43 @@ func TestListenPassed(t *testing.T) {
 			want:  map[string][]int{"http": {0, 2}, "admin": {1}}, source: "systemd",
 		},
 		{
+			name:  "stream and datagram",
+			socks: []func(*testing.T) sock{tcpSock, udpSock, unixgramSock}, pid: "self",
+			env:   []string{"LISTEN_FDS=3", "LISTEN_FDNAMES=http:udp:log"},
+			specs: []Spec{{Name: "http"}, {Name: "udp", Network: "udp"}, {Name: "log", Network: "unixgram"}},
+			want:  map[string][]int{"http": {0}, "udp": {1}, "log": {2}}, source: "systemd",
+		},
+		{
+			name:  "optional socket not passed",
+			socks: []func(*testing.T) sock{tcpSock}, pid: "self",
+			env:   []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=http"},
+			specs: []Spec{{Name: "http"}, {Name: "grpc", Optional: true, Address: "127.0.0.1:1"}, {Name: "udp", Network: "udp", Optional: true}},
+			want:  map[string][]int{"http": {0}}, source: "systemd",
+		},
+		{
+			name:  "optional socket passed",
+			socks: []func(*testing.T) sock{tcpSock, tcpSock}, pid: "self",
+			env:   []string{"LISTEN_FDS=2", "LISTEN_FDNAMES=grpc:http"},
+			specs: []Spec{{Name: "http"}, {Name: "grpc", Optional: true}},
+			want:  map[string][]int{"http": {1}, "grpc": {0}}, source: "systemd",
+		},
+		{
+			name:  "stream fd for a datagram spec",
+			socks: []func(*testing.T) sock{tcpSock}, pid: "self",
+			env:    []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=udp"},
+			specs:  []Spec{{Name: "udp", Network: "udp"}},
+			wantIs: []string{"ErrNotDatagram"}, wantFDs: []wantFD{{3, "udp"}},
+			wantMsg: `activation: fd 3 "udp": not a datagram socket: socket type is SOCK_STREAM`,
+		},
+		{
+			name:  "optional socket of the wrong kind",
+			socks: []func(*testing.T) sock{tcpSock, udpSock}, pid: "self",
+			env:    []string{"LISTEN_FDS=2", "LISTEN_FDNAMES=http:grpc"},
+			specs:  []Spec{{Name: "http"}, {Name: "grpc", Optional: true}},
+			wantIs: []string{"ErrNotStream"}, wantFDs: []wantFD{{4, "grpc"}},
+			wantMsg: "SOCK_DGRAM (ListenDatagram=",
+		},
+		{
 			name:  "unexpected name",
 			socks: []func(*testing.T) sock{tcpSock, tcpSock}, pid: "self",
 			env:    []string{"LISTEN_FDS=2", "LISTEN_FDNAMES=http:admin"},
@@ -576,6 +621,9 @@ func TestListenPassed(t *testing.T) {
 				}
 				if r.Source != tt.source {
 					t.Errorf("Source() = %s, want %s", r.Source, tt.source)
+				}
+				if len(r.Names) != len(tt.want) {
+					t.Errorf("Names() = %q, want the %d names of %v", r.Names, len(tt.want), tt.want)
 				}
 				for name, idx := range tt.want {
 					if idx == nil { // bound: one listener of its own
@@ -960,5 +1008,71 @@ func TestSetAccessors(t *testing.T) {
 	}
 	if files, env := set.Export(3); files != nil || env != nil {
 		t.Errorf("Export(3) after Close = %v, %q, want nothing", files, env)
+	}
+}
+
+// TestBindDatagram binds stream and datagram sockets and leaves out an
+// Optional Spec without an Address; the datagram socket answers, is
+// exported by name, and a unixgram path it bound goes with Close.
+func TestBindDatagram(t *testing.T) {
+	gram := filepath.Join(sockDir(t), "g.sock")
+	set, err := Listen(context.Background(),
+		Spec{Name: "http", Address: "127.0.0.1:0"},
+		Spec{Name: "udp", Network: "udp", Address: "127.0.0.1:0"},
+		Spec{Name: "log", Network: "unixgram", Address: gram},
+		Spec{Name: "grpc", Optional: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := set.Names(), []string{"http", "udp", "log"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Names() = %q, want %q", got, want)
+	}
+	if set.Has("grpc") {
+		t.Error(`Has("grpc") = true for an Optional Spec without an Address`)
+	}
+	if _, err := set.Listener("udp"); !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "PacketConn") {
+		t.Errorf(`Listener("udp") error = %v, want ErrMissing pointing to PacketConn`, err)
+	}
+	pc, err := set.PacketConn("udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 16)
+	n, _, err := pc.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "ping" {
+		t.Fatalf("ReadFrom() = %q, %v, want ping", buf[:n], err)
+	}
+	var names []string
+	for _, f := range set.Files() {
+		names = append(names, f.Name)
+	}
+	if want := []string{"http", "udp", "log"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("Files() names = %q, want %q", names, want)
+	}
+	other := filepath.Join(sockDir(t), "h.sock")
+	set2, err := Listen(context.Background(), Spec{Name: "log", Network: "unixgram", Address: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := set2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(other); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("unixgram path after Close: %v, want it removed", err)
+	}
+	if err := set.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(gram); err != nil {
+		t.Errorf("unixgram path of a handed-on Set after Close: %v, want it kept", err)
 	}
 }

@@ -156,7 +156,9 @@ func TestCheckSpecs(t *testing.T) {
 		{"non-ASCII", []Spec{{Name: "hé"}}, false},
 		{"too long", []Spec{{Name: string(make([]byte, 256))}}, false},
 		{"twice", []Spec{{Name: "http"}, {Name: "http"}}, false},
-		{"datagram network", []Spec{{Name: "dns", Network: "udp"}}, false},
+		{"datagram network", []Spec{{Name: "dns", Network: "udp"}}, true},
+		{"unixgram", []Spec{{Name: "log", Network: "unixgram"}}, true},
+		{"bad network", []Spec{{Name: "x", Network: "sctp"}}, false},
 		{"unixpacket", []Spec{{Name: "x", Network: "unixpacket"}}, false},
 	}
 	for _, tt := range tests {

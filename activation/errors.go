@@ -21,6 +21,9 @@ var (
 	// datagram or seqpacket socket, a connected or unlistened socket, or
 	// not a socket at all).
 	ErrNotStream = errors.New("not a listening stream socket")
+	// ErrNotDatagram: a descriptor asked for as a datagram socket (a Spec
+	// with a datagram Network) is not one.
+	ErrNotDatagram = errors.New("not a datagram socket")
 	// ErrDuplicateName: several descriptors were passed under one name
 	// whose Spec does not set Multiple, or Set.Listener was asked for a
 	// name that holds several listeners.
