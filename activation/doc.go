@@ -34,10 +34,12 @@
 // here (go-systemd silently ignores bad input).
 //
 // The match is strict: every passed descriptor must carry a name some Spec
-// asks for (else ErrUnexpectedName) and be a listening stream socket, TCP or
-// unix (else ErrNotStream); a Spec without Multiple takes exactly one
-// descriptor (else ErrDuplicateName); every Spec must get one (else
-// ErrMissing: a passed set is never completed by binding). On any error
+// asks for (else ErrUnexpectedName) and be of the Spec's kind: a listening
+// stream socket, TCP or unix (else ErrNotStream), or for a Spec with a
+// datagram Network a datagram socket, UDP or unixgram (else
+// ErrNotDatagram); a Spec without Multiple takes exactly one descriptor
+// (else ErrDuplicateName); every Spec must get one unless it is Optional
+// (else ErrMissing: a passed set is never completed by binding). On any error
 // Listen closes every descriptor and listener it took and returns every
 // problem it found. When the environment itself is bad (ErrBadEnvironment),
 // or when a descriptor in the claimed range is not an open socket
