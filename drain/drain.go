@@ -132,6 +132,18 @@ func (d *Drainer) OnDrain(f func()) {
 // (too many open files, out of buffers or memory) are retried inside
 // with a backoff and logged once per burst, so srv never sees them.
 func (d *Drainer) Serve(srv *http.Server, ln net.Listener) error {
+	return d.serve(srv, ln, false)
+}
+
+// ServeTLS is Serve over TLS: srv.ServeTLS with srv.TLSConfig, which must
+// hold the certificates (Certificates, GetCertificate or
+// GetConfigForClient). HTTP/2 is offered by ALPN as srv.Protocols says
+// (by default "h2" and "http/1.1").
+func (d *Drainer) ServeTLS(srv *http.Server, ln net.Listener) error {
+	return d.serve(srv, ln, true)
+}
+
+func (d *Drainer) serve(srv *http.Server, ln net.Listener, tls bool) error {
 	wl, err := d.register(srv, ln)
 	if err != nil {
 		return err
@@ -142,7 +154,11 @@ func (d *Drainer) Serve(srv *http.Server, ln net.Listener) error {
 		d.signalLocked()
 		d.mu.Unlock()
 	}()
-	err = srv.Serve(wl)
+	if tls {
+		err = srv.ServeTLS(wl, "", "")
+	} else {
+		err = srv.Serve(wl)
+	}
 	if d.Draining() {
 		return http.ErrServerClosed
 	}

@@ -1,0 +1,419 @@
+package baton
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/baton-dev/baton/activation"
+	"github.com/baton-dev/baton/drain"
+	"github.com/baton-dev/baton/systemd"
+	"github.com/baton-dev/baton/upgrade"
+)
+
+// Run runs the servers as one systemd service until ctx ends or a new
+// generation has taken over, and then drains them together. In order, it:
+//
+//   - takes every server's socket by name from systemd (socket
+//     activation), from the previous generation (during a reload), or
+//     binds the Socket's fallback Address; a socket the unit does not
+//     pass is an error unless it is Optional, and then its server does
+//     not run;
+//   - proves the service healthy (Options.HealthCheck, or HealthPath on
+//     the first HTTP server) before taking a connection; a new generation
+//     then hands the commit to the old one (package upgrade);
+//   - sends one READY=1 and a STATUS= line naming every socket, and pings
+//     the watchdog while healthy when WatchdogSec= is set;
+//   - swaps in a new binary on every value from Options.Reload and on every
+//     request on the control socket (`webapp reload`);
+//   - when ctx ends (the caller's SIGTERM), sends STOPPING=1 and drains
+//     every server within one DrainTimeout; after a hand-over it drains
+//     the same way without STOPPING=1.
+//
+// Run returns nil after a clean drain, an error wrapping drain.ErrCut
+// when the deadline cut connections, and other errors when the service
+// could not start: a bad server, two servers on one socket name, a socket
+// of the wrong kind, an unexpected or missing one. It starts nothing
+// until all of them are right. It installs no signal handler and never
+// exits the process.
+func Run(ctx context.Context, opts Options, servers ...*Server) error {
+	opts = withDefaults(opts)
+	log := opts.Logger
+	if err := checkServers(servers); err != nil {
+		return err
+	}
+	notifier, err := systemd.Open()
+	if err != nil && !errors.Is(err, systemd.ErrNotSupervised) {
+		return err
+	}
+	// A previous generation that started us passes its sockets and a
+	// handshake; otherwise this is a fresh start.
+	handoff, err := upgrade.Inherited()
+	if err != nil && !errors.Is(err, upgrade.ErrNotInherited) {
+		return err
+	}
+	specs := make([]activation.Spec, len(servers))
+	for i, s := range servers {
+		specs[i] = s.sock
+	}
+	set, err := activation.Listen(ctx, specs...)
+	if err != nil {
+		if handoff == nil {
+			notifier.Notify(systemd.Status("start failed: " + err.Error()))
+		}
+		return err
+	}
+	defer set.Close()
+
+	g := &group{opts: opts, set: set}
+	dopts := drain.Options{IdleGrace: opts.IdleGrace, Logger: log}
+	for _, s := range servers {
+		if !set.Has(s.sock.Name) {
+			log.Infof("%s: no socket passed (optional): not serving it", s.sock.Name)
+			continue
+		}
+		s.kind.setup(dopts)
+		g.servers = append(g.servers, s)
+		if h, ok := s.kind.(*holdKind); ok {
+			log.Warnf("%s: holding the socket without serving it: %s", s.sock.Name, h.why)
+		}
+	}
+
+	control := handoff.Control()
+	if control == nil && opts.Control != "" {
+		if control, err = upgrade.ListenControl(opts.Control); err != nil {
+			return err
+		}
+	}
+	upgrader, err := upgrade.New(upgrade.Options{
+		Path:     opts.Path,
+		Args:     opts.Args,
+		Timeout:  opts.ReloadTimeout,
+		Notifier: notifier,
+		Logger:   log,
+		OnCommit: g.stopAccepting,
+		OnStep:   opts.OnHandoverStep,
+	}, func(firstFD int) (upgrade.Handover, error) {
+		files, env := set.Export(firstFD)
+		if len(files) == 0 {
+			return upgrade.Handover{}, errors.New("no socket left to hand on")
+		}
+		return upgrade.Handover{Files: files, Env: env}, nil
+	})
+	if err != nil {
+		return err
+	}
+
+	step := func(s upgrade.Step) {
+		if opts.OnHandoverStep != nil {
+			opts.OnHandoverStep(s)
+		}
+	}
+	serveErr := make(chan error, 1+len(g.servers))
+	health := opts.HealthCheck
+	if health == nil {
+		health = func(context.Context) error { return nil }
+		for _, s := range g.servers {
+			if k, ok := s.kind.(*httpKind); ok {
+				p := newProbe(opts.HealthPath)
+				go func() { serveErr <- k.serve(p) }()
+				health = p.Check
+				break
+			}
+		}
+	}
+
+	// Prove the service healthy before taking a single connection.
+	readyCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = health(readyCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("not ready: %w", err)
+	}
+	if handoff != nil {
+		// The old generation commits (and stops reading its datagram
+		// sockets) before we accept.
+		step(upgrade.StepNewReady)
+		hctx, cancel := context.WithTimeout(ctx, opts.ReloadTimeout+10*time.Second)
+		err := handoff.Ready(hctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("not taking over: %w", err)
+		}
+	}
+	g.serve(serveErr)
+	if handoff != nil {
+		// We accept beside the old generation until it has made us the
+		// main process (MAINPID=).
+		step(upgrade.StepNewAccepting)
+		err := handoff.Accepting(ctx)
+		switch {
+		case errors.Is(err, upgrade.ErrOrphaned):
+			log.Warnf("the old generation went away during the hand-over: taking over as the main process (%v)", err)
+			if err := notifier.Notify(systemd.MainPID(os.Getpid())); err != nil {
+				log.Warnf("notify: %v", err)
+			}
+		case err != nil:
+			// What we accepted meanwhile is answered before we leave.
+			if serr := g.stop(notifier, false); serr != nil {
+				return fmt.Errorf("not taking over: %w; %w", err, serr)
+			}
+			return fmt.Errorf("not taking over: %w", err)
+		}
+	}
+
+	what := fmt.Sprintf("serving %s (%s), pid %d", g.describe(), set.Source(), os.Getpid())
+	if opts.Version != "" {
+		what += ", version " + opts.Version
+	}
+	if err := notifier.Notify(systemd.Ready, systemd.Status(what)); err != nil {
+		log.Warnf("notify: %v", err)
+	}
+	// Wait until systemd has taken READY=1 in, so that what follows (a
+	// reload request, say) meets a service it knows is running.
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := notifier.Barrier(bctx); err != nil {
+		log.Warnf("notify: %v", err)
+	}
+	cancel()
+	log.Infof("%s", what)
+
+	wdCtx, stopWatchdog := context.WithCancel(context.Background())
+	defer stopWatchdog()
+	startWatchdog(wdCtx, notifier, health, log)
+	controlDone := make(chan struct{})
+	if control != nil {
+		go func() {
+			defer close(controlDone)
+			if err := upgrader.ServeControl(ctx, control); err != nil && !errors.Is(err, upgrade.ErrHandedOver) {
+				log.Errorf("control socket: %v", err)
+			}
+		}()
+	} else {
+		close(controlDone)
+	}
+	// After a hand-over the reload command must hear the outcome before
+	// this generation exits (the control socket closed at the commit).
+	defer func() {
+		select {
+		case <-controlDone:
+		case <-time.After(5 * time.Second):
+		}
+	}()
+
+	for {
+		select {
+		case <-ctx.Done():
+			stopWatchdog()
+			// Handed over just now? Then the service is not stopping.
+			return g.stop(notifier, !isClosed(upgrader.HandedOver()))
+		case err := <-serveErr:
+			if err != nil {
+				notifier.Notify(systemd.Status("failed: " + err.Error()))
+				g.stop(notifier, true)
+				return fmt.Errorf("serve: %w", err)
+			}
+		case <-opts.Reload:
+			log.Infof("swapping in %s", opts.Path)
+			go upgrader.Upgrade(ctx) // it logs the outcome
+		case <-upgrader.HandedOver():
+			stopWatchdog()
+			return g.stop(notifier, false)
+		}
+	}
+}
+
+// checkServers says what is wrong with the servers, all of it, before
+// anything is bound.
+func checkServers(servers []*Server) error {
+	if len(servers) == 0 {
+		return errors.New("baton: no server to run")
+	}
+	var errs []error
+	seen := map[string]bool{}
+	for i, s := range servers {
+		if s == nil || s.kind == nil {
+			errs = append(errs, fmt.Errorf("baton: server %d is nil: make it with HTTP, GRPC, Stream, Datagram or Hold", i))
+			continue
+		}
+		name := s.sock.Name
+		if s.err != nil {
+			errs = append(errs, fmt.Errorf("baton: socket %q: %w", name, s.err))
+		}
+		if seen[name] {
+			errs = append(errs, fmt.Errorf("baton: socket %q: two servers for one socket name", name))
+		}
+		seen[name] = true
+		if s.kind.datagram() != s.sock.Datagram() {
+			if s.kind.datagram() {
+				errs = append(errs, fmt.Errorf("baton: socket %q: a datagram server needs a datagram Network (udp, udp4, udp6 or unixgram), not %q", name, s.sock.Network))
+			} else {
+				errs = append(errs, fmt.Errorf("baton: socket %q: a stream server cannot serve datagram network %q (ListenDatagram=): use Datagram", name, s.sock.Network))
+			}
+		}
+		if err := s.kind.check(); err != nil {
+			errs = append(errs, fmt.Errorf("baton: socket %q: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// group is the servers of one generation, handled together.
+type group struct {
+	opts    Options
+	set     *activation.Set
+	servers []*Server
+
+	drainOnce sync.Once
+}
+
+// serve starts every server on its sockets.
+func (g *group) serve(errs chan<- error) {
+	for _, s := range g.servers {
+		if s.kind.datagram() {
+			for _, pc := range g.set.PacketConns(s.sock.Name) {
+				go func() { errs <- named(s, s.kind.serve(pc)) }()
+			}
+			continue
+		}
+		for _, ln := range g.set.Listeners(s.sock.Name) {
+			go func() { errs <- named(s, s.kind.serve(ln)) }()
+		}
+	}
+}
+
+func named(s *Server, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", s.sock.Name, err)
+}
+
+func (g *group) pause() {
+	for _, s := range g.servers {
+		s.kind.pause()
+	}
+}
+
+func (g *group) resume() {
+	for _, s := range g.servers {
+		s.kind.resume()
+	}
+}
+
+// stopAccepting stops every server taking new work, and says so to
+// OnDrain once.
+func (g *group) stopAccepting() {
+	for _, s := range g.servers {
+		s.kind.stopAccepting()
+	}
+	g.drainOnce.Do(func() {
+		if g.opts.OnDrain != nil {
+			go g.opts.OnDrain()
+		}
+	})
+}
+
+func (g *group) connections() int {
+	n := 0
+	for _, s := range g.servers {
+		n += s.kind.connections()
+	}
+	return n
+}
+
+// describe names every socket served and its address.
+func (g *group) describe() string {
+	var parts []string
+	for _, s := range g.servers {
+		var addrs []string
+		for _, ln := range g.set.Listeners(s.sock.Name) {
+			addrs = append(addrs, ln.Addr().String())
+		}
+		for _, pc := range g.set.PacketConns(s.sock.Name) {
+			addrs = append(addrs, pc.LocalAddr().String())
+		}
+		part := s.sock.Name + " on " + strings.Join(addrs, ", ")
+		if _, ok := s.kind.(*holdKind); ok {
+			part += " (held, not served)"
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// stop drains this generation: every server at once, within one
+// deadline. stopping says whether the service is stopping (SIGTERM)
+// rather than handing over to a new generation.
+func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
+	log, timeout := g.opts.Logger, g.opts.DrainTimeout
+	status := func() systemd.State {
+		return systemd.Status(fmt.Sprintf("draining: %d connections remain", g.connections()))
+	}
+	if stopping {
+		notifier.Notify(systemd.Stopping, status())
+		log.Infof("stopping: draining %d connections (deadline %v)", g.connections(), timeout)
+	} else {
+		log.Infof("handed over: draining %d connections (deadline %v)", g.connections(), timeout)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if stopping {
+					notifier.Notify(status())
+				}
+			}
+		}
+	}()
+	g.stopAccepting()
+	// Our copies of the sockets close with the servers' listeners; the
+	// files kept for handing on close here, so that without systemd the
+	// socket is really closed and new clients are refused, not queued.
+	g.set.Close()
+	type result struct {
+		s   *Server
+		rep drain.Report
+		err error
+	}
+	results := make(chan result, len(g.servers))
+	for _, s := range g.servers {
+		go func() {
+			rep, err := s.kind.drain(ctx)
+			results <- result{s, rep, err}
+		}()
+	}
+	cut := 0
+	var errs []error
+	var cuts []string
+	for range g.servers {
+		r := <-results
+		if r.err != nil {
+			cut += r.rep.Cut
+			errs = append(errs, r.err)
+			cuts = append(cuts, fmt.Sprintf("%s %d", r.s.sock.Name, r.rep.Cut))
+		}
+	}
+	close(done)
+	took := time.Since(start).Round(time.Millisecond)
+	if len(errs) > 0 {
+		if stopping {
+			notifier.Notify(systemd.Status(fmt.Sprintf("stopped: %d connections cut at the %v deadline", cut, timeout)))
+		}
+		return fmt.Errorf("stopped after %v: %d connections cut at the deadline (%s): %w", took, cut, strings.Join(cuts, ", "), errors.Join(errs...))
+	}
+	log.Infof("stopped after %v, no connection cut", took)
+	return nil
+}

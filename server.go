@@ -1,0 +1,411 @@
+package baton
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/baton-dev/baton/activation"
+	"github.com/baton-dev/baton/drain"
+)
+
+// Socket names the socket a Server serves: Name is the FileDescriptorName=
+// of its .socket unit, Network and Address the fallback bound when systemd
+// passes nothing, Optional a socket the service can do without, Multiple
+// several descriptors under one name. See activation.Spec.
+type Socket = activation.Spec
+
+// Server is one server on one named socket, made by HTTP, GRPC, Stream,
+// Datagram or Hold. Run activates, hands over and drains the servers it is
+// given together.
+type Server struct {
+	sock Socket
+	kind kind
+	err  error // a constructor's complaint, reported by Run
+}
+
+// Socket returns the socket the server serves.
+func (s *Server) Socket() Socket { return s.sock }
+
+// kind is one protocol's behaviour: how it serves its sockets, how it
+// stops taking new work, how it drains and how it is cut. Run composes
+// kinds and knows nothing of the protocols.
+type kind interface {
+	// datagram says whether the kind serves datagram sockets.
+	datagram() bool
+	// check says what is wrong with the server before anything is bound.
+	check() error
+	// setup readies the kind to serve, with the drain's options.
+	setup(opts drain.Options)
+	// serve serves one socket (a net.Listener, or a net.PacketConn for a
+	// datagram kind) until stopAccepting or a fatal error; it returns nil
+	// when stopped.
+	serve(sock any) error
+	// pause stops what only one generation may do at a time (reading a
+	// datagram socket) just before a new generation is told to start,
+	// and returns when it has stopped; resume undoes it when the
+	// hand-over failed.
+	pause()
+	resume()
+	// stopAccepting stops taking new connections or datagrams; what is
+	// under way goes on.
+	stopAccepting()
+	// drain finishes what is under way until ctx ends, then cuts what is
+	// left and counts it.
+	drain(ctx context.Context) (drain.Report, error)
+	// connections is how many connections are open.
+	connections() int
+}
+
+// HTTP serves srv (HTTP/1.1, and HTTP/2 as srv.Protocols allows: set
+// UnencryptedHTTP2 there for h2c) on the socket. With srv.TLSConfig set it
+// serves TLS, offering "h2" and "http/1.1" by ALPN; the config must hold
+// the certificates (Certificates, GetCertificate or GetConfigForClient).
+//
+// While draining, responses carry "Connection: close" (on HTTP/2 a GOAWAY,
+// after which the connection's open streams finish), kept-alive
+// connections are answered for the idle grace, and what is still open at
+// the deadline is cut (see package drain). srv.Handler and srv.ConnState
+// are wrapped by Run: do not change them afterwards.
+func HTTP(sock Socket, srv *http.Server) *Server {
+	s := &Server{sock: sock}
+	if srv == nil {
+		s.err = errors.New("HTTP: nil *http.Server")
+		srv = &http.Server{}
+	}
+	// Decided now: net/http's Serve sets a TLSConfig of its own.
+	s.kind = &httpKind{srv: srv, tls: srv.TLSConfig != nil}
+	return s
+}
+
+// GRPCServer is what GRPC needs of a gRPC server; *grpc.Server has these
+// methods, so that baton itself imports no gRPC.
+type GRPCServer interface {
+	Serve(net.Listener) error
+	GracefulStop()
+	Stop()
+}
+
+// GRPC serves a gRPC server on the socket. When the drain begins it calls
+// GracefulStop (GOAWAY: clients retry new calls elsewhere, calls under way
+// finish); at the deadline it calls Stop, and the connections still open
+// are counted as cut. A streaming handler that would outlive the drain
+// should end its stream when Options.OnDrain says so, with a status the
+// client retries (codes.Unavailable).
+func GRPC(sock Socket, srv GRPCServer) *Server {
+	s := &Server{sock: sock, kind: &grpcKind{srv: srv}}
+	if srv == nil {
+		s.err = errors.New("GRPC: nil server")
+	}
+	return s
+}
+
+// StreamHandler serves one connection of a raw stream socket. ctx ends
+// when the drain begins: finish the exchange under way and return. The
+// connection is closed when the handler returns.
+type StreamHandler func(ctx context.Context, c net.Conn)
+
+// Stream serves a raw stream socket (TCP or unix): every connection goes to
+// h in its own goroutine. At the deadline the connections still open are
+// closed and counted as cut.
+func Stream(sock Socket, h StreamHandler) *Server {
+	s := &Server{sock: sock, kind: &streamKind{h: h}}
+	if h == nil {
+		s.err = errors.New("Stream: nil handler")
+	}
+	return s
+}
+
+// DatagramHandler handles one datagram read from pc; it may answer with
+// pc.WriteTo(reply, from). b is reused after it returns.
+type DatagramHandler func(pc net.PacketConn, b []byte, from net.Addr)
+
+// Datagram serves a datagram socket (ListenDatagram=, a Socket with
+// Network "udp" or "unixgram"): one reader calls h for each datagram, in
+// order. Only one generation reads at a time: during a hand-over the old
+// one stops reading just before the new one is told to start, so a
+// datagram is handled by exactly one of them, and those that arrive
+// between wait in the socket's queue.
+func Datagram(sock Socket, h DatagramHandler) *Server {
+	if sock.Network == "" {
+		sock.Network = "udp"
+	}
+	s := &Server{sock: sock, kind: &datagramKind{h: h}}
+	if h == nil {
+		s.err = errors.New("Datagram: nil handler")
+	}
+	return s
+}
+
+// Hold takes the socket without serving it, so that a socket the unit
+// passes but the service cannot use now (a TLS socket without its
+// certificate, say) is neither an error nor lost: it is handed on to the
+// next generation as it is. why is logged once.
+func Hold(sock Socket, why string) *Server {
+	return &Server{sock: sock, kind: &holdKind{why: why, dgram: sock.Datagram()}}
+}
+
+// httpKind serves a *http.Server, plaintext or TLS.
+type httpKind struct {
+	srv *http.Server
+	tls bool
+	d   *drain.Drainer
+}
+
+func (k *httpKind) datagram() bool { return false }
+
+func (k *httpKind) check() error {
+	if c := k.srv.TLSConfig; k.tls && len(c.Certificates) == 0 && c.GetCertificate == nil && c.GetConfigForClient == nil {
+		return errors.New("TLSConfig has no certificate (Certificates, GetCertificate or GetConfigForClient)")
+	}
+	return nil
+}
+
+func (k *httpKind) setup(o drain.Options) { k.d = drain.New(o) }
+
+func (k *httpKind) serve(sock any) error {
+	ln := sock.(net.Listener)
+	var err error
+	if _, probe := ln.(*probe); k.tls && !probe {
+		err = k.d.ServeTLS(k.srv, ln)
+	} else {
+		err = k.d.Serve(k.srv, ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (k *httpKind) pause()           {}
+func (k *httpKind) resume()          {}
+func (k *httpKind) stopAccepting()   { k.d.StopAccepting() }
+func (k *httpKind) connections() int { return k.d.Connections() }
+
+func (k *httpKind) drain(ctx context.Context) (drain.Report, error) { return k.d.Shutdown(ctx) }
+
+// grpcKind serves a GRPCServer. Its connections are tracked by a Drainer
+// as raw connections; the drain's start calls GracefulStop.
+type grpcKind struct {
+	srv GRPCServer
+	d   *drain.Drainer
+}
+
+func (k *grpcKind) datagram() bool { return false }
+func (k *grpcKind) check() error   { return nil }
+
+func (k *grpcKind) setup(o drain.Options) {
+	k.d = drain.New(o)
+	k.d.OnDrain(k.srv.GracefulStop)
+}
+
+func (k *grpcKind) serve(sock any) error {
+	err := k.srv.Serve(k.d.Listen(sock.(net.Listener)))
+	if k.d.Draining() {
+		return nil
+	}
+	return err
+}
+
+func (k *grpcKind) pause()           {}
+func (k *grpcKind) resume()          {}
+func (k *grpcKind) stopAccepting()   { k.d.StopAccepting() }
+func (k *grpcKind) connections() int { return k.d.Connections() }
+
+func (k *grpcKind) drain(ctx context.Context) (drain.Report, error) {
+	rep, err := k.d.Shutdown(ctx)
+	k.srv.Stop() // returns at once when GracefulStop is done
+	return rep, err
+}
+
+// streamKind hands every connection to a StreamHandler.
+type streamKind struct {
+	h      StreamHandler
+	d      *drain.Drainer
+	ctx    context.Context // ends when the drain begins
+	cancel context.CancelFunc
+}
+
+func (k *streamKind) datagram() bool { return false }
+func (k *streamKind) check() error   { return nil }
+
+func (k *streamKind) setup(o drain.Options) {
+	k.d = drain.New(o)
+	k.ctx, k.cancel = context.WithCancel(context.Background())
+	k.d.OnDrain(k.cancel)
+}
+
+func (k *streamKind) serve(sock any) error {
+	ln := k.d.Listen(sock.(net.Listener))
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if k.d.Draining() {
+				return nil
+			}
+			return err
+		}
+		go func() {
+			defer c.Close()
+			k.h(k.ctx, c)
+		}()
+	}
+}
+
+func (k *streamKind) pause()           {}
+func (k *streamKind) resume()          {}
+func (k *streamKind) stopAccepting()   { k.d.StopAccepting() }
+func (k *streamKind) connections() int { return k.d.Connections() }
+
+func (k *streamKind) drain(ctx context.Context) (drain.Report, error) { return k.d.Shutdown(ctx) }
+
+// datagramKind reads a datagram socket in one loop per socket.
+type datagramKind struct {
+	h DatagramHandler
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	paused  bool
+	stopped bool
+	reading int              // loops inside ReadFrom or the handler
+	pcs     []net.PacketConn // being served
+	loops   sync.WaitGroup
+}
+
+func (k *datagramKind) datagram() bool { return true }
+func (k *datagramKind) check() error   { return nil }
+
+func (k *datagramKind) setup(drain.Options) { k.cond = sync.NewCond(&k.mu) }
+
+// past is a read deadline that makes a blocked ReadFrom return at once.
+var past = time.Unix(1, 0)
+
+func (k *datagramKind) serve(sock any) error {
+	pc := sock.(net.PacketConn)
+	k.mu.Lock()
+	if k.stopped {
+		k.mu.Unlock()
+		return nil
+	}
+	k.pcs = append(k.pcs, pc)
+	k.loops.Add(1)
+	k.mu.Unlock()
+	defer k.loops.Done()
+	buf := make([]byte, 64<<10)
+	delay := 5 * time.Millisecond
+	for {
+		k.mu.Lock()
+		for k.paused && !k.stopped {
+			k.cond.Wait()
+		}
+		if k.stopped {
+			k.mu.Unlock()
+			return nil
+		}
+		k.reading++
+		k.mu.Unlock()
+
+		n, from, err := pc.ReadFrom(buf)
+		if n > 0 || err == nil {
+			// Read, so ours to answer, whatever came meanwhile.
+			k.h(pc, buf[:n], from)
+		}
+		k.mu.Lock()
+		k.reading--
+		k.cond.Broadcast()
+		stopped := k.stopped
+		k.mu.Unlock()
+		switch {
+		case err == nil:
+			delay = 5 * time.Millisecond
+		case stopped || errors.Is(err, net.ErrClosed):
+			return nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// Paused or stopped; the loop looks again.
+		case isTemporary(err):
+			time.Sleep(delay)
+			delay = min(2*delay, time.Second)
+		default:
+			return fmt.Errorf("read %s: %w", pc.LocalAddr(), err)
+		}
+	}
+}
+
+func (k *datagramKind) pause() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.paused = true
+	for _, pc := range k.pcs {
+		pc.SetReadDeadline(past)
+	}
+	for k.reading > 0 {
+		k.cond.Wait()
+	}
+}
+
+func (k *datagramKind) resume() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.paused = false
+	for _, pc := range k.pcs {
+		pc.SetReadDeadline(time.Time{})
+	}
+	k.cond.Broadcast()
+}
+
+func (k *datagramKind) stopAccepting() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stopped = true
+	for _, pc := range k.pcs {
+		pc.SetReadDeadline(past)
+	}
+	k.cond.Broadcast()
+}
+
+func (k *datagramKind) connections() int { return 0 }
+
+func (k *datagramKind) drain(ctx context.Context) (drain.Report, error) {
+	start := time.Now()
+	k.stopAccepting()
+	done := make(chan struct{})
+	go func() { k.loops.Wait(); close(done) }()
+	select {
+	case <-done:
+		return drain.Report{Duration: time.Since(start)}, nil
+	case <-ctx.Done():
+		k.mu.Lock()
+		cut := k.reading
+		k.mu.Unlock()
+		return drain.Report{Duration: time.Since(start), Cut: cut},
+			fmt.Errorf("%w: %d datagram handlers still running: %w", drain.ErrCut, cut, context.Cause(ctx))
+	}
+}
+
+// isTemporary reports whether a read error of a datagram socket passes:
+// out of buffers or memory, or an ICMP error queued on the socket.
+func isTemporary(err error) bool {
+	return errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// holdKind keeps a socket open without serving it.
+type holdKind struct {
+	why   string
+	dgram bool
+}
+
+func (k *holdKind) datagram() bool                              { return k.dgram }
+func (k *holdKind) check() error                                { return nil }
+func (k *holdKind) setup(drain.Options)                         {}
+func (k *holdKind) serve(any) error                             { return nil }
+func (k *holdKind) pause()                                      {}
+func (k *holdKind) resume()                                     {}
+func (k *holdKind) stopAccepting()                              {}
+func (k *holdKind) connections() int                            { return 0 }
+func (k *holdKind) drain(context.Context) (drain.Report, error) { return drain.Report{}, nil }
