@@ -1,8 +1,23 @@
-// Package baton holds the release version of the baton kit.
+// Package baton runs a Go service's servers (HTTP with h2c or TLS, gRPC,
+// raw streams, datagrams), each on a socket named after its systemd
+// .socket unit, as one systemd service: baton.Run(ctx, opts,
+// baton.HTTP(baton.Socket{Name: "http"}, srv), baton.GRPC(...), ...).
 //
-// baton makes a Go network service a first-class systemd citizen: systemd
-// owns the listening sockets and hands them over (package activation), the
-// service reports its state (package systemd), drains on SIGTERM (package
-// drain) and swaps in a new binary on reload without dropping a connection
-// (package upgrade). cmd/webapp is the reference service built with it.
+// Run takes every socket by name from systemd (socket activation), from
+// the previous generation during a reload, or binds a fallback address
+// when run without systemd; it sends one READY=1 when all servers serve,
+// swaps in a new binary on reload without dropping a queued, in-flight or
+// kept-alive connection, and on SIGTERM drains all servers within one
+// deadline. Serve is the short form for a single HTTP server.
+//
+// Each kind of server keeps its protocol's behaviour in one place: how it
+// serves a socket, how it stops taking work at a hand-over, how it drains
+// (HTTP: "Connection: close" and GOAWAY, then an idle grace; gRPC:
+// GracefulStop; streams: their context ends; datagrams: one reader at a
+// time) and how it is cut at the deadline. The packages under it stay
+// protocol-blind: activation (named sockets), systemd (notify, watchdog,
+// journal), drain (connection tracking and the drain order) and upgrade
+// (the binary swap, its handshake and the control socket). gRPC plugs in
+// through the small GRPCServer interface, so baton imports no gRPC.
+// cmd/webapp is the reference service built with it.
 package baton

@@ -113,7 +113,9 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 			opts.OnHandoverStep(s)
 		}
 	}
-	serveErr := make(chan error, 1+len(g.servers))
+	// One value from each serving goroutine (and the probe's), so that
+	// none is left blocked when Run returns.
+	serveErr := make(chan error, 1+g.sockets())
 	health := opts.HealthCheck
 	if health == nil {
 		health = func(context.Context) error { return nil }
@@ -284,6 +286,15 @@ func (g *group) serve(errs chan<- error) {
 			go func() { errs <- named(s, s.kind.serve(ln)) }()
 		}
 	}
+}
+
+// sockets is how many sockets the servers serve.
+func (g *group) sockets() int {
+	n := 0
+	for _, s := range g.servers {
+		n += len(g.set.Listeners(s.sock.Name)) + len(g.set.PacketConns(s.sock.Name))
+	}
+	return n
 }
 
 func named(s *Server, err error) error {
