@@ -8,18 +8,26 @@
 //     closes; systemd (or the next generation of the binary) still holds
 //     it, so new connections wait in the kernel's queue instead of being
 //     refused.
-//  2. Every response written from now on, including those of requests
-//     already in flight, carries "Connection: close", so each kept-alive
-//     client learns after its next answer that it must reconnect.
+//  2. Every HTTP/1 response written from now on, including those of
+//     requests already in flight, carries "Connection: close", so each
+//     kept-alive client learns after its next answer that it must
+//     reconnect. HTTP/2 answers do not (net/http would turn it into an
+//     immediate GOAWAY): see step 4.
 //  3. For a grace (Options.IdleGrace, one second by default) the servers
 //     keep serving kept-alive connections, so that a client which sent
 //     its next request just as the drain began is still answered.
 //     net/http's own Shutdown, and SetKeepAlivesEnabled(false), close idle
 //     connections at once and lose exactly those requests.
-//  4. The servers' Shutdown closes the connections that are still idle and
-//     waits for requests in flight; raw and hijacked connections are waited
-//     for until their owners close them.
-//  5. When the context ends first, whatever is left is closed by force
+//  4. HTTP/2 connections that are busy go on being served until each has
+//     had no open stream for the idle grace, or until half the time left
+//     to the deadline has passed: a client that keeps its connection busy
+//     loses nothing, even one that does not reconnect after GOAWAY (h2load
+//     gives up a connection's remaining requests then).
+//  5. The servers' Shutdown sends GOAWAY on every HTTP/2 connection (whose
+//     open streams finish), closes the connections that are still idle
+//     and waits for requests in flight; raw and hijacked connections are
+//     waited for until their owners close them.
+//  6. When the context ends first, whatever is left is closed by force
 //     and counted: Shutdown returns an error wrapping ErrCut and the
 //     context's error, and a Report saying how many connections were cut.
 //

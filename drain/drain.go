@@ -66,6 +66,7 @@ type Drainer struct {
 	servers   map[*http.Server]struct{}
 	listeners map[*listener]struct{}
 	conns     map[net.Conn]http.ConnState // connections of the servers
+	h2        map[net.Conn]time.Time      // the HTTP/2 ones among them: idle since (zero: streams open)
 	raw       map[*conn]struct{}          // raw and hijacked connections
 	serving   int                         // Serve calls that have not returned
 	onDrain   []func()
@@ -79,6 +80,7 @@ func New(opts Options) *Drainer {
 		servers:   make(map[*http.Server]struct{}),
 		listeners: make(map[*listener]struct{}),
 		conns:     make(map[net.Conn]http.ConnState),
+		h2:        make(map[net.Conn]time.Time),
 		raw:       make(map[*conn]struct{}),
 		changed:   make(chan struct{}),
 	}
@@ -184,6 +186,13 @@ func (d *Drainer) register(srv *http.Server, ln net.Listener) (*listener, error)
 		h = http.DefaultServeMux
 	}
 	srv.Handler = &handler{d: d, h: h}
+	prevCtx := srv.ConnContext
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if prevCtx != nil {
+			ctx = prevCtx(ctx, c)
+		}
+		return context.WithValue(ctx, connKey{}, &connMark{c: c})
+	}
 	prev := srv.ConnState
 	srv.ConnState = func(c net.Conn, st http.ConnState) {
 		d.connState(c, st)
@@ -200,10 +209,49 @@ func (d *Drainer) connState(c net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateClosed, http.StateHijacked:
 		delete(d.conns, c)
+		delete(d.h2, c)
 		d.wakeLocked()
 	default:
 		d.conns[c] = st
+		if _, ok := d.h2[c]; ok {
+			var since time.Time
+			if st == http.StateIdle {
+				since = time.Now()
+			}
+			d.h2[c] = since
+			d.wakeLocked()
+		}
 	}
+}
+
+// connKey is the request context key of a connection's connMark.
+type connKey struct{}
+
+// connMark notes, once per connection, that it speaks HTTP/2.
+type connMark struct {
+	c  net.Conn
+	h2 atomic.Bool
+}
+
+// sawHTTP2 records that c speaks HTTP/2 (its first request says so).
+func (d *Drainer) sawHTTP2(m *connMark) {
+	if m.h2.Swap(true) {
+		return
+	}
+	d.mu.Lock()
+	if _, ok := d.conns[m.c]; ok {
+		if _, ok := d.h2[m.c]; !ok {
+			d.h2[m.c] = time.Time{} // a stream is open: this request
+		}
+	}
+	d.mu.Unlock()
+}
+
+// HTTP2 returns how many connections speak HTTP/2.
+func (d *Drainer) HTTP2() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.h2)
 }
 
 func (d *Drainer) signalLocked() {
@@ -292,6 +340,7 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 	d.mu.Unlock()
 
 	d.grace(ctx)
+	d.settleHTTP2(ctx)
 	early := d.early()
 
 	// The servers' Shutdown closes idle connections and waits for the rest,
@@ -417,6 +466,51 @@ func (d *Drainer) grace(ctx context.Context) {
 	t := time.NewTimer(g)
 	defer t.Stop()
 	d.waitAll(ctx, t.C, true)
+}
+
+// settleHTTP2 lets busy HTTP/2 connections finish before the servers'
+// Shutdown sends every one of them GOAWAY: it returns once each HTTP/2
+// connection left has had no open stream for the idle grace, or half of
+// the time left to the deadline has passed. A client's streams on a
+// connection it keeps busy are answered meanwhile; HTTP/2 has no
+// "Connection: close", and a client that does not reconnect after GOAWAY
+// (a benchmark tool such as h2load) would lose every request it has yet
+// to send.
+func (d *Drainer) settleHTTP2(ctx context.Context) {
+	g := d.opts.IdleGrace
+	if g == 0 {
+		g = DefaultIdleGrace
+	}
+	if g < 0 {
+		return
+	}
+	limit := time.Now().Add(g)
+	if dl, ok := ctx.Deadline(); ok {
+		limit = time.Now().Add(time.Until(dl) / 2)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(limit) {
+		d.mu.Lock()
+		busy := false
+		for _, since := range d.h2 {
+			if since.IsZero() || time.Since(since) < g {
+				busy = true
+				break
+			}
+		}
+		ch := d.changed
+		d.mu.Unlock()
+		if !busy {
+			return
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // waitAll waits until no connection is left (and, with loops, no Serve

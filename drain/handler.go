@@ -13,6 +13,16 @@ type handler struct {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		// An HTTP/2 connection is told to go by GOAWAY at the end of the
+		// drain, not by "Connection: close" on each answer (which
+		// net/http turns into a GOAWAY at once).
+		if m, ok := r.Context().Value(connKey{}).(*connMark); ok {
+			h.d.sawHTTP2(m)
+		}
+		h.h.ServeHTTP(w, r)
+		return
+	}
 	rw := &responseWriter{ResponseWriter: w, d: h.d}
 	h.h.ServeHTTP(rw, r)
 	if !rw.wroteHeader {
