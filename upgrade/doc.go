@@ -24,7 +24,9 @@
 //  2. The new generation (Inherited, then Handoff.Ready) sets up its server
 //     and proves it healthy without accepting a connection from the shared
 //     sockets, then writes "ready" on the socketpair (step "ready").
-//  3. The old generation writes "commit" (step "committed"). The new one
+//  3. The old generation calls Options.Pause, if set, and writes "commit"
+//     (step "committed"): from here on the new one may read what only one
+//     generation may read at a time, such as a datagram socket. The new one
 //     starts accepting beside it and answers "accepting"
 //     (Handoff.Accepting). Both accept from the same socket meanwhile, so
 //     no queued connection is ever orphaned.
@@ -43,9 +45,13 @@
 // one still serves. If the new binary cannot be started, exits, crashes,
 // does not say "ready" or "accepting" within Options.Timeout, the old
 // generation kills it, stays the main process, sends READY=1 with
-// STATUS=reload failed: <why>, and Upgrade returns the reason. A request
-// for an upgrade while one is under way waits for that one and gets its
-// outcome, so there are never two new generations. After a successful
+// STATUS=reload failed: <why>, and Upgrade returns the reason. Every
+// failure after Options.Pause was called (the new one dies, hangs or
+// breaks the handshake after the commit, dies as it is announced, or the
+// service is told to stop meanwhile) calls Options.Resume once, before
+// Upgrade returns; a success never does. A request for an upgrade while
+// one is under way waits for that one and gets its outcome, so there are
+// never two new generations. After a successful
 // upgrade, further requests get ErrHandedOver. Every wait of the old
 // generation prefers a line that has arrived to a deadline that has
 // passed: a process that was stopped (SIGSTOP) and continued finds all its

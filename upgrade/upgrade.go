@@ -80,6 +80,13 @@ type Options struct {
 	// stop accepting there (drain.Drainer.StopAccepting), so that a client
 	// that connects after Upgrade returns is answered by the new one.
 	OnCommit func()
+	// Pause, if set, is called just before the old generation writes
+	// "commit": stop there what only one generation may do at a time
+	// (reading a datagram socket). If the hand-over fails after that and
+	// this generation stays the service, Resume is called (if set) before
+	// Upgrade returns the error. After a successful hand-over only OnCommit
+	// is called.
+	Pause, Resume func()
 	// OnStep, if set, is called synchronously as the old generation
 	// passes each step of the hand-over (a place to log or trace it).
 	OnStep func(Step)
@@ -220,8 +227,16 @@ func (u *Upgrader) attempt(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
-// run starts the new generation and commits to it; it returns the new pid.
-func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
+// run starts the new generation and commits to it; it returns the new
+// pid. Once it has called Options.Pause, every error return calls
+// Options.Resume.
+func (u *Upgrader) run(ctx context.Context, start time.Time) (pid int, err error) {
+	paused := false
+	defer func() {
+		if paused && err != nil && u.opts.Resume != nil {
+			u.opts.Resume()
+		}
+	}()
 	if err := checkExecutable(u.opts.Path); err != nil {
 		return 0, fmt.Errorf("cannot start the new binary: %w", err)
 	}
@@ -271,7 +286,8 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	pidR.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, rerr := bufio.NewReader(pidR).ReadString('\n')
 	werr := reap(shPID)
-	pid, perr := strconv.Atoi(strings.TrimSpace(line))
+	var perr error
+	pid, perr = strconv.Atoi(strings.TrimSpace(line))
 	if rerr != nil || perr != nil || pid <= 0 {
 		return 0, fmt.Errorf("cannot start the new binary: no process id from the shell (%v, %v)", rerr, werr)
 	}
@@ -332,6 +348,10 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	if nw.exited() {
 		return gone()
 	}
+	if u.opts.Pause != nil {
+		u.opts.Pause()
+	}
+	paused = true
 	if err := nw.send(lineCommit); err != nil {
 		if nw.exitedWithin(time.Second) {
 			return gone()

@@ -136,13 +136,23 @@ func newSetup(t *testing.T) *setup {
 // upgrader starts this test binary in the given child mode.
 func (s *setup) upgrader(t *testing.T, mode string, timeout time.Duration) *upgrade.Upgrader {
 	t.Helper()
+	return s.upgraderWith(t, mode, timeout, nil)
+}
+
+// upgraderWith is upgrader with options changed by edit.
+func (s *setup) upgraderWith(t *testing.T, mode string, timeout time.Duration, edit func(*upgrade.Options)) *upgrade.Upgrader {
+	t.Helper()
 	n, err := systemd.NewNotifier(s.notify.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("UPGRADE_TEST_CHILD", mode)
 	t.Setenv("UPGRADE_TEST_PIDS", s.pids)
-	u, err := upgrade.New(upgrade.Options{Path: os.Args[0], Timeout: timeout, Notifier: n, OnCommit: func() { s.committed.Add(1) }}, func(firstFD int) (upgrade.Handover, error) {
+	opts := upgrade.Options{Path: os.Args[0], Timeout: timeout, Notifier: n, OnCommit: func() { s.committed.Add(1) }}
+	if edit != nil {
+		edit(&opts)
+	}
+	u, err := upgrade.New(opts, func(firstFD int) (upgrade.Handover, error) {
 		return upgrade.Handover{Files: []*os.File{s.file}, Env: []string{"TEST_LISTEN_FD=" + strconv.Itoa(firstFD)}}, nil
 	})
 	if err != nil {
@@ -180,6 +190,25 @@ func nonblocking(t *testing.T, f *os.File) bool {
 	var flags int
 	sc.Control(func(fd uintptr) { flags, _ = unix.FcntlInt(fd, unix.F_GETFL, 0) })
 	return flags&unix.O_NONBLOCK != 0
+}
+
+// killAndWait kills pid and waits, at most within, until all its threads
+// have exited, and so closed its descriptors: its main thread shows as a
+// zombie before the others are done.
+func killAndWait(t *testing.T, pid int, within time.Duration) {
+	t.Helper()
+	syscall.Kill(pid, syscall.SIGKILL)
+	tasks := fmt.Sprintf("/proc/%d/task", pid)
+	for deadline := time.Now().Add(within); ; time.Sleep(10 * time.Millisecond) {
+		ents, err := os.ReadDir(tasks)
+		if err != nil || len(ents) <= 1 && !alive(pid) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("pid %d still has %d threads %v after SIGKILL", pid, len(ents), within)
+			return
+		}
+	}
 }
 
 // alive reports whether pid runs (a zombie counts as dead).
@@ -527,5 +556,126 @@ func TestInheritedNotAChild(t *testing.T) {
 	}
 	if v := os.Getenv("BATON_UPGRADE_FD"); v != "" {
 		t.Errorf("BATON_UPGRADE_FD=%q after Inherited, want it unset", v)
+	}
+}
+
+// events records, in order, the hooks an Upgrader calls: its steps,
+// "pause", "resume" and "commit" (OnCommit).
+type events struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (e *events) add(s string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.got = append(e.got, s)
+}
+
+func (e *events) list() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.got...)
+}
+
+func (e *events) count(s string) int {
+	n := 0
+	for _, g := range e.list() {
+		if g == s {
+			n++
+		}
+	}
+	return n
+}
+
+// Pause is called once just before the commit; Resume exactly once on
+// every failure after it, as the last thing before Upgrade returns, and
+// never after a success or a failure before the commit.
+func TestPauseResume(t *testing.T) {
+	tests := []struct {
+		name    string
+		mode    string
+		timeout time.Duration
+		// at, if set, is done at the step, with the cancel of
+		// Upgrade's context.
+		at                  func(s upgrade.Step, pids []int, cancel context.CancelFunc)
+		want                string // "" for success
+		pauses, resumes, on int    // calls of Pause, Resume, OnCommit
+	}{
+		{name: "success", mode: "good", timeout: 10 * time.Second, pauses: 1, on: 1},
+		{name: "exits before ready", mode: "exit", timeout: 10 * time.Second, want: "exited before it was ready"},
+		{name: "hangs before ready", mode: "hang", timeout: 500 * time.Millisecond, want: "not ready within"},
+		{name: "canceled before the commit", mode: "hang", timeout: 10 * time.Second, want: "canceled",
+			at: func(s upgrade.Step, _ []int, cancel context.CancelFunc) {
+				if s == upgrade.StepStarted {
+					cancel()
+				}
+			}},
+		{name: "dies after the commit", mode: "die-at-commit", timeout: 10 * time.Second, want: "exited after the commit", pauses: 1, resumes: 1},
+		{name: "not accepting in time", mode: "hang-at-commit", timeout: 500 * time.Millisecond, want: "did not start accepting", pauses: 1, resumes: 1},
+		{name: "canceled after the commit", mode: "hang-at-commit", timeout: 10 * time.Second, want: "canceled", pauses: 1, resumes: 1,
+			at: func(s upgrade.Step, _ []int, cancel context.CancelFunc) {
+				if s == upgrade.StepCommitted {
+					cancel()
+				}
+			}},
+		{name: "dies at its announcement", mode: "good", timeout: 10 * time.Second, want: "as it took over", pauses: 1, resumes: 1,
+			at: func(s upgrade.Step, pids []int, _ context.CancelFunc) {
+				if s != upgrade.StepAnnounced {
+					return
+				}
+				for _, pid := range pids {
+					killAndWait(t, pid, 5*time.Second)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSetup(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var ev events
+			u := s.upgraderWith(t, tt.mode, tt.timeout, func(o *upgrade.Options) {
+				o.Pause = func() { ev.add("pause") }
+				o.Resume = func() { ev.add("resume") }
+				o.OnCommit = func() { ev.add("commit") }
+				o.OnStep = func(st upgrade.Step) {
+					ev.add(string(st))
+					if tt.at != nil {
+						tt.at(st, s.children(t), cancel)
+					}
+				}
+			})
+			res, err := u.Upgrade(ctx)
+			for _, pid := range s.children(t) {
+				killAtEnd(t, pid)
+			}
+			got := ev.list()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Upgrade() = %v, want success", err)
+			case tt.want == "" && res.PID == 0:
+				t.Fatalf("Upgrade() = %+v, want the new pid", res)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Upgrade() = %+v, %v; want an error saying %q", res, err, tt.want)
+			}
+			if n := ev.count("pause"); n != tt.pauses {
+				t.Errorf("Pause called %d times, want %d (events %v)", n, tt.pauses, got)
+			}
+			if n := ev.count("resume"); n != tt.resumes {
+				t.Errorf("Resume called %d times, want %d (events %v)", n, tt.resumes, got)
+			}
+			if n := ev.count("commit"); n != tt.on {
+				t.Errorf("OnCommit called %d times, want %d (events %v)", n, tt.on, got)
+			}
+			for i, e := range got {
+				switch {
+				case e == "pause" && (i == 0 || got[i-1] != string(upgrade.StepReady) || i+1 == len(got) || got[i+1] != string(upgrade.StepCommitted)):
+					t.Errorf("events %v: want pause between %s and %s", got, upgrade.StepReady, upgrade.StepCommitted)
+				case e == "resume" && i+1 != len(got):
+					t.Errorf("events %v: want resume last, as Upgrade returns", got)
+				}
+			}
+		})
 	}
 }
