@@ -3,8 +3,10 @@ package upgrade_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -47,12 +49,17 @@ func TestMain(m *testing.M) {
 	os.Exit(99)
 }
 
-// child inherits the listener at fd 3, becomes ready (after 300ms when
-// slow), and answers each connection with its pid; with an inherited
-// control socket it answers control requests too.
+// child inherits the listener at fd 3, reports what else it inherited
+// (report), becomes ready (after 300ms when slow), and answers each
+// connection with its pid; with an inherited control socket it answers
+// control requests too.
 func child(mode string) int {
 	h, err := upgrade.Inherited()
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	if err := writeReport(h); err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 1
 	}
@@ -106,6 +113,49 @@ func child(mode string) int {
 		go u.ServeControl(context.Background(), c)
 	}
 	return <-accepted
+}
+
+// report is what a new generation inherited, as it writes it into its
+// pid file before it says it is ready.
+type report struct {
+	// Same: a second Inherited returned the same Handoff.
+	Same  bool
+	Files []reportedFile
+	// Env holds the hand-over variables still set after Inherited.
+	Env []string
+}
+
+type reportedFile struct {
+	Name, Content string
+	CloseOnExec   bool
+}
+
+func writeReport(h *upgrade.Handoff) error {
+	again, err := upgrade.Inherited()
+	r := report{Same: again == h && err == nil}
+	for _, f := range h.Files() {
+		b, err := io.ReadAll(io.NewSectionReader(f.File, 0, 1<<20))
+		if err != nil {
+			return err
+		}
+		flags, err := unix.FcntlInt(f.File.Fd(), unix.F_GETFD, 0)
+		if err != nil {
+			return err
+		}
+		r.Files = append(r.Files, reportedFile{Name: f.Name, Content: string(b), CloseOnExec: flags&unix.FD_CLOEXEC != 0})
+	}
+	for _, kv := range os.Environ() {
+		for _, k := range []string{"BATON_UPGRADE_FD=", "BATON_CONTROL_FD=", "BATON_UPGRADE_PID=", "BATON_UPGRADE_PARENT=", "BATON_FILES=", "BATON_FILES_FD="} {
+			if strings.HasPrefix(kv, k) {
+				r.Env = append(r.Env, kv)
+			}
+		}
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(os.Getenv("UPGRADE_TEST_PIDS"), strconv.Itoa(os.Getpid())), b, 0o644)
 }
 
 type setup struct {
@@ -171,6 +221,20 @@ func (s *setup) children(t *testing.T) []int {
 		pids = append(pids, p)
 	}
 	return pids
+}
+
+// report reads what the new generation pid inherited.
+func (s *setup) report(t *testing.T, pid int) report {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.pids, strconv.Itoa(pid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("report of pid %d: %v (%q)", pid, err, b)
+	}
+	return r
 }
 
 func killAtEnd(t *testing.T, pid int) {
@@ -313,6 +377,11 @@ func TestUpgradeHandsOver(t *testing.T) {
 	}
 	if _, err := u.Upgrade(context.Background()); !errors.Is(err, upgrade.ErrHandedOver) {
 		t.Errorf("second Upgrade() after hand-over = %v, want ErrHandedOver", err)
+	}
+	// Upgrade passes no files, and Inherited is the same on every call.
+	r := s.report(t, res.PID)
+	if len(r.Files) != 0 || !r.Same || len(r.Env) != 0 {
+		t.Errorf("new generation inherited %+v, want no files, one Handoff, no hand-over variables left", r)
 	}
 }
 
@@ -544,18 +613,21 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 }
 
+// A process not started by a previous generation inherits nothing, on
+// every call.
 func TestInheritedNotAChild(t *testing.T) {
-	t.Setenv("BATON_UPGRADE_FD", "")
-	if _, err := upgrade.Inherited(); !errors.Is(err, upgrade.ErrNotInherited) {
-		t.Errorf("Inherited() without the marker = %v, want ErrNotInherited", err)
-	}
 	t.Setenv("BATON_UPGRADE_FD", "7")
 	t.Setenv("BATON_UPGRADE_PARENT", "1")
-	if _, err := upgrade.Inherited(); !errors.Is(err, upgrade.ErrNotInherited) {
-		t.Errorf("Inherited() with another parent = %v, want ErrNotInherited", err)
-	}
-	if v := os.Getenv("BATON_UPGRADE_FD"); v != "" {
-		t.Errorf("BATON_UPGRADE_FD=%q after Inherited, want it unset", v)
+	t.Setenv("BATON_FILES", "tls.crt")
+	t.Setenv("BATON_FILES_FD", "8")
+	for i := range 2 {
+		h, err := upgrade.Inherited()
+		if !errors.Is(err, upgrade.ErrNotInherited) || h != nil {
+			t.Errorf("Inherited() call %d with another parent = %v, %v; want ErrNotInherited", i+1, h, err)
+		}
+		if files := h.Files(); files != nil {
+			t.Errorf("Files() of a fresh start = %v, want nil", files)
+		}
 	}
 }
 
