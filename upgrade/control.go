@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,10 @@ var (
 	// ErrStopping is returned by Request when the upgrade was abandoned
 	// because the service is stopping.
 	ErrStopping = errors.New("upgrade: abandoned, the service is stopping")
+	// ErrBusy is returned by Request for a reload that carries files
+	// while another upgrade is under way: the new generation that one
+	// starts would not get them. Reload again once it is done.
+	ErrBusy = errors.New("upgrade: another upgrade is under way")
 )
 
 // ListenControl binds the control socket at path, readable and writable by
@@ -121,8 +126,10 @@ func (u *Upgrader) ServeControl(ctx context.Context, ln net.Listener) error {
 
 // The control protocol: one request line, one answer line.
 const (
-	// maxRequest bounds a request line, newline included.
-	maxRequest = 256
+	// maxRequest bounds a request line, newline included: room for
+	// "reload " and maxFiles names of maxFileName bytes, each followed by
+	// ':' or, for the last, the newline.
+	maxRequest = len(verbReload+" ") + maxFiles*(maxFileName+1)
 	// requestTimeout bounds the wait for the request line.
 	requestTimeout = 10 * time.Second
 	// maxAnswer bounds an answer line, newline included.
@@ -139,6 +146,9 @@ func (u *Upgrader) answer(ctx context.Context, c *net.UnixConn) {
 }
 
 // reply is the answer line to the request on c, without its newline.
+// Every descriptor the request carried is closed before reply returns:
+// when it is refused at once, and when it was handed to a new generation,
+// once the upgrade is over.
 func (u *Upgrader) reply(ctx context.Context, c *net.UnixConn) string {
 	uid, err := peerUID(c)
 	if err != nil {
@@ -151,56 +161,110 @@ func (u *Upgrader) reply(ctx context.Context, c *net.UnixConn) string {
 		return fmt.Sprintf("error permission denied: uid %d is neither root nor the service's user", uid)
 	}
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
-	line, err := readRequest(c)
+	line, fds, err := readRequest(c)
+	defer func() { closeFDs(fds) }() // those not taken as files
+	var verb string
+	var names []string
+	if err == nil {
+		c.SetReadDeadline(time.Time{})
+		verb, names, err = parseRequest(line)
+	}
+	if err == nil && len(fds) != len(names) {
+		err = fmt.Errorf("bad request: it names %s but carries %s", count(len(names), "file"), count(len(fds), "descriptor"))
+	}
+	var files []File
+	if err == nil && len(fds) > 0 {
+		files, err = takeFiles(names, fds)
+		fds = nil
+		defer closeFiles(files)
+	}
 	if err != nil {
 		if u.opts.Logger != nil {
 			u.opts.Logger.Warnf("upgrade: control request refused: %v", err)
 		}
 		return "error " + err.Error()
 	}
-	c.SetReadDeadline(time.Time{})
-	switch line {
-	case "reload":
-		res, err := u.Upgrade(ctx)
-		if err != nil {
-			return "error " + oneLine(strings.TrimPrefix(err.Error(), "upgrade: "))
-		}
-		return fmt.Sprintf("ok %d %d", res.PID, res.Duration.Microseconds())
-	case "pid":
+	if verb == verbPID {
 		return fmt.Sprintf("ok %d 0", os.Getpid())
 	}
-	if u.opts.Logger != nil {
-		u.opts.Logger.Warnf("upgrade: control request refused: unknown request %.64q", line)
+	if len(files) > 0 {
+		u.logf("upgrade: reload request with files %s", strings.Join(names, ", "))
 	}
-	return fmt.Sprintf("error unknown request %.64q: want reload", line)
+	res, err := u.upgrade(ctx, files)
+	if err != nil {
+		return "error " + oneLine(strings.TrimPrefix(err.Error(), "upgrade: "))
+	}
+	return fmt.Sprintf("ok %d %d", res.PID, res.Duration.Microseconds())
 }
 
-// readRequest reads one request line from r and returns it without its
-// newline. The errors are meant for the answer line.
-func readRequest(r io.Reader) (string, error) {
+// count is "no <what>s", "1 <what>" or "<n> <what>s".
+func count(n int, what string) string {
+	switch n {
+	case 0:
+		return "no " + what + "s"
+	case 1:
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
+}
+
+// takeFiles makes files of the descriptors a reload request carried, one
+// for each name, and checks that each is a regular file. On error it
+// returns the files it made, for the caller to close with the rest of
+// fds; on success every descriptor is in a file.
+func takeFiles(names []string, fds []int) ([]File, error) {
+	files := make([]File, 0, len(fds))
+	for i, fd := range fds {
+		files = append(files, File{Name: names[i], File: os.NewFile(uintptr(fd), names[i])})
+	}
+	for _, f := range files {
+		fi, err := f.File.Stat()
+		if err != nil {
+			return files, fmt.Errorf("bad request: file %s: %s", f.Name, oneLine(err.Error()))
+		}
+		if !fi.Mode().IsRegular() {
+			return files, fmt.Errorf("bad request: file %s: not a regular file (%s)", f.Name, kind(fi.Mode()))
+		}
+	}
+	return files, nil
+}
+
+// readRequest reads one request line from c and returns it without its
+// newline, with the descriptors that came with it (SCM_RIGHTS), which the
+// caller closes, also with an error. The errors are meant for the answer
+// line.
+func readRequest(c *net.UnixConn) (string, []int, error) {
 	buf := make([]byte, maxRequest+1)
+	// Room for as many descriptors as a request may carry: the kernel
+	// closes those that do not fit, and says so (MSG_CTRUNC).
+	oob := make([]byte, rightsSpace(maxFiles))
+	var fds []int
 	n := 0
 	for n < len(buf) {
-		m, err := r.Read(buf[n:])
+		m, got, truncated, err := readMsg(c, buf[n:], oob)
+		fds = append(fds, got...)
+		if truncated || len(fds) > maxFiles {
+			return "", fds, fmt.Errorf("bad request: more than %d descriptors", maxFiles)
+		}
 		if i := bytes.IndexByte(buf[n:n+m], '\n'); i >= 0 {
 			if n+i >= maxRequest {
 				break
 			}
-			return string(buf[:n+i]), nil
+			return string(buf[:n+i]), fds, nil
 		}
 		n += m
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			return "", fmt.Errorf("bad request: no request line within %v", requestTimeout)
-		case err == io.EOF && n == 0:
-			return "", errors.New("bad request: empty")
-		case err == io.EOF:
-			return "", fmt.Errorf("bad request: %d bytes without a newline", n)
+			return "", fds, fmt.Errorf("bad request: no request line within %v", requestTimeout)
+		case errors.Is(err, io.EOF) && n == 0:
+			return "", fds, errors.New("bad request: empty")
+		case errors.Is(err, io.EOF):
+			return "", fds, fmt.Errorf("bad request: %d bytes without a newline", n)
 		case err != nil:
-			return "", fmt.Errorf("bad request: %s", oneLine(err.Error()))
+			return "", fds, fmt.Errorf("bad request: %s", oneLine(err.Error()))
 		}
 	}
-	return "", fmt.Errorf("request too long: more than %d bytes", maxRequest)
+	return "", fds, fmt.Errorf("request too long: more than %d bytes", maxRequest)
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
@@ -209,15 +273,31 @@ func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 // upgrade, and waits for the outcome: the new main process on success,
 // the reason otherwise. ctx bounds the wait.
 //
+// files, if any, go to the new generation that this request starts
+// (Handoff.Files), such as a rotated certificate and key that a reload
+// command run as root (ExecReload=+) can read and the service's user
+// cannot. At most 16 may be passed, each an open regular file under a
+// distinct name of 1 to 255 printable ASCII characters without ':' or
+// space; anything else is an error before anything is sent. The request
+// line names them in order ("reload tls.crt:tls.key") and carries their
+// descriptors in the same message (SCM_RIGHTS). The running generation
+// keeps no copy once the upgrade is over. A request with files that
+// arrives while another upgrade is under way is refused with ErrBusy:
+// the new generation that one starts would not get them. The caller
+// keeps its files, to close.
+//
 // When the generation it asked goes away before it answers (it was
 // killed, or crashed), whether the swap happened is up to who serves the
 // control socket now: Request asks, for a few seconds, and reports
 // success only if another process answers. It gives up at once when no
 // process holds the socket any more: systemd then restarts the service,
 // and waits for the reload command before it does.
-func Request(ctx context.Context, path string) (Result, error) {
+func Request(ctx context.Context, path string, files ...File) (Result, error) {
+	if err := checkFiles(files); err != nil {
+		return Result{}, err
+	}
 	before, _ := MainPID(ctx, path)
-	res, err := request(ctx, path, "reload")
+	res, err := request(ctx, path, reloadLine(fileNames(files)), files)
 	if err == nil || before == 0 || !isGone(err) || ctx.Err() != nil {
 		return res, err
 	}
@@ -270,11 +350,20 @@ func afterBroken(ctx context.Context, path string, before int, err error) (Resul
 // MainPID asks the generation serving on the control socket at path for
 // its process id.
 func MainPID(ctx context.Context, path string) (int, error) {
-	r, err := request(ctx, path, "pid")
+	r, err := request(ctx, path, verbPID, nil)
 	return r.PID, err
 }
 
-func request(ctx context.Context, path, verb string) (Result, error) {
+// request sends the request line req (without its newline) to the
+// control socket at path, with the descriptors of files, and reads the
+// answer.
+func request(ctx context.Context, path, req string, files []File) (Result, error) {
+	fds, err := rawFDs(files)
+	if err != nil {
+		return Result{}, err
+	}
+	// The descriptors are in use until they are sent.
+	defer runtime.KeepAlive(files)
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if errors.Is(err, os.ErrPermission) {
@@ -289,7 +378,7 @@ func request(ctx context.Context, path, verb string) (Result, error) {
 	defer stop()
 	// A write error is not final: the service may have answered (and
 	// closed) first, refusing the caller; read what it said.
-	_, werr := io.WriteString(c, verb+"\n")
+	werr := writeMsg(c.(*net.UnixConn), []byte(req+"\n"), fds)
 	line, err := bufio.NewReader(io.LimitReader(c, maxAnswer)).ReadString('\n')
 	if err == io.EOF && len(line) == maxAnswer {
 		return Result{}, fmt.Errorf("upgrade: unexpected answer from %s: more than %d bytes without a newline", path, maxAnswer)
@@ -316,6 +405,9 @@ func parseAnswer(line, path string) (Result, error) {
 		}
 		if strings.HasPrefix(msg, "canceled") {
 			return Result{}, fmt.Errorf("%w: %s", ErrStopping, msg)
+		}
+		if rest, ok := strings.CutPrefix(msg, "another upgrade is under way: "); ok {
+			return Result{}, fmt.Errorf("%w: %s", ErrBusy, rest)
 		}
 		return Result{}, errors.New(msg)
 	}
@@ -346,6 +438,21 @@ func decimal(s string) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	return n, err == nil
+}
+
+// rawFDs are the descriptors of files.
+func rawFDs(files []File) ([]int, error) {
+	fds := make([]int, len(files))
+	for i, f := range files {
+		sc, err := f.File.SyscallConn()
+		if err == nil {
+			err = sc.Control(func(fd uintptr) { fds[i] = int(fd) })
+		}
+		if err != nil {
+			return nil, fmt.Errorf("upgrade: cannot pass file %q: %w", f.Name, err)
+		}
+	}
+	return fds, nil
 }
 
 // peerUID is the user id of the process at the other end of c.

@@ -11,7 +11,8 @@ import (
 
 func TestControlAnswers(t *testing.T) {
 	u, log := newFuzzUpgrader(t)
-	long := strings.Repeat("x", 300)
+	long := strings.Repeat("x", maxRequest+100)
+	tooLong := fmt.Sprintf("error request too long: more than %d bytes\n", maxRequest)
 	tests := []struct {
 		name, req, want string
 		upgrade         bool
@@ -20,12 +21,21 @@ func TestControlAnswers(t *testing.T) {
 		{"reload", "reload\n", "error cannot start the new binary: ", true},
 		{"unknown", "restart\n", "error unknown request \"restart\": want reload\n", false},
 		{"carriage return", "reload\r\n", "error unknown request \"reload\\r\": want reload\n", false},
-		{"longest line", strings.Repeat("x", 255) + "\n", "error unknown request \"" + strings.Repeat("x", 64) + "\": want reload\n", false},
-		{"line too long", strings.Repeat("x", 256) + "\n", "error request too long: more than 256 bytes\n", false},
-		{"no newline, long", long, "error request too long: more than 256 bytes\n", false},
-		{"reload then too long", "reload" + long + "\n", "error request too long: more than 256 bytes\n", false},
+		{"longest line", strings.Repeat("x", maxRequest-1) + "\n", "error unknown request \"" + strings.Repeat("x", 64) + "\": want reload\n", false},
+		{"line too long", strings.Repeat("x", maxRequest) + "\n", tooLong, false},
+		{"no newline, long", long, tooLong, false},
+		{"reload then too long", "reload" + long + "\n", tooLong, false},
 		{"no newline", "reload", "error bad request: 6 bytes without a newline\n", false},
 		{"empty", "", "error bad request: empty\n", false},
+		{"files without descriptors", "reload tls.crt:tls.key\n", "error bad request: it names 2 files but carries no descriptors\n", false},
+		{"no names", "reload \n", "error bad request: file name \"\": want 1 to 255 characters\n", false},
+		{"empty name", "reload a::b\n", "error bad request: file name \"\": want 1 to 255 characters\n", false},
+		{"name with a space", "reload a b\n", "error bad request: file name \"a b\": want printable ASCII without ':' or space\n", false},
+		{"name twice", "reload a:b:a\n", "error bad request: file name \"a\": given twice\n", false},
+		{"17 names", "reload a:b:c:d:e:f:g:h:i:j:k:l:m:n:o:p:q\n", "error bad request: 17 files: at most 16\n", false},
+		{"longest name", "reload " + strings.Repeat("n", 255) + "\n", "error bad request: it names 1 file but carries no descriptors\n", false},
+		{"name too long", "reload " + strings.Repeat("n", 256) + "\n", "error bad request: file name \"" + strings.Repeat("n", 64) + "\": want 1 to 255 characters\n", false},
+		{"two spaces", "reload  a\n", "error bad request: file name \" a\": want printable ASCII without ':' or space\n", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,6 +75,8 @@ func TestParseAnswer(t *testing.T) {
 		{line: "error permission denied: uid 7 is neither root nor the service's user", wantErr: "upgrade: permission denied: uid 7", is: ErrDenied},
 		{line: "error canceled, the service is stopping: context canceled", wantErr: "abandoned", is: ErrStopping},
 		{line: "error new generation (pid 7) exited before it was ready", wantErr: "new generation (pid 7) exited before it was ready"},
+		{line: "error another upgrade is under way: the new generation it starts would not get this request's files (a, b); reload again once it is done",
+			wantErr: "upgrade: another upgrade is under way: the new generation it starts would not get this request's files (a, b)", is: ErrBusy},
 	}
 	for _, tt := range tests {
 		got, err := parseAnswer(tt.line, "p")

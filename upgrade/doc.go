@@ -10,9 +10,14 @@
 //     path (not /proc/self/exe, which still names the replaced file), with
 //     the same arguments. The child inherits the listening sockets (the
 //     caller's Handover files, from fd 3 on, with the environment entries
-//     that name them), one end of a socketpair for the handshake, and the
-//     control socket, if any. Their descriptor numbers are passed in
-//     BATON_UPGRADE_FD and BATON_CONTROL_FD. The child is started through
+//     that name them), the files the reload request carried, if any (see
+//     the control socket, below), one end of a socketpair for the
+//     handshake, and the control socket, if any. Their descriptor numbers
+//     are passed in BATON_UPGRADE_FD and BATON_CONTROL_FD; the files' as
+//     BATON_FILES=<name>:<name>… and BATON_FILES_FD=<the first one's>, the
+//     others following it in order. Inherited reads and unsets these
+//     variables, and Handoff.Files returns the files; a process started
+//     afresh has none. The child is started through
 //     /bin/sh, which backgrounds it and exits at once, so that the service
 //     manager becomes its parent before it is announced as MAINPID=
 //     (systemd does not wait on stop for a main process that is not its
@@ -24,7 +29,9 @@
 //  2. The new generation (Inherited, then Handoff.Ready) sets up its server
 //     and proves it healthy without accepting a connection from the shared
 //     sockets, then writes "ready" on the socketpair (step "ready").
-//  3. The old generation writes "commit" (step "committed"). The new one
+//  3. The old generation calls Options.Pause, if set, and writes "commit"
+//     (step "committed"): from here on the new one may read what only one
+//     generation may read at a time, such as a datagram socket. The new one
 //     starts accepting beside it and answers "accepting"
 //     (Handoff.Accepting). Both accept from the same socket meanwhile, so
 //     no queued connection is ever orphaned.
@@ -43,9 +50,15 @@
 // one still serves. If the new binary cannot be started, exits, crashes,
 // does not say "ready" or "accepting" within Options.Timeout, the old
 // generation kills it, stays the main process, sends READY=1 with
-// STATUS=reload failed: <why>, and Upgrade returns the reason. A request
-// for an upgrade while one is under way waits for that one and gets its
-// outcome, so there are never two new generations. After a successful
+// STATUS=reload failed: <why>, and Upgrade returns the reason. Every
+// failure after Options.Pause was called (the new one dies, hangs or
+// breaks the handshake after the commit, dies as it is announced, or the
+// service is told to stop meanwhile) calls Options.Resume once, before
+// Upgrade returns; a success never does. A request for an upgrade while
+// one is under way waits for that one and gets its outcome, so there are
+// never two new generations; a control request that carries files is
+// refused instead (ErrBusy), since the new generation under way would not
+// get them. After a successful
 // upgrade, further requests get ErrHandedOver. Every wait of the old
 // generation prefers a line that has arrived to a deadline that has
 // passed: a process that was stopped (SIGSTOP) and continued finds all its
@@ -108,13 +121,30 @@
 // never changes hands.
 //
 // One connection carries one request line and one answer line. The caller
-// is checked first; then the request must be exactly "reload\n" (or
-// "pid\n", which asks for the serving process's id), at most 256 bytes
-// and within 10 seconds. The answer is "ok <pid> <microseconds>\n" or
-// "error <reason>\n"; anything else (a refused caller, an over-long,
-// unfinished or unknown request) gets an error line, is logged, and
-// starts nothing. The client takes "ok" only as two plain decimal numbers
-// with a positive pid.
+// is checked first; then the request must be exactly one of
+//
+//	reload\n
+//	reload <name>[:<name>]…\n
+//	pid\n
+//
+// at most 4103 bytes and within 10 seconds. "pid" asks for the serving
+// process's id. A reload that names files carries their descriptors
+// (SCM_RIGHTS, sent with the line), exactly one for each name, in order;
+// at most 16, each a regular file, under distinct names of 1 to 255
+// printable ASCII characters without ':' or space (systemd's rules for
+// FDNAME=). The new generation that the request starts inherits them
+// (Handoff.Files); the old one closes its copies once the upgrade is
+// over. The answer is "ok <pid> <microseconds>\n" or "error <reason>\n";
+// anything else (a refused caller, an over-long, unfinished or unknown
+// request, bad names, descriptors that do not match the names one for one
+// or are not regular files) gets an error line, is logged, and starts
+// nothing, and every descriptor that came with it is closed. The client
+// takes "ok" only as two plain decimal numbers with a positive pid.
+//
+// Files let a reload command with more privileges than the service hand
+// it what it cannot open itself: with ExecReload=+… the command runs as
+// root, and can pass a rotated TLS certificate and key that only root
+// can read (Request with files).
 //
 // # Units
 //

@@ -55,6 +55,13 @@ func connPair(t testing.TB) (a, b *net.UnixConn) {
 // whole answer.
 func askControl(t testing.TB, u *Upgrader, req []byte) string {
 	t.Helper()
+	return askControlFDs(t, u, req, nil)
+}
+
+// askControlFDs is askControl with the descriptors fds passed in the
+// same message as req (SCM_RIGHTS).
+func askControlFDs(t testing.TB, u *Upgrader, req []byte, fds []int) string {
+	t.Helper()
 	srv, cli := connPair(t)
 	defer cli.Close()
 	done := make(chan struct{})
@@ -63,7 +70,12 @@ func askControl(t testing.TB, u *Upgrader, req []byte) string {
 		u.answer(context.Background(), srv)
 	}()
 	go func() {
-		cli.Write(req) // fails once the server has answered a long request
+		// Fails once the server has answered a long request.
+		if len(fds) > 0 {
+			cli.WriteMsgUnix(req, syscall.UnixRights(fds...), nil)
+		} else {
+			cli.Write(req)
+		}
 		cli.CloseWrite()
 	}()
 	cli.SetReadDeadline(time.Now().Add(20 * time.Second))
@@ -87,45 +99,76 @@ func newFuzzUpgrader(t testing.TB) (*Upgrader, *countingLogger) {
 }
 
 // FuzzControlRequest drives the control socket's server side with any
-// bytes: there is always exactly one answer line, "ok …" only for the
-// known verbs, and only "reload\n" starts an upgrade.
+// bytes, carrying up to 17 descriptors of regular files, the last one
+// perhaps a directory: there is always exactly one answer line, "ok …"
+// only for the known verbs, only a well-formed reload request with one
+// regular file for each name starts an upgrade, and no descriptor stays
+// open in the server, whatever the request.
 func FuzzControlRequest(f *testing.F) {
-	for _, s := range []string{
-		"reload\n", "pid\n", "reload", "", "\n", "reload\r\n", " reload\n", "RELOAD\n",
-		"reload\nreload\n", "pid\x00\n", "\xff\xfe\n", strings.Repeat("x", 255) + "\n",
-		strings.Repeat("x", 256) + "\n", strings.Repeat("r", 300), "reload" + strings.Repeat(" ", 300) + "\n",
+	for _, s := range []struct {
+		req string
+		n   uint8
+		dir bool
+	}{
+		{"reload\n", 0, false}, {"pid\n", 0, false}, {"reload", 0, false}, {"", 0, false}, {"\n", 0, false},
+		{"reload\r\n", 0, false}, {" reload\n", 0, false}, {"RELOAD\n", 0, false}, {"reload\nreload\n", 0, false},
+		{"pid\x00\n", 0, false}, {"\xff\xfe\n", 0, false}, {strings.Repeat("x", maxRequest-1) + "\n", 0, false},
+		{strings.Repeat("x", maxRequest) + "\n", 0, false}, {strings.Repeat("r", 5000), 0, false},
+		{"reload" + strings.Repeat(" ", 5000) + "\n", 0, false},
+		{"reload tls.crt:tls.key\n", 2, false}, {"reload tls.crt:tls.key\n", 0, false}, {"reload tls.crt:tls.key\n", 1, false},
+		{"reload\n", 2, false}, {"pid\n", 1, false}, {"reload tls.crt:tls.key\n", 2, true}, {"reload a\n", 17, false},
+		{"reload a:a\n", 2, false}, {"reload a:\n", 1, false}, {"reload :a\n", 1, false}, {"reload \n", 0, false},
+		{"reload a b\n", 1, false}, {"reload a\x7f\n", 1, false}, {"restart x\n", 1, false}, {"reload a", 1, false},
+		{"", 3, false}, {"reload " + strings.Repeat("n", 256) + "\n", 1, false},
+		{"reload " + strings.Repeat("n", 255) + "\n", 1, false},
+		{"reload a:b:c:d:e:f:g:h:i:j:k:l:m:n:o:p\n", 16, false}, {"reload a:b:c:d:e:f:g:h:i:j:k:l:m:n:o:p:q\n", 16, false},
 	} {
-		f.Add([]byte(s))
+		f.Add([]byte(s.req), s.n, s.dir)
 	}
 	u, log := newFuzzUpgrader(f)
-	f.Fuzz(func(t *testing.T, req []byte) {
+	// Regular files to pass, and a directory.
+	dir := f.TempDir()
+	var regular []int
+	for i := range maxFiles + 1 {
+		rf, err := os.Create(filepath.Join(dir, fmt.Sprintf("file%d", i)))
+		if err != nil {
+			f.Fatal(err)
+		}
+		defer rf.Close()
+		regular = append(regular, int(rf.Fd()))
+	}
+	df, err := os.Open(dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer df.Close()
+	askControl(f, u, []byte("pid\n")) // the poller's own descriptors, once
+	f.Fuzz(func(t *testing.T, req []byte, n uint8, withDir bool) {
+		fds := append([]int(nil), regular[:int(n)%(maxFiles+2)]...)
+		if withDir && len(fds) > 0 {
+			fds[len(fds)-1] = int(df.Fd())
+		}
+		if len(req) == 0 && len(fds) > 0 {
+			req = []byte{0} // what the kernel gets: descriptors go with a byte
+		}
+		open := openFDs(t)
 		before := log.starts.Load()
-		got := askControl(t, u, req)
+		got := askControlFDs(t, u, req, fds)
 		started := log.starts.Load() - before
+		if now := openFDs(t); now != open {
+			t.Errorf("request %q with %d descriptors: %d descriptors open after it, %d before", req, len(fds), now, open)
+		}
 
 		if strings.Count(got, "\n") != 1 || !strings.HasSuffix(got, "\n") {
 			t.Fatalf("answer to %q = %q, want exactly one line", req, got)
 		}
 		line := strings.TrimSuffix(got, "\n")
-		nl := bytes.IndexByte(req, '\n')
-		var want string // a prefix of the answer
-		switch {
-		case bytes.HasPrefix(req, []byte("reload\n")):
-			want = "error cannot start the new binary"
-		case bytes.HasPrefix(req, []byte("pid\n")):
-			want = fmt.Sprintf("ok %d 0", os.Getpid())
-		case nl >= maxRequest || nl < 0 && len(req) > maxRequest:
-			want = "error request too long: more than 256 bytes"
-		case nl < 0:
-			want = "error bad request: "
-		default:
-			want = "error unknown request "
-		}
+		want, starts := expectAnswer(req, len(fds), withDir)
 		if !strings.HasPrefix(line, want) {
-			t.Errorf("answer to %q = %q, want it to begin with %q", req, line, want)
+			t.Errorf("answer to %q with %d descriptors (directory %v) = %q, want it to begin with %q", req, len(fds), withDir, line, want)
 		}
-		if wantStarts := map[bool]int64{true: 1, false: 0}[bytes.HasPrefix(req, []byte("reload\n"))]; started != wantStarts {
-			t.Errorf("request %q started %d upgrades, want %d", req, started, wantStarts)
+		if wantStarts := map[bool]int64{true: 1, false: 0}[starts]; started != wantStarts {
+			t.Errorf("request %q with %d descriptors started %d upgrades, want %d", req, len(fds), started, wantStarts)
 		}
 		// The client reads the same answer the same way.
 		res, err := parseAnswer(line, "fuzz")
@@ -134,6 +177,157 @@ func FuzzControlRequest(f *testing.F) {
 		}
 		if err == nil && res.PID != os.Getpid() {
 			t.Errorf("parseAnswer(%q) = %+v, want pid %d", line, res, os.Getpid())
+		}
+	})
+}
+
+// expectAnswer is the beginning of the answer to req carrying n
+// descriptors of regular files, the last a directory if withDir, from a
+// service whose new binary cannot start; and whether the request starts
+// an upgrade. It models the grammar of the package documentation
+// independently of parseRequest.
+func expectAnswer(req []byte, n int, withDir bool) (string, bool) {
+	nl := bytes.IndexByte(req, '\n')
+	switch {
+	case n > maxFiles:
+		return "error bad request: more than 16 descriptors", false
+	case nl >= maxRequest || nl < 0 && len(req) > maxRequest:
+		return fmt.Sprintf("error request too long: more than %d bytes", maxRequest), false
+	case nl < 0:
+		return "error bad request: ", false
+	}
+	line := string(req[:nl])
+	var names []string
+	switch {
+	case line == "pid" && n == 0:
+		return fmt.Sprintf("ok %d 0", os.Getpid()), false
+	case line == "pid" || line == "reload":
+	case strings.HasPrefix(line, "reload "):
+		names = strings.Split(line[len("reload "):], ":")
+		seen := map[string]bool{}
+		for _, name := range names {
+			printable := name != "" && len(name) <= 255
+			for _, c := range []byte(name) {
+				printable = printable && '!' <= c && c <= '~' && c != ':'
+			}
+			if !printable || seen[name] || len(names) > 16 {
+				return "error bad request: ", false
+			}
+			seen[name] = true
+		}
+	default:
+		return "error unknown request ", false
+	}
+	switch {
+	case n != len(names):
+		return "error bad request: it names ", false
+	case withDir && n > 0:
+		return fmt.Sprintf("error bad request: file %s: not a regular file (a directory)", names[n-1]), false
+	}
+	return "error cannot start the new binary", true
+}
+
+// openFDs counts the descriptors open in this process.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// FuzzParseRequest reads any line as a request: it is accepted only in
+// the one spelling Request writes (reloadLine gives it back), with at
+// most 16 distinct names of printable ASCII without ':' or space, and
+// refused otherwise with an answer that is one line.
+func FuzzParseRequest(f *testing.F) {
+	for _, s := range []string{
+		"reload", "pid", "reload tls.crt:tls.key", "reload ", "reload  a", "reload a:", "reload :a", "reload a::b",
+		"reload a:a", "reload a b", "reload a\tb", "reload a\nb", "reload é", "reload a:b:c:d:e:f:g:h:i:j:k:l:m:n:o:p",
+		"reload a:b:c:d:e:f:g:h:i:j:k:l:m:n:o:p:q", "reload " + strings.Repeat("n", 255), "reload " + strings.Repeat("n", 256),
+		"pid a", "reload\x00", "RELOAD a", "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		verb, names, err := parseRequest(line)
+		if err != nil {
+			if verb != "" || names != nil || strings.Contains(err.Error(), "\n") {
+				t.Errorf("parseRequest(%q) = %q, %q, %v; want nothing and a one-line error", line, verb, names, err)
+			}
+			if !strings.HasPrefix(err.Error(), "bad request: ") && !strings.HasPrefix(err.Error(), "unknown request ") {
+				t.Errorf("parseRequest(%q) error %q, want bad request or unknown request", line, err)
+			}
+			return
+		}
+		switch verb {
+		case verbPID:
+			if line != "pid" || names != nil {
+				t.Errorf("parseRequest(%q) = %q, %q; want pid only for \"pid\"", line, verb, names)
+			}
+			return
+		case verbReload:
+		default:
+			t.Fatalf("parseRequest(%q) = verb %q", line, verb)
+		}
+		if got := reloadLine(names); got != line {
+			t.Errorf("parseRequest(%q) = %q, written back as %q", line, names, got)
+		}
+		if len(names) > maxFiles {
+			t.Errorf("parseRequest(%q) = %d names, want at most %d", line, len(names), maxFiles)
+		}
+		seen := map[string]bool{}
+		for _, name := range names {
+			if name == "" || len(name) > maxFileName || strings.ContainsAny(name, ": ") || seen[name] {
+				t.Errorf("parseRequest(%q) took name %q", line, name)
+			}
+			for _, c := range []byte(name) {
+				if c < '!' || c > '~' {
+					t.Errorf("parseRequest(%q) took name %q with byte %#x", line, name, c)
+				}
+			}
+			seen[name] = true
+		}
+	})
+}
+
+// FuzzInheritedFiles reads any BATON_FILES and BATON_FILES_FD: the files
+// are taken only as valid names at consecutive descriptors from a plain
+// decimal number of at least 3, never over the handshake's or the control
+// socket's descriptor.
+func FuzzInheritedFiles(f *testing.F) {
+	const hs, ctl = 9, 10
+	for _, s := range [][2]string{
+		{"tls.crt:tls.key", "4"}, {"", ""}, {"a", ""}, {"", "4"}, {"a:b", "8"}, {"a", "10"}, {"a", "11"}, {"a:a", "4"},
+		{"a", "+4"}, {"a", "2"}, {"a:b", "2147483647"}, {"a b", "4"}, {"a:", "4"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, namesv, fdv string) {
+		env := map[string]string{envFiles: namesv, envFilesFD: fdv}
+		lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+		names, first, err := inheritedFiles(lookup, hs, ctl)
+		if err != nil {
+			if names != nil || first != -1 || !strings.HasPrefix(err.Error(), "upgrade: ") {
+				t.Errorf("inheritedFiles(%q, %q) = %q, %d, %v; want nothing and an error", namesv, fdv, names, first, err)
+			}
+			return
+		}
+		if namesv == "" && fdv == "" {
+			if names != nil || first != -1 {
+				t.Errorf("inheritedFiles(none) = %q, %d; want nil, -1", names, first)
+			}
+			return
+		}
+		if strings.Join(names, ":") != namesv || strconv.Itoa(first) != fdv || first < 3 {
+			t.Errorf("inheritedFiles(%q, %q) = %q, %d; want the names and a descriptor of at least 3 as given", namesv, fdv, names, first)
+		}
+		if err := checkFileNames(names); err != nil {
+			t.Errorf("inheritedFiles(%q, %q) took names %q: %v", namesv, fdv, names, err)
+		}
+		if last := int64(first) + int64(len(names)) - 1; hs >= first && hs <= last || ctl >= first && ctl <= last || last > math.MaxInt32 {
+			t.Errorf("inheritedFiles(%q, %q) = descriptors %d to %d, over the handshake's %d or the control socket's %d", namesv, fdv, first, last, hs, ctl)
 		}
 	})
 }
@@ -166,7 +360,8 @@ func FuzzControlAnswer(f *testing.F) {
 				return
 			}
 			ans := <-answers
-			readRequest(c)
+			_, fds, _ := readRequest(c.(*net.UnixConn))
+			closeFDs(fds)
 			c.Write(ans)
 			c.Close()
 		}
@@ -175,7 +370,7 @@ func FuzzControlAnswer(f *testing.F) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		go func() { answers <- ans }()
-		res, err := request(ctx, path, "reload")
+		res, err := request(ctx, path, "reload", nil)
 		line, _, _ := bytes.Cut(ans, []byte("\n"))
 		if err != nil {
 			if err.Error() == "" {
@@ -297,9 +492,10 @@ const (
 	fuzzControlFD   = 901
 )
 
-// FuzzInherited sets the hand-over variables to anything: Inherited never
-// takes a descriptor the variables do not name as a number of at least 3,
-// and takes nothing from a process that is not addressed.
+// FuzzInherited sets the hand-over variables to anything: Inherited
+// (without its cache: inherit) never takes a descriptor the variables do
+// not name as a number of at least 3, and takes nothing from a process
+// that is not addressed.
 func FuzzInherited(f *testing.F) {
 	self, parent := strconv.Itoa(os.Getpid()), strconv.Itoa(os.Getppid())
 	hs, ctl := strconv.Itoa(fuzzHandshakeFD), strconv.Itoa(fuzzControlFD)
@@ -343,7 +539,7 @@ func FuzzInherited(f *testing.F) {
 		}
 		offer(t, dir)
 
-		h, err := Inherited()
+		h, err := inherit()
 		for _, k := range vars {
 			if v, ok := os.LookupEnv(k); ok {
 				t.Errorf("%s=%q after Inherited, want it unset", k, v)

@@ -8,27 +8,52 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
 
 // Handoff is the new generation's side of the handshake. A nil *Handoff
-// (a process started afresh) is valid: Ready returns nil at once and
-// Control returns nil.
+// (a process started afresh) is valid: Ready returns nil at once, and
+// Control and Files return nil.
 type Handoff struct {
 	conn    *os.File
 	r       *bufio.Reader
 	control net.Listener
+	files   []File
+}
+
+// inherited is the outcome of the one reading of the hand-over variables
+// in this process: the descriptors they name can be taken once only, and
+// the variables are unset by then.
+var inherited struct {
+	once sync.Once
+	h    *Handoff
+	err  error
 }
 
 // Inherited reads the handshake descriptors a previous generation passed
 // (BATON_UPGRADE_FD, BATON_CONTROL_FD, BATON_UPGRADE_PID,
-// BATON_UPGRADE_PARENT), and unsets those variables. It returns ErrNotInherited when the process was not
-// started by a previous generation; the variables naming another parent
-// (a grandchild that inherited them) count as not inherited.
+// BATON_UPGRADE_PARENT) and the files a reload request passed
+// (BATON_FILES, BATON_FILES_FD), and unsets those variables. It returns
+// ErrNotInherited when the process was not started by a previous
+// generation; the variables naming another parent (a grandchild that
+// inherited them) count as not inherited.
+//
+// Only the first call reads the environment; every later call returns
+// the same *Handoff and error, so that the service's own code (to read a
+// passed certificate before it builds its servers) and the kit's entry
+// point can both call it. Ready and Accepting belong to one of them, the
+// entry point.
 func Inherited() (*Handoff, error) {
+	inherited.once.Do(func() { inherited.h, inherited.err = inherit() })
+	return inherited.h, inherited.err
+}
+
+// inherit is Inherited without the cache.
+func inherit() (*Handoff, error) {
 	env := map[string]string{}
-	for _, k := range []string{envUpgradeFD, envControlFD, envParent, envPID} {
+	for _, k := range []string{envUpgradeFD, envControlFD, envParent, envPID, envFiles, envFilesFD} {
 		if v, ok := os.LookupEnv(k); ok {
 			env[k] = v
 		}
@@ -41,10 +66,18 @@ func Inherited() (*Handoff, error) {
 	if err != nil {
 		return nil, err
 	}
+	names, first, err := inheritedFiles(lookup, fd, cfd)
+	if err != nil {
+		return nil, err
+	}
 	// Non-blocking, so that the file is pollable and deadlines work.
 	markCloseOnExec(fd)
 	setNonblock(fd)
 	h := &Handoff{conn: os.NewFile(uintptr(fd), "upgrade-handshake")}
+	for i, name := range names {
+		markCloseOnExec(first + i)
+		h.files = append(h.files, File{Name: name, File: os.NewFile(uintptr(first+i), name)})
+	}
 	if cfd >= 0 {
 		markCloseOnExec(cfd)
 		f := os.NewFile(uintptr(cfd), "control")
@@ -52,6 +85,7 @@ func Inherited() (*Handoff, error) {
 		f.Close()
 		if err != nil {
 			h.conn.Close()
+			closeFiles(h.files)
 			return nil, fmt.Errorf("upgrade: inherited control socket (fd %d): %w", cfd, err)
 		}
 		h.control = ln

@@ -136,3 +136,54 @@ func reap(pid int) error {
 }
 
 func setNonblock(fd int) { syscall.SetNonblock(fd, true) }
+
+// rightsSpace is the size of a control message buffer that holds n
+// descriptors.
+func rightsSpace(n int) int { return unix.CmsgSpace(4 * n) }
+
+// readMsg reads from c into b, with the descriptors passed alongside
+// (SCM_RIGHTS) into oob. It returns the descriptors it received, whether
+// the kernel had more for oob than it holds (it closes those), and the
+// read error. ReadMsgUnix receives them close-on-exec
+// (MSG_CMSG_CLOEXEC).
+func readMsg(c *net.UnixConn, b, oob []byte) (n int, fds []int, truncated bool, err error) {
+	n, oobn, flags, _, err := c.ReadMsgUnix(b, oob)
+	if oobn > 0 {
+		msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
+		if perr == nil {
+			for i := range msgs {
+				if msgs[i].Header.Level != unix.SOL_SOCKET || msgs[i].Header.Type != unix.SCM_RIGHTS {
+					continue
+				}
+				got, rerr := unix.ParseUnixRights(&msgs[i])
+				if rerr == nil {
+					fds = append(fds, got...)
+				}
+			}
+		}
+	}
+	return n, fds, flags&unix.MSG_CTRUNC != 0, err
+}
+
+// writeMsg writes b to c, with fds passed alongside the first byte
+// (SCM_RIGHTS, one message).
+func writeMsg(c *net.UnixConn, b []byte, fds []int) error {
+	if len(fds) == 0 {
+		_, err := c.Write(b)
+		return err
+	}
+	n, _, err := c.WriteMsgUnix(b, unix.UnixRights(fds...), nil)
+	if err == nil && n < len(b) {
+		// A stream socket may take part of it; the descriptors went with
+		// that part.
+		_, err = c.Write(b[n:])
+	}
+	return err
+}
+
+// closeFDs closes raw descriptors received from a peer.
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}

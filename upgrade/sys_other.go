@@ -45,3 +45,20 @@ func spawn(path string, argv, env []string, files []*os.File) (int, error) {
 func reap(pid int) error { return nil }
 
 func setNonblock(fd int) {}
+
+func rightsSpace(n int) int { return 0 }
+
+func readMsg(c *net.UnixConn, b, oob []byte) (n int, fds []int, truncated bool, err error) {
+	n, err = c.Read(b)
+	return n, nil, false, err
+}
+
+func writeMsg(c *net.UnixConn, b []byte, fds []int) error {
+	if len(fds) > 0 {
+		return fmt.Errorf("upgrade: passing files: %w", errors.ErrUnsupported)
+	}
+	_, err := c.Write(b)
+	return err
+}
+
+func closeFDs(fds []int) {}

@@ -80,6 +80,13 @@ type Options struct {
 	// stop accepting there (drain.Drainer.StopAccepting), so that a client
 	// that connects after Upgrade returns is answered by the new one.
 	OnCommit func()
+	// Pause, if set, is called just before the old generation writes
+	// "commit": stop there what only one generation may do at a time
+	// (reading a datagram socket). If the hand-over fails after that and
+	// this generation stays the service, Resume is called (if set) before
+	// Upgrade returns the error. After a successful hand-over only OnCommit
+	// is called.
+	Pause, Resume func()
 	// OnStep, if set, is called synchronously as the old generation
 	// passes each step of the hand-over (a place to log or trace it).
 	OnStep func(Step)
@@ -172,7 +179,12 @@ func (u *Upgrader) HandedOver() <-chan struct{} { return u.handedOver }
 // main process and ready, or with the reason it is not; the old
 // generation then keeps serving. ctx aborts the attempt (for example when
 // the service is told to stop). Concurrent calls share one attempt.
-func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) {
+func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) { return u.upgrade(ctx, nil) }
+
+// upgrade is Upgrade for a new generation that gets files (Handoff.Files).
+// Files cannot join an attempt under way: the request is refused with
+// ErrBusy instead.
+func (u *Upgrader) upgrade(ctx context.Context, files []File) (Result, error) {
 	u.mu.Lock()
 	if u.done {
 		u.mu.Unlock()
@@ -180,6 +192,13 @@ func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) {
 	}
 	if a := u.cur; a != nil {
 		u.mu.Unlock()
+		if len(files) > 0 {
+			err := fmt.Errorf("%w: the new generation it starts would not get this request's files (%s); reload again once it is done", ErrBusy, strings.Join(fileNames(files), ", "))
+			if u.opts.Logger != nil {
+				u.opts.Logger.Warnf("%v", err)
+			}
+			return Result{}, err
+		}
 		u.logf("upgrade: already under way, waiting for its outcome")
 		<-a.done
 		return a.res, a.err
@@ -188,7 +207,7 @@ func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) {
 	u.cur = a
 	u.mu.Unlock()
 
-	a.res, a.err = u.attempt(ctx)
+	a.res, a.err = u.attempt(ctx, files)
 
 	u.mu.Lock()
 	u.cur = nil
@@ -201,12 +220,12 @@ func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) {
 	return a.res, a.err
 }
 
-func (u *Upgrader) attempt(ctx context.Context) (Result, error) {
+func (u *Upgrader) attempt(ctx context.Context, files []File) (Result, error) {
 	start := time.Now()
 	n := u.opts.Notifier
 	n.Notify(systemd.Reloading(), systemd.Status("reloading: starting "+u.opts.Path))
 	u.logf("upgrade: starting %s", u.opts.Path)
-	pid, err := u.run(ctx, start)
+	pid, err := u.run(ctx, start, files)
 	if err != nil {
 		err = fmt.Errorf("upgrade: %w", err)
 		n.Notify(systemd.Ready, systemd.Status("reload failed: "+strings.TrimPrefix(err.Error(), "upgrade: ")))
@@ -220,13 +239,22 @@ func (u *Upgrader) attempt(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
-// run starts the new generation and commits to it; it returns the new pid.
-func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
+// run starts the new generation, with passed as its files, and commits to
+// it; it returns the new pid. Once it has called Options.Pause, every
+// error return calls Options.Resume.
+func (u *Upgrader) run(ctx context.Context, start time.Time, passed []File) (pid int, err error) {
+	paused := false
+	defer func() {
+		if paused && err != nil && u.opts.Resume != nil {
+			u.opts.Resume()
+		}
+	}()
 	if err := checkExecutable(u.opts.Path); err != nil {
 		return 0, fmt.Errorf("cannot start the new binary: %w", err)
 	}
 	// fd 3 of the intermediate shell reports the new pid; the handover
-	// files follow from fd 4.
+	// files follow from fd 4, then the passed files, the handshake and
+	// the control socket.
 	h, err := u.handover(4)
 	if err != nil {
 		return 0, fmt.Errorf("preparing the handover: %w", err)
@@ -244,8 +272,16 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	defer pidR.Close()
 
 	files := append([]*os.File{pidW}, h.Files...)
-	files = append(files, theirs)
 	env := append(childEnv(os.Environ()), h.Env...)
+	if len(passed) > 0 {
+		env = append(env,
+			envFiles+"="+strings.Join(fileNames(passed), ":"),
+			envFilesFD+"="+strconv.Itoa(3+len(files)))
+		for _, f := range passed {
+			files = append(files, f.File)
+		}
+	}
+	files = append(files, theirs)
 	env = append(env,
 		envUpgradeFD+"="+strconv.Itoa(3+len(files)-1),
 		envParent+"="+strconv.Itoa(os.Getpid()))
@@ -271,7 +307,8 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	pidR.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, rerr := bufio.NewReader(pidR).ReadString('\n')
 	werr := reap(shPID)
-	pid, perr := strconv.Atoi(strings.TrimSpace(line))
+	var perr error
+	pid, perr = strconv.Atoi(strings.TrimSpace(line))
 	if rerr != nil || perr != nil || pid <= 0 {
 		return 0, fmt.Errorf("cannot start the new binary: no process id from the shell (%v, %v)", rerr, werr)
 	}
@@ -332,6 +369,10 @@ func (u *Upgrader) run(ctx context.Context, start time.Time) (int, error) {
 	if nw.exited() {
 		return gone()
 	}
+	if u.opts.Pause != nil {
+		u.opts.Pause()
+	}
+	paused = true
 	if err := nw.send(lineCommit); err != nil {
 		if nw.exitedWithin(time.Second) {
 			return gone()

@@ -3,8 +3,10 @@ package upgrade_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -47,12 +49,17 @@ func TestMain(m *testing.M) {
 	os.Exit(99)
 }
 
-// child inherits the listener at fd 3, becomes ready (after 300ms when
-// slow), and answers each connection with its pid; with an inherited
-// control socket it answers control requests too.
+// child inherits the listener at fd 3, reports what else it inherited
+// (report), becomes ready (after 300ms when slow), and answers each
+// connection with its pid; with an inherited control socket it answers
+// control requests too.
 func child(mode string) int {
 	h, err := upgrade.Inherited()
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	if err := writeReport(h); err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 1
 	}
@@ -108,6 +115,49 @@ func child(mode string) int {
 	return <-accepted
 }
 
+// report is what a new generation inherited, as it writes it into its
+// pid file before it says it is ready.
+type report struct {
+	// Same: a second Inherited returned the same Handoff.
+	Same  bool
+	Files []reportedFile
+	// Env holds the hand-over variables still set after Inherited.
+	Env []string
+}
+
+type reportedFile struct {
+	Name, Content string
+	CloseOnExec   bool
+}
+
+func writeReport(h *upgrade.Handoff) error {
+	again, err := upgrade.Inherited()
+	r := report{Same: again == h && err == nil}
+	for _, f := range h.Files() {
+		b, err := io.ReadAll(io.NewSectionReader(f.File, 0, 1<<20))
+		if err != nil {
+			return err
+		}
+		flags, err := unix.FcntlInt(f.File.Fd(), unix.F_GETFD, 0)
+		if err != nil {
+			return err
+		}
+		r.Files = append(r.Files, reportedFile{Name: f.Name, Content: string(b), CloseOnExec: flags&unix.FD_CLOEXEC != 0})
+	}
+	for _, kv := range os.Environ() {
+		for _, k := range []string{"BATON_UPGRADE_FD=", "BATON_CONTROL_FD=", "BATON_UPGRADE_PID=", "BATON_UPGRADE_PARENT=", "BATON_FILES=", "BATON_FILES_FD="} {
+			if strings.HasPrefix(kv, k) {
+				r.Env = append(r.Env, kv)
+			}
+		}
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(os.Getenv("UPGRADE_TEST_PIDS"), strconv.Itoa(os.Getpid())), b, 0o644)
+}
+
 type setup struct {
 	ln     net.Listener
 	file   *os.File
@@ -136,13 +186,23 @@ func newSetup(t *testing.T) *setup {
 // upgrader starts this test binary in the given child mode.
 func (s *setup) upgrader(t *testing.T, mode string, timeout time.Duration) *upgrade.Upgrader {
 	t.Helper()
+	return s.upgraderWith(t, mode, timeout, nil)
+}
+
+// upgraderWith is upgrader with options changed by edit.
+func (s *setup) upgraderWith(t *testing.T, mode string, timeout time.Duration, edit func(*upgrade.Options)) *upgrade.Upgrader {
+	t.Helper()
 	n, err := systemd.NewNotifier(s.notify.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("UPGRADE_TEST_CHILD", mode)
 	t.Setenv("UPGRADE_TEST_PIDS", s.pids)
-	u, err := upgrade.New(upgrade.Options{Path: os.Args[0], Timeout: timeout, Notifier: n, OnCommit: func() { s.committed.Add(1) }}, func(firstFD int) (upgrade.Handover, error) {
+	opts := upgrade.Options{Path: os.Args[0], Timeout: timeout, Notifier: n, OnCommit: func() { s.committed.Add(1) }}
+	if edit != nil {
+		edit(&opts)
+	}
+	u, err := upgrade.New(opts, func(firstFD int) (upgrade.Handover, error) {
 		return upgrade.Handover{Files: []*os.File{s.file}, Env: []string{"TEST_LISTEN_FD=" + strconv.Itoa(firstFD)}}, nil
 	})
 	if err != nil {
@@ -163,6 +223,20 @@ func (s *setup) children(t *testing.T) []int {
 	return pids
 }
 
+// report reads what the new generation pid inherited.
+func (s *setup) report(t *testing.T, pid int) report {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.pids, strconv.Itoa(pid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("report of pid %d: %v (%q)", pid, err, b)
+	}
+	return r
+}
+
 func killAtEnd(t *testing.T, pid int) {
 	t.Cleanup(func() {
 		syscall.Kill(pid, syscall.SIGKILL)
@@ -180,6 +254,25 @@ func nonblocking(t *testing.T, f *os.File) bool {
 	var flags int
 	sc.Control(func(fd uintptr) { flags, _ = unix.FcntlInt(fd, unix.F_GETFL, 0) })
 	return flags&unix.O_NONBLOCK != 0
+}
+
+// killAndWait kills pid and waits, at most within, until all its threads
+// have exited, and so closed its descriptors: its main thread shows as a
+// zombie before the others are done.
+func killAndWait(t *testing.T, pid int, within time.Duration) {
+	t.Helper()
+	syscall.Kill(pid, syscall.SIGKILL)
+	tasks := fmt.Sprintf("/proc/%d/task", pid)
+	for deadline := time.Now().Add(within); ; time.Sleep(10 * time.Millisecond) {
+		ents, err := os.ReadDir(tasks)
+		if err != nil || len(ents) <= 1 && !alive(pid) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("pid %d still has %d threads %v after SIGKILL", pid, len(ents), within)
+			return
+		}
+	}
 }
 
 // alive reports whether pid runs (a zombie counts as dead).
@@ -284,6 +377,11 @@ func TestUpgradeHandsOver(t *testing.T) {
 	}
 	if _, err := u.Upgrade(context.Background()); !errors.Is(err, upgrade.ErrHandedOver) {
 		t.Errorf("second Upgrade() after hand-over = %v, want ErrHandedOver", err)
+	}
+	// Upgrade passes no files, and Inherited is the same on every call.
+	r := s.report(t, res.PID)
+	if len(r.Files) != 0 || !r.Same || len(r.Env) != 0 {
+		t.Errorf("new generation inherited %+v, want no files, one Handoff, no hand-over variables left", r)
 	}
 }
 
@@ -515,17 +613,141 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 }
 
+// A process not started by a previous generation inherits nothing, on
+// every call.
 func TestInheritedNotAChild(t *testing.T) {
-	t.Setenv("BATON_UPGRADE_FD", "")
-	if _, err := upgrade.Inherited(); !errors.Is(err, upgrade.ErrNotInherited) {
-		t.Errorf("Inherited() without the marker = %v, want ErrNotInherited", err)
-	}
 	t.Setenv("BATON_UPGRADE_FD", "7")
 	t.Setenv("BATON_UPGRADE_PARENT", "1")
-	if _, err := upgrade.Inherited(); !errors.Is(err, upgrade.ErrNotInherited) {
-		t.Errorf("Inherited() with another parent = %v, want ErrNotInherited", err)
+	t.Setenv("BATON_FILES", "tls.crt")
+	t.Setenv("BATON_FILES_FD", "8")
+	for i := range 2 {
+		h, err := upgrade.Inherited()
+		if !errors.Is(err, upgrade.ErrNotInherited) || h != nil {
+			t.Errorf("Inherited() call %d with another parent = %v, %v; want ErrNotInherited", i+1, h, err)
+		}
+		if files := h.Files(); files != nil {
+			t.Errorf("Files() of a fresh start = %v, want nil", files)
+		}
 	}
-	if v := os.Getenv("BATON_UPGRADE_FD"); v != "" {
-		t.Errorf("BATON_UPGRADE_FD=%q after Inherited, want it unset", v)
+}
+
+// events records, in order, the hooks an Upgrader calls: its steps,
+// "pause", "resume" and "commit" (OnCommit).
+type events struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (e *events) add(s string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.got = append(e.got, s)
+}
+
+func (e *events) list() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.got...)
+}
+
+func (e *events) count(s string) int {
+	n := 0
+	for _, g := range e.list() {
+		if g == s {
+			n++
+		}
+	}
+	return n
+}
+
+// Pause is called once just before the commit; Resume exactly once on
+// every failure after it, as the last thing before Upgrade returns, and
+// never after a success or a failure before the commit.
+func TestPauseResume(t *testing.T) {
+	tests := []struct {
+		name    string
+		mode    string
+		timeout time.Duration
+		// at, if set, is done at the step, with the cancel of
+		// Upgrade's context.
+		at                  func(s upgrade.Step, pids []int, cancel context.CancelFunc)
+		want                string // "" for success
+		pauses, resumes, on int    // calls of Pause, Resume, OnCommit
+	}{
+		{name: "success", mode: "good", timeout: 10 * time.Second, pauses: 1, on: 1},
+		{name: "exits before ready", mode: "exit", timeout: 10 * time.Second, want: "exited before it was ready"},
+		{name: "hangs before ready", mode: "hang", timeout: 500 * time.Millisecond, want: "not ready within"},
+		{name: "canceled before the commit", mode: "hang", timeout: 10 * time.Second, want: "canceled",
+			at: func(s upgrade.Step, _ []int, cancel context.CancelFunc) {
+				if s == upgrade.StepStarted {
+					cancel()
+				}
+			}},
+		{name: "dies after the commit", mode: "die-at-commit", timeout: 10 * time.Second, want: "exited after the commit", pauses: 1, resumes: 1},
+		{name: "not accepting in time", mode: "hang-at-commit", timeout: 500 * time.Millisecond, want: "did not start accepting", pauses: 1, resumes: 1},
+		{name: "canceled after the commit", mode: "hang-at-commit", timeout: 10 * time.Second, want: "canceled", pauses: 1, resumes: 1,
+			at: func(s upgrade.Step, _ []int, cancel context.CancelFunc) {
+				if s == upgrade.StepCommitted {
+					cancel()
+				}
+			}},
+		{name: "dies at its announcement", mode: "good", timeout: 10 * time.Second, want: "as it took over", pauses: 1, resumes: 1,
+			at: func(s upgrade.Step, pids []int, _ context.CancelFunc) {
+				if s != upgrade.StepAnnounced {
+					return
+				}
+				for _, pid := range pids {
+					killAndWait(t, pid, 5*time.Second)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSetup(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var ev events
+			u := s.upgraderWith(t, tt.mode, tt.timeout, func(o *upgrade.Options) {
+				o.Pause = func() { ev.add("pause") }
+				o.Resume = func() { ev.add("resume") }
+				o.OnCommit = func() { ev.add("commit") }
+				o.OnStep = func(st upgrade.Step) {
+					ev.add(string(st))
+					if tt.at != nil {
+						tt.at(st, s.children(t), cancel)
+					}
+				}
+			})
+			res, err := u.Upgrade(ctx)
+			for _, pid := range s.children(t) {
+				killAtEnd(t, pid)
+			}
+			got := ev.list()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Upgrade() = %v, want success", err)
+			case tt.want == "" && res.PID == 0:
+				t.Fatalf("Upgrade() = %+v, want the new pid", res)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Upgrade() = %+v, %v; want an error saying %q", res, err, tt.want)
+			}
+			if n := ev.count("pause"); n != tt.pauses {
+				t.Errorf("Pause called %d times, want %d (events %v)", n, tt.pauses, got)
+			}
+			if n := ev.count("resume"); n != tt.resumes {
+				t.Errorf("Resume called %d times, want %d (events %v)", n, tt.resumes, got)
+			}
+			if n := ev.count("commit"); n != tt.on {
+				t.Errorf("OnCommit called %d times, want %d (events %v)", n, tt.on, got)
+			}
+			for i, e := range got {
+				switch {
+				case e == "pause" && (i == 0 || got[i-1] != string(upgrade.StepReady) || i+1 == len(got) || got[i+1] != string(upgrade.StepCommitted)):
+					t.Errorf("events %v: want pause between %s and %s", got, upgrade.StepReady, upgrade.StepCommitted)
+				case e == "resume" && i+1 != len(got):
+					t.Errorf("events %v: want resume last, as Upgrade returns", got)
+				}
+			}
+		})
 	}
 }
