@@ -79,3 +79,4 @@ clean: ## remove build output
 
 -include packaging/packaging.mk
 -include bench/bench.mk
+-include internal/ticker/proto.mk
