@@ -32,6 +32,7 @@ the --listen addresses without systemd:
   https  HTTPS, HTTP/2 and HTTP/1.1 by ALPN (optional)
   grpc   gRPC over h2c: grpc.health.v1.Health, reflection, webapp.v1.Ticker (optional)
   udp    answers every datagram with "<pid> " and the same bytes (optional)
+
 The https certificate and key are the files tls.crt and tls.key that a
 reload handed over, else those in $CREDENTIALS_DIRECTORY (LoadCredential=),
 else --tls-cert and --tls-key. With none of them, webapp holds the https
