@@ -63,13 +63,11 @@ func loadCertificate(certFile, keyFile string) (*certificate, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	if len(handed) > 0 {
-		defer func() {
-			for _, f := range handed {
-				f.Close()
-			}
-		}()
-	}
+	defer func() {
+		for _, f := range handed {
+			f.Close()
+		}
+	}()
 	cert, key, err := readHandedOver(handed)
 	if err != nil || cert.ok || key.ok {
 		return pair(cert, key, "files handed over by the reload", err)
