@@ -1,10 +1,26 @@
-// Command webapp is the reference service built with baton: a small HTTP
-// service that takes its socket from systemd, reports its state, drains on
-// SIGTERM and swaps its binary on reload without dropping a connection.
+// Command webapp is the reference service built with baton: a small
+// service that takes its sockets from systemd by name, reports its state,
+// drains on SIGTERM and swaps its binary on reload without dropping a
+// connection.
 //
-//	webapp serve [flags]     serve HTTP (see webapp serve -h)
+//	webapp serve [flags]     serve (see webapp serve -h)
 //	webapp reload [flags]    swap the running service's binary and wait
 //	webapp version [--short] print the version, commit, Go version and platform
+//
+// webapp serve serves four sockets, each by its FileDescriptorName= or,
+// without systemd, at its --listen* address: http (HTTP/1.1 and h2c,
+// required), https (TLS with HTTP/2), grpc (gRPC over h2c: the standard
+// health service, reflection and webapp.v1.Ticker) and udp (each datagram
+// answered with the pid and the same bytes); the last three are optional.
+//
+// The https certificate and key are read at start from the files tls.crt
+// and tls.key that `webapp reload` handed over (it runs as root under
+// ExecReload=+ and opens /etc/webapp/tls.crt and tls.key, so that a reload
+// rotates the certificate), else from $CREDENTIALS_DIRECTORY
+// (LoadCredential=tls.crt:/etc/webapp/tls.crt and tls.key), else from
+// --tls-cert and --tls-key. Without any, the https socket is held, not
+// served, and webapp says so once; a file that is unreadable, garbled or
+// not a pair is an error, and webapp does not start.
 package main
 
 import (
@@ -34,7 +50,7 @@ func webappVersion() string {
 const usage = `usage: webapp <command> [flags]
 
 commands:
-  serve     serve HTTP on the systemd socket "http" or --listen
+  serve     serve the systemd sockets http, https, grpc and udp, or --listen addresses
   reload    swap the running webapp for the binary now installed, and wait
   version   print the version, commit, Go version and platform (--short: the version only)
 

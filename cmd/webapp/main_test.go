@@ -21,12 +21,16 @@ import (
 )
 
 // TestMain runs the real webapp when the test binary is re-executed as a
-// child with WEBAPP_TEST_MAIN=1, with the child's arguments after "--".
+// child with WEBAPP_TEST_MAIN=1, with the child's arguments after "--",
+// and a subreaper with WEBAPP_TEST_REAPER=1 (see reap).
 func TestMain(m *testing.M) {
 	if os.Getenv("WEBAPP_TEST_MAIN") == "1" {
 		os.Unsetenv("WEBAPP_TEST_MAIN")
 		os.Args = append(os.Args[:1], os.Args[2:]...) // drop the "--"
 		os.Exit(realMain())
+	}
+	if os.Getenv("WEBAPP_TEST_REAPER") == "1" {
+		os.Exit(reap(os.Args[2:]))
 	}
 	os.Exit(m.Run())
 }
@@ -315,6 +319,15 @@ func TestFlagErrorsSayOnce(t *testing.T) {
 		{[]string{"serve", "--listen=:70000"}, `webapp: --listen ":70000": port "70000": want a number from 0 to 65535`},
 		{[]string{"serve", "--listen", "127.0.0.1:http"}, `webapp: --listen "127.0.0.1:http": port "http": want a number from 0 to 65535`},
 		{[]string{"serve", "--listen", "run/webapp.sock"}, `webapp: --listen "run/webapp.sock": want host:port (such as 127.0.0.1:8080 or :8080) or the absolute path of a unix socket`},
+		{[]string{"serve", "--listen-https", "8443"}, `webapp: --listen-https "8443": want host:port (such as 127.0.0.1:8080 or :8080) or the absolute path of a unix socket`},
+		{[]string{"serve", "--listen-grpc", "127.0.0.1:99999"}, `webapp: --listen-grpc "127.0.0.1:99999": port "99999": want a number from 0 to 65535`},
+		{[]string{"serve", "--listen-udp", "udp://127.0.0.1:8125"}, `webapp: --listen-udp "udp://127.0.0.1:8125": want host:port (such as 127.0.0.1:8080 or :8080) or the absolute path of a unix socket`},
+		{[]string{"serve", "--listen-grpc", "127.0.0.1:8080"}, `webapp: --listen-grpc "127.0.0.1:8080": the same address as --listen`},
+		{[]string{"serve", "--listen-https", ":9000", "--listen-grpc", ":9000"}, `webapp: --listen-grpc ":9000": the same address as --listen-https`},
+		{[]string{"serve", "--listen-udp", "/run/w.sock", "--listen-grpc", "/run/w.sock"}, `webapp: --listen-udp "/run/w.sock": the same address as --listen-grpc`},
+		{[]string{"serve", "--tls-cert="}, `webapp: --tls-cert: empty path`},
+		{[]string{"serve", "--tls-key", ""}, `webapp: --tls-key: empty path`},
+		{[]string{"reload", "--control", "/run/x.sock", "--tls-cert="}, `webapp: --tls-cert: empty path`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

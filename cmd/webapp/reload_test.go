@@ -333,6 +333,57 @@ func TestReloadCommandFailures(t *testing.T) {
 	}
 }
 
+// TestReloadCertificateChecks: webapp reload checks the certificate and
+// key it hands over before it asks for a swap. A pair that is not one, or
+// half a pair, refuses the reload with the files named, and the running
+// generation goes on; a good pair, or none at all, reloads.
+func TestReloadCertificateChecks(t *testing.T) {
+	in := install(t)
+	ca := newTestCA(t)
+	certPEM, keyPEM := ca.issue(t, 7)
+	_, otherKey := ca.issue(t, 8)
+	tests := []struct {
+		name      string
+		cert, key []byte // nil: no file
+		want      string // {dir}: the files' directory; "" reloads
+	}{
+		{"key does not match", certPEM, otherKey, "reload refused: TLS key {dir}/tls.key with certificate {dir}/tls.crt: private key does not match public key"},
+		{"certificate without key", certPEM, nil, "reload refused: TLS key {dir}/tls.key not found, but its certificate {dir}/tls.crt is there: both or neither"},
+		{"garbled key", certPEM, []byte("-----BEGIN PRIVATE KEY-----\nnonsense\n"), "reload refused: TLS key {dir}/tls.key: no PEM block in it"},
+		{"a pair", certPEM, keyPEM, ""},
+		{"neither", nil, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			c, k := writePair(t, dir, tt.cert, tt.key)
+			pid := in.mainPID(t)
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command(builtWebapp(t), "reload", "--control", in.control, "--tls-cert", c, "--tls-key", k)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if tt.want == "" {
+				if err != nil || !strings.HasPrefix(stdout.String(), "reloaded: pid ") {
+					t.Fatalf("webapp reload = %v, %q %q; want it reloaded", err, stdout.String(), stderr.String())
+				}
+				if got := in.mainPID(t); got == pid {
+					t.Errorf("main pid still %d after the reload", got)
+				}
+				return
+			}
+			if code := cmd.ProcessState.ExitCode(); code != 1 {
+				t.Errorf("webapp reload: exit %d, want 1", code)
+			}
+			if want := "webapp: " + strings.ReplaceAll(tt.want, "{dir}", dir) + "\n"; stderr.String() != want {
+				t.Errorf("webapp reload said %q, want %q", stderr.String(), want)
+			}
+			if got := in.mainPID(t); got != pid {
+				t.Errorf("main pid %d after a refused reload, want the old %d", got, pid)
+			}
+		})
+	}
+}
+
 func TestReloadWithoutControlSocket(t *testing.T) {
 	var stderr bytes.Buffer
 	t.Setenv("RUNTIME_DIRECTORY", "")

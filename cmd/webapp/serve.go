@@ -16,16 +16,39 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton"
-	"github.com/baton-dev/baton/activation"
 	"github.com/baton-dev/baton/drain"
 	"github.com/baton-dev/baton/internal/hello"
 	"github.com/baton-dev/baton/upgrade"
 	"github.com/sirupsen/logrus"
 )
 
+const serveUsage = `usage: webapp serve [--listen ADDR] [--listen-https ADDR] [--listen-grpc ADDR] [--listen-udp ADDR]
+                    [--tls-cert FILE] [--tls-key FILE] [--drain-timeout D] [--idle-grace D]
+                    [--reload-timeout D] [--control PATH] [--log-format text|json] [--log-level L]
+
+Serves the sockets systemd passes by name (FileDescriptorName=), or binds
+the --listen addresses without systemd:
+  http   HTTP/1.1 and h2c (required)
+  https  HTTPS, HTTP/2 and HTTP/1.1 by ALPN (optional)
+  grpc   gRPC over h2c: grpc.health.v1.Health, reflection, webapp.v1.Ticker (optional)
+  udp    answers every datagram with "<pid> " and the same bytes (optional)
+
+The https certificate and key are the files tls.crt and tls.key that a
+reload handed over, else those in $CREDENTIALS_DIRECTORY (LoadCredential=),
+else --tls-cert and --tls-key. With none of them, webapp holds the https
+socket without serving it and says so; a file that is unreadable, garbled
+or not a pair stops the start.
+
+flags:`
+
 // serveConfig is the parsed command line of webapp serve.
 type serveConfig struct {
 	listen          string
+	listenHTTPS     string
+	listenGRPC      string
+	listenUDP       string
+	tlsCert         string
+	tlsKey          string
 	drainTimeout    time.Duration
 	idleGrace       time.Duration
 	logFormat       string
@@ -38,9 +61,14 @@ type serveConfig struct {
 
 func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	c := &serveConfig{}
-	cl := newCommandLine("serve", "usage: webapp serve [--listen ADDR] [--drain-timeout D] [--idle-grace D] [--reload-timeout D] [--control PATH] [--log-format text|json] [--log-level L]")
+	cl := newCommandLine("serve", serveUsage)
 	fs := cl.fs
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:8080", "fallback `address` of the http listener when systemd passes none (host:port, or a /path for a unix socket)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:8080", "fallback `address` of the http socket (HTTP/1.1 and h2c) when systemd passes none (host:port, or a /path for a unix socket)")
+	fs.StringVar(&c.listenHTTPS, "listen-https", "", "fallback `address` of the https socket (TLS: HTTP/2 and HTTP/1.1); empty: none")
+	fs.StringVar(&c.listenGRPC, "listen-grpc", "", "fallback `address` of the grpc socket (gRPC over h2c); empty: none")
+	fs.StringVar(&c.listenUDP, "listen-udp", "", "fallback `address` of the udp socket (host:port, or a /path for a unixgram socket); empty: none")
+	fs.StringVar(&c.tlsCert, "tls-cert", defaultCertFile, "the https certificate `file` (PEM), when neither a reload nor $CREDENTIALS_DIRECTORY has tls.crt")
+	fs.StringVar(&c.tlsKey, "tls-key", defaultKeyFile, "the https key `file` (PEM), read with the certificate")
 	cl.duration(&c.drainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, cut connections still open after this `duration` (keep it below TimeoutStopSec=)")
 	cl.duration(&c.idleGrace, "idle-grace", drain.DefaultIdleGrace, "keep answering kept-alive connections this `duration` into a drain before closing idle ones")
 	cl.duration(&c.reloadTimeout, "reload-timeout", upgrade.DefaultTimeout, "on reload, give up on a new generation not ready within this `duration` (keep it below TimeoutStartSec=)")
@@ -52,6 +80,29 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	}
 	if err := checkListen(c.listen); err != nil {
 		return nil, cl.errorf("--listen %q: %v", c.listen, err)
+	}
+	seen := map[string]string{c.listen: "listen"}
+	for _, l := range []struct{ flag, addr string }{{"listen-https", c.listenHTTPS}, {"listen-grpc", c.listenGRPC}, {"listen-udp", c.listenUDP}} {
+		if l.addr == "" {
+			continue
+		}
+		if err := checkListen(l.addr); err != nil {
+			return nil, cl.errorf("--%s %q: %v", l.flag, l.addr, err)
+		}
+		// Two stream sockets cannot share an address, nor a UDP socket a
+		// path; port 0 is a new port each time.
+		if other, ok := seen[l.addr]; ok && !strings.HasSuffix(l.addr, ":0") && (l.flag != "listen-udp" || strings.HasPrefix(l.addr, "/")) {
+			return nil, cl.errorf("--%s %q: the same address as --%s", l.flag, l.addr, other)
+		}
+		if l.flag != "listen-udp" {
+			seen[l.addr] = l.flag
+		}
+	}
+	switch {
+	case c.tlsCert == "":
+		return nil, cl.errorf("--tls-cert: empty path")
+	case c.tlsKey == "":
+		return nil, cl.errorf("--tls-key: empty path")
 	}
 	switch {
 	case c.drainTimeout <= 0:
@@ -104,14 +155,22 @@ func pauseAt(path string, s upgrade.Step, log *logrus.Logger) {
 	}
 }
 
-func listenSpec(addr string) activation.Spec {
-	if strings.HasPrefix(addr, "/") {
-		return activation.Spec{Name: "http", Network: "unix", Address: addr}
+// listenSpec is a socket with its fallback address: a /path is a unix
+// (or unixgram) socket. An empty address binds nothing.
+func listenSpec(name, addr string, datagram bool) baton.Socket {
+	s := baton.Socket{Name: name, Network: "tcp", Address: addr}
+	switch {
+	case datagram && strings.HasPrefix(addr, "/"):
+		s.Network = "unixgram"
+	case datagram:
+		s.Network = "udp"
+	case strings.HasPrefix(addr, "/"):
+		s.Network = "unix"
 	}
-	return activation.Spec{Name: "http", Network: "tcp", Address: addr}
+	return s
 }
 
-// serve is `webapp serve`: the handler, wired to systemd by baton.Serve.
+// serve is `webapp serve`: the handlers, wired to systemd by baton.Run.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseServe(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
@@ -125,17 +184,53 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	version := webappVersion()
-	srv := &http.Server{
-		Handler:           hello.New(version, cfg.failHealthAfter),
-		ReadHeaderTimeout: hello.ReadHeaderTimeout,
-		IdleTimeout:       hello.IdleTimeout,
-		ErrorLog:          newStdLog(log),
+	handler := hello.New(version, cfg.failHealthAfter)
+	newHTTPServer := func() *http.Server {
+		return &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: hello.ReadHeaderTimeout,
+			IdleTimeout:       hello.IdleTimeout,
+			ErrorLog:          newStdLog(log),
+		}
 	}
+
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	plain := newHTTPServer()
+	plain.Protocols = &protocols
+
+	httpsSock := listenSpec("https", cfg.listenHTTPS, false)
+	httpsSock.Optional = true
+	var https *baton.Server
+	cert, why, err := loadCertificate(cfg.tlsCert, cfg.tlsKey)
+	switch {
+	case err != nil:
+		log.Errorf("https: %v", err)
+		return errReported
+	case cert == nil:
+		https = baton.Hold(httpsSock, why)
+	default:
+		what, warning := cert.describe(time.Now())
+		log.Infof("https: %s", what)
+		if warning != "" {
+			log.Warnf("https: %s", warning)
+		}
+		srv := newHTTPServer()
+		srv.TLSConfig = cert.tlsConfig()
+		https = baton.HTTP(httpsSock, srv)
+	}
+
+	rpc := newRPCServer()
+	grpcSock := listenSpec("grpc", cfg.listenGRPC, false)
+	grpcSock.Optional = true
+	udpSock := listenSpec("udp", cfg.listenUDP, true)
+	udpSock.Optional = true
+
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	err = baton.Serve(ctx, srv, baton.Options{
-		Listener:      listenSpec(cfg.listen),
+	err = baton.Run(ctx, baton.Options{
 		DrainTimeout:  cfg.drainTimeout,
 		IdleGrace:     cfg.idleGrace,
 		ReloadTimeout: cfg.reloadTimeout,
@@ -143,6 +238,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Args:          append([]string{"serve"}, args...),
 		Reload:        hup,
 		HealthPath:    "/healthz",
+		OnDrain:       rpc.drain,
 		Version:       version,
 		Logger:        log,
 		OnHandoverStep: func(s upgrade.Step) {
@@ -151,7 +247,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				pauseAt(cfg.faultFile, s, log)
 			}
 		},
-	})
+	},
+		baton.HTTP(listenSpec("http", cfg.listen, false), plain),
+		https,
+		baton.GRPC(grpcSock, rpc.Server),
+		baton.Datagram(udpSock, hello.Echo()),
+	)
 	if err != nil {
 		log.Errorf("%v", err)
 		return errReported

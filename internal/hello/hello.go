@@ -1,11 +1,14 @@
 // Package hello is webapp's HTTP handler: GET / answers "hello world",
 // GET /slow?ms=N answers after N ms (at most two minutes), GET /healthz
 // answers "ok"; every response carries X-Webapp-Pid and X-Webapp-Version.
-// The benchmark's comparison servers serve the same handler.
+// The benchmark's comparison servers serve the same handler. Echo is
+// webapp's datagram handler: it answers every datagram with the pid and
+// the same bytes.
 package hello
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -79,4 +82,15 @@ func (a *app) healthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write([]byte("ok\n"))
+}
+
+// Echo returns webapp's datagram handler: every datagram is answered, to
+// its sender, with "<pid> " followed by the same bytes.
+func Echo() func(pc net.PacketConn, b []byte, from net.Addr) {
+	prefix := strconv.Itoa(os.Getpid()) + " "
+	return func(pc net.PacketConn, b []byte, from net.Addr) {
+		reply := make([]byte, 0, len(prefix)+len(b))
+		reply = append(append(reply, prefix...), b...)
+		pc.WriteTo(reply, from) // a lost answer is a lost datagram: the sender asks again
+	}
 }

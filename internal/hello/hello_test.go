@@ -2,6 +2,7 @@ package hello_test
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -77,5 +78,45 @@ func TestHealthFailsAfterSwitch(t *testing.T) {
 			t.Fatalf("GET /healthz %v after the switch = %d, want 503", time.Since(start)-after, got)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestEcho answers real datagrams on a loopback UDP socket.
+func TestEcho(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	echo := hello.Echo()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			echo(pc, buf[:n], from)
+		}
+	}()
+	c, err := net.Dial("udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pid := strconv.Itoa(os.Getpid())
+	for _, payload := range []string{"ping", "", "two words\n", string(make([]byte, 1000))} {
+		if _, err := c.Write([]byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 2000)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("answer to %q: %v", payload, err)
+		}
+		if got, want := string(buf[:n]), pid+" "+payload; got != want {
+			t.Errorf("Echo(%q) answered %q, want %q", payload, got, want)
+		}
 	}
 }
