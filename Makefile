@@ -19,7 +19,7 @@ STATICCHECK_DIR := $(CURDIR)/$(BIN)/tools/staticcheck-$(STATICCHECK_VERSION)
 STATICCHECK := $(STATICCHECK_DIR)/staticcheck
 # The fuzz targets, as package:Target (go test fuzzes one target per run).
 FUZZ_TARGETS := ./activation:FuzzParseEnv ./activation:FuzzListenInherited ./upgrade:FuzzInherited ./upgrade:FuzzInheritedFDs ./upgrade:FuzzControlRequest \
-	./upgrade:FuzzControlAnswer ./upgrade:FuzzHandoffReady ./upgrade:FuzzHandoffAccepting
+	./upgrade:FuzzControlAnswer ./upgrade:FuzzHandoffReady ./upgrade:FuzzHandoffAccepting ./upgrade:FuzzParseRequest ./upgrade:FuzzInheritedFiles
 
 .DEFAULT_GOAL := help
 .PHONY: help build run test fuzz bench lint vet deps clean staticcheck
@@ -44,7 +44,7 @@ fuzz: ## run each fuzz target for FUZZTIME, default 5s
 	  pkg=$${t%%:*}; name=$${t##*:}; corpus=$$pkg/testdata/fuzz/$$name; \
 	  before=$$(ls $$corpus 2>/dev/null | wc -l); \
 	  echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
-	  if out=$$($(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg 2>&1); then \
+	  if out=$$($(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg 2>&1); then \
 	    echo "$$out" | tail -1; continue; \
 	  fi; \
 	  echo "$$out"; \

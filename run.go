@@ -76,6 +76,16 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 			log.Infof("%s: no socket passed (optional): not serving it", s.sock.Name)
 			continue
 		}
+		if k, ok := s.kind.(*deferKind); ok {
+			b, err := k.built(s)
+			if err != nil {
+				if handoff == nil {
+					notifier.Notify(systemd.Status("start failed: " + err.Error()))
+				}
+				return err
+			}
+			s = b
+		}
 		s.kind.setup(dopts)
 		g.servers = append(g.servers, s)
 		if h, ok := s.kind.(*holdKind); ok {
@@ -95,6 +105,8 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		Timeout:  opts.ReloadTimeout,
 		Notifier: notifier,
 		Logger:   log,
+		Pause:    g.pause,
+		Resume:   g.resume,
 		OnCommit: g.stopAccepting,
 		OnStep:   opts.OnHandoverStep,
 	}, func(firstFD int) (upgrade.Handover, error) {

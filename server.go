@@ -151,6 +151,54 @@ func Hold(sock Socket, why string) *Server {
 	return &Server{sock: sock, kind: &holdKind{why: why, dgram: sock.Datagram()}}
 }
 
+// Defer makes the socket's server only if the socket is there: Run calls
+// build after taking the sockets, before anything is accepted, and only
+// when the unit passed the socket (or, without systemd, its fallback was
+// bound). Use it for what only that server needs, such as reading a TLS
+// certificate, so that a service whose unit does not pass the socket
+// neither reads nor checks it. build returns the server for sock (made by
+// HTTP, GRPC, Stream, Datagram or Hold, on a Socket of the same name), or
+// an error that stops the start.
+func Defer(sock Socket, build func() (*Server, error)) *Server {
+	s := &Server{sock: sock, kind: &deferKind{build: build, dgram: sock.Datagram()}}
+	if build == nil {
+		s.err = errors.New("Defer: nil build function")
+	}
+	return s
+}
+
+// deferKind stands for a server that Run builds once its socket is
+// there; it never serves itself.
+type deferKind struct {
+	holdKind
+	build func() (*Server, error)
+	dgram bool
+}
+
+func (k *deferKind) datagram() bool { return k.dgram }
+
+// built returns the server build makes for s, checked like those given to
+// Run.
+func (k *deferKind) built(s *Server) (*Server, error) {
+	b, err := k.build()
+	if err != nil {
+		return nil, fmt.Errorf("baton: socket %q: %w", s.sock.Name, err)
+	}
+	if b == nil || b.kind == nil {
+		return nil, fmt.Errorf("baton: socket %q: Defer's build returned no server", s.sock.Name)
+	}
+	if _, ok := b.kind.(*deferKind); ok {
+		return nil, fmt.Errorf("baton: socket %q: Defer's build returned another Defer", s.sock.Name)
+	}
+	if b.sock.Name != s.sock.Name {
+		return nil, fmt.Errorf("baton: socket %q: Defer's build returned a server for socket %q", s.sock.Name, b.sock.Name)
+	}
+	if err := checkServers([]*Server{b}); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // httpKind serves a *http.Server, plaintext or TLS.
 type httpKind struct {
 	srv *http.Server

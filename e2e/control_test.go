@@ -41,9 +41,9 @@ func TestControlHostileCallers(t *testing.T) {
 			want  string
 		}{
 			{"1 MiB line", append(bytes.Repeat([]byte("x"), 1<<20), '\n'), false,
-				"error request too long: more than 256 bytes\n"},
+				"error request too long: more than 4103 bytes\n"},
 			{"1 MiB of reload", bytes.Repeat([]byte("reload"), 1<<20/6), true,
-				"error request too long: more than 256 bytes\n"},
+				"error request too long: more than 4103 bytes\n"},
 			{"binary junk", []byte("\x00\xff\xfe\x01\x7f junk\r\n"), false,
 				`error unknown request "\x00\xff\xfe\x01\x7f junk\r": want reload` + "\n"},
 			{"unknown verb", []byte("restart\n"), false,
@@ -66,7 +66,7 @@ func TestControlHostileCallers(t *testing.T) {
 		if got := <-silent; got != wantSilent {
 			t.Errorf("answer to a silent caller = %q, want %q", got, wantSilent)
 		}
-		s.waitJournal(t, 20*time.Second, "upgrade: control request refused: request too long: more than 256 bytes",
+		s.waitJournal(t, 20*time.Second, "upgrade: control request refused: request too long: more than 4103 bytes",
 			`upgrade: control request refused: unknown request \"restart\"`, // quoted by logfmt
 			"upgrade: control request refused: bad request: no request line within 10s")
 		s.checkUnchanged(t, pid)

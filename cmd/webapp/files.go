@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 
 	"github.com/baton-dev/baton/upgrade"
@@ -12,34 +13,6 @@ import (
 // them with its request on the control socket; the new generation finds
 // them by name. This is how a reload rotates the certificate although
 // LoadCredential= copied it only when the service started.
-//
-// package upgrade does not carry files yet: until it does, handedOverFiles
-// finds none and requestReload sends none. Once it does (upgrade.File,
-// upgrade.Request(ctx, path, files...), (*upgrade.Handoff).Files()), the
-// two functions become:
-//
-//	func handedOverFiles() (map[string]*os.File, error) {
-//		h, err := upgrade.Inherited()
-//		if errors.Is(err, upgrade.ErrNotInherited) {
-//			return nil, nil
-//		}
-//		if err != nil {
-//			return nil, err
-//		}
-//		files := map[string]*os.File{}
-//		for _, f := range h.Files() {
-//			files[f.Name] = f.File
-//		}
-//		return files, nil
-//	}
-//
-//	func requestReload(ctx context.Context, control string, files []namedFile) (upgrade.Result, error) {
-//		var ufs []upgrade.File
-//		for _, f := range files {
-//			ufs = append(ufs, upgrade.File{Name: f.name, File: f.file})
-//		}
-//		return upgrade.Request(ctx, control, ufs...)
-//	}
 
 // namedFile is an open file a reload hands over, under its name.
 type namedFile struct {
@@ -51,12 +24,26 @@ type namedFile struct {
 // started this generation carried; none on a fresh start. The caller
 // closes them.
 func handedOverFiles() (map[string]*os.File, error) {
-	return nil, nil
+	h, err := upgrade.Inherited()
+	if errors.Is(err, upgrade.ErrNotInherited) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]*os.File{}
+	for _, f := range h.Files() {
+		files[f.Name] = f.File
+	}
+	return files, nil
 }
 
 // requestReload asks the service on the control socket to swap in the
 // binary now installed, carrying files, and waits for the outcome.
 func requestReload(ctx context.Context, control string, files []namedFile) (upgrade.Result, error) {
-	_ = files
-	return upgrade.Request(ctx, control)
+	ufs := make([]upgrade.File, 0, len(files))
+	for _, f := range files {
+		ufs = append(ufs, upgrade.File{Name: f.name, File: f.file})
+	}
+	return upgrade.Request(ctx, control, ufs...)
 }

@@ -202,15 +202,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	httpsSock := listenSpec("https", cfg.listenHTTPS, false)
 	httpsSock.Optional = true
-	var https *baton.Server
-	cert, why, err := loadCertificate(cfg.tlsCert, cfg.tlsKey)
-	switch {
-	case err != nil:
-		log.Errorf("https: %v", err)
-		return errReported
-	case cert == nil:
-		https = baton.Hold(httpsSock, why)
-	default:
+	// The certificate is read only when the https socket is there.
+	https := baton.Defer(httpsSock, func() (*baton.Server, error) {
+		cert, why, err := loadCertificate(cfg.tlsCert, cfg.tlsKey)
+		switch {
+		case err != nil:
+			return nil, err
+		case cert == nil:
+			return baton.Hold(httpsSock, why), nil
+		}
 		what, warning := cert.describe(time.Now())
 		log.Infof("https: %s", what)
 		if warning != "" {
@@ -218,8 +218,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		srv := newHTTPServer()
 		srv.TLSConfig = cert.tlsConfig()
-		https = baton.HTTP(httpsSock, srv)
-	}
+		return baton.HTTP(httpsSock, srv), nil
+	})
 
 	rpc := newRPCServer()
 	grpcSock := listenSpec("grpc", cfg.listenGRPC, false)
