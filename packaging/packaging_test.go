@@ -248,8 +248,25 @@ func TestLintianOverridesAreDocumented(t *testing.T) {
 func TestRpmlint(t *testing.T) {
 	t.Parallel()
 	rpmlint := requireTool(t, "rpmlint")
+	cpio := requireTool(t, "cpio")
 	p := defaultPackages(t)
-	out, err := run(t, "", nil, rpmlint, "--config", "rpmlint.toml", p.rpm)
+	// rpmlint 2.4 unpacks the package with `rpm2cpio | cpio -id` in a
+	// temporary directory, and GNU cpio writes absolute member names where
+	// they point: nfpm names the files /usr/bin/webapp (rpmbuild names them
+	// ./usr/bin/webapp), so they would land in the host's root, and rpmlint
+	// would see none of them. A cpio first on PATH that adds
+	// --no-absolute-filenames keeps them in rpmlint's directory; it leaves a
+	// mark, so that an rpmlint that unpacks some other way is noticed.
+	wrap := t.TempDir()
+	mark := filepath.Join(wrap, "called")
+	script := fmt.Sprintf("#!/bin/sh\n: >%q\nexec %q --no-absolute-filenames \"$@\"\n", mark, cpio)
+	if err := os.WriteFile(filepath.Join(wrap, "cpio"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "", []string{"PATH=" + wrap + string(os.PathListSeparator) + os.Getenv("PATH")}, rpmlint, "--config", "rpmlint.toml", p.rpm)
+	if _, statErr := os.Stat(mark); statErr != nil {
+		t.Fatalf("rpmlint did not unpack %s with the cpio on PATH (%v): it may write the package's files into /; see TestRpmlint\n%s", filepath.Base(p.rpm), statErr, out)
+	}
 	if err != nil {
 		t.Fatalf("rpmlint --config packaging/rpmlint.toml %s: %v\n%s", filepath.Base(p.rpm), err, out)
 	}
