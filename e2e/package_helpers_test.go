@@ -109,12 +109,31 @@ var packagedPaths = []string{
 	"/usr/bin/webapp",
 	"/usr/lib/systemd/system/webapp.socket",
 	"/usr/lib/systemd/system/webapp.service",
+	"/usr/lib/systemd/system/webapp-https.socket",
+	"/usr/lib/systemd/system/webapp-grpc.socket",
+	"/usr/lib/systemd/system/webapp-udp.socket",
+	"/etc/webapp",
 	"/etc/default/webapp",
 	"/etc/sysconfig/webapp",
 	"/usr/share/man/man1/webapp.1.gz",
 	"/usr/share/doc/webapp",
 	"/usr/share/licenses/webapp",
 	"/usr/share/lintian/overrides/webapp",
+}
+
+// webappUnits are the units the packages install.
+var webappUnits = []string{"webapp.socket", "webapp-https.socket", "webapp-grpc.socket", "webapp-udp.socket", "webapp.service"}
+
+// optionalOff checks that the optional sockets are shipped disabled and
+// stay off: neither enabled nor started by the package or by webapp.service.
+func (p *pkgBox) optionalOff(t *testing.T, when string) {
+	t.Helper()
+	for _, o := range optionalSockets {
+		st := p.box.Show(t, o.unit, "ActiveState", "UnitFileState", "LoadState")
+		if st["LoadState"] != "loaded" || st["UnitFileState"] != "disabled" || st["ActiveState"] != "inactive" {
+			t.Errorf("%s: %s is %v, want loaded, disabled and inactive", when, o.unit, st)
+		}
+	}
 }
 
 // copyPackage copies a package file into the box's /root and returns its

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -39,6 +41,10 @@ func firstRequest(t *testing.T, p *pkgBox, version string) {
 	if st.service["ActiveState"] != "inactive" {
 		t.Errorf("after install webapp.service is %v, want inactive until the first connection", st.service)
 	}
+	if fi, err := os.Stat(filepath.Join(p.box.Root(), "/etc/webapp")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o755 {
+		t.Errorf("after install /etc/webapp: %v %v, want a directory with mode 0755", fi, err)
+	}
+	p.optionalOff(t, "after install")
 	v, pid := p.get(t)
 	if v != version {
 		t.Errorf("the first answer comes from version %q, want %s", v, version)
@@ -50,6 +56,7 @@ func firstRequest(t *testing.T, p *pkgBox, version string) {
 	if cl := p.cmdline(t, pid); !strings.HasSuffix(cl, "serve "+editedOpts) {
 		t.Errorf("webapp runs as %q, want the edited WEBAPP_OPTS %q", cl, editedOpts)
 	}
+	p.optionalOff(t, "after the first request")
 }
 
 // upgradeSequence upgrades and downgrades under load, each direction once
@@ -112,11 +119,12 @@ func TestPackageDeb(t *testing.T) {
 		if cl := p.cmdline(t, pid); !strings.HasSuffix(cl, "serve "+editedOpts) {
 			t.Errorf("after the upgrade webapp runs as %q, want the edited WEBAPP_OPTS %q", cl, editedOpts)
 		}
+		p.optionalOff(t, "after the upgrade")
 	})
 
 	t.Run("remove", func(t *testing.T) {
 		p.run(t, "dpkg", "-r", "webapp")
-		for _, u := range []string{"webapp.socket", "webapp.service"} {
+		for _, u := range webappUnits {
 			st := p.box.Show(t, u, "ActiveState", "UnitFileState", "LoadState")
 			if st["ActiveState"] != "inactive" || st["UnitFileState"] == "enabled" {
 				t.Errorf("after dpkg -r %s is %v, want inactive and not enabled", u, st)
@@ -181,11 +189,12 @@ func TestPackageRPM(t *testing.T) {
 		if out := p.run(t, "rpm", "-q", "webapp"); !strings.Contains(out, pkgV2) {
 			t.Errorf("rpm -q webapp after the upgrade: %s", out)
 		}
+		p.optionalOff(t, "after the upgrade")
 	})
 
 	t.Run("erase", func(t *testing.T) {
 		p.run(t, "rpm", "-e", "--nodeps", "webapp")
-		for _, u := range []string{"webapp.socket", "webapp.service"} {
+		for _, u := range webappUnits {
 			st := p.box.Show(t, u, "ActiveState", "LoadState")
 			if st["ActiveState"] != "inactive" || st["LoadState"] != "not-found" {
 				t.Errorf("after rpm -e %s is %v, want inactive and not-found", u, st)

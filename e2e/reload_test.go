@@ -289,7 +289,7 @@ chmod 755 /usr/bin/.webapp.new && mv -f /usr/bin/.webapp.new /usr/bin/webapp`,
 				if err := s.swapBinary(good); err != nil { // so that daemon-reload does not matter
 					return err
 				}
-				dropIn := "[Service]\nExecReload=\nExecReload=" + goodClient + " reload\n"
+				dropIn := "[Service]\nExecReload=\nExecReload=+" + goodClient + " reload\n"
 				if err := box("sh", "-c", `printf '%s' "$1" >/etc/systemd/system/webapp.service.d/reload-client.conf`, "sh", dropIn)(ctx); err != nil {
 					return err
 				}

@@ -184,6 +184,9 @@ var (
 		"/usr/bin/webapp",
 		"/usr/lib/systemd/system/webapp.service",
 		"/usr/lib/systemd/system/webapp.socket",
+		"/usr/lib/systemd/system/webapp-https.socket",
+		"/usr/lib/systemd/system/webapp-grpc.socket",
+		"/usr/lib/systemd/system/webapp-udp.socket",
 		"/usr/share/man/man1/webapp.1.gz",
 	}
 	debFiles = append([]string{
@@ -192,8 +195,11 @@ var (
 		"/usr/share/doc/webapp/copyright",
 		"/usr/share/lintian/overrides/webapp",
 	}, commonFiles...)
+	// rpm -ql lists the directories a package owns, dpkg-deb --contents
+	// every directory (they are checked apart).
 	rpmFiles = append([]string{
 		"/etc/sysconfig/webapp",
+		"/etc/webapp",
 		"/usr/share/licenses/webapp",
 		"/usr/share/licenses/webapp/LICENSE",
 	}, commonFiles...)
@@ -248,8 +254,25 @@ func TestLintianOverridesAreDocumented(t *testing.T) {
 func TestRpmlint(t *testing.T) {
 	t.Parallel()
 	rpmlint := requireTool(t, "rpmlint")
+	cpio := requireTool(t, "cpio")
 	p := defaultPackages(t)
-	out, err := run(t, "", nil, rpmlint, "--config", "rpmlint.toml", p.rpm)
+	// rpmlint 2.4 unpacks the package with `rpm2cpio | cpio -id` in a
+	// temporary directory, and GNU cpio writes absolute member names where
+	// they point: nfpm names the files /usr/bin/webapp (rpmbuild names them
+	// ./usr/bin/webapp), so they would land in the host's root, and rpmlint
+	// would see none of them. A cpio first on PATH that adds
+	// --no-absolute-filenames keeps them in rpmlint's directory; it leaves a
+	// mark, so that an rpmlint that unpacks some other way is noticed.
+	wrap := t.TempDir()
+	mark := filepath.Join(wrap, "called")
+	script := fmt.Sprintf("#!/bin/sh\n: >%q\nexec %q --no-absolute-filenames \"$@\"\n", mark, cpio)
+	if err := os.WriteFile(filepath.Join(wrap, "cpio"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "", []string{"PATH=" + wrap + string(os.PathListSeparator) + os.Getenv("PATH")}, rpmlint, "--config", "rpmlint.toml", p.rpm)
+	if _, statErr := os.Stat(mark); statErr != nil {
+		t.Fatalf("rpmlint did not unpack %s with the cpio on PATH (%v): it may write the package's files into /; see TestRpmlint\n%s", filepath.Base(p.rpm), statErr, out)
+	}
 	if err != nil {
 		t.Fatalf("rpmlint --config packaging/rpmlint.toml %s: %v\n%s", filepath.Base(p.rpm), err, out)
 	}
@@ -313,15 +336,16 @@ func TestUnitsVerify(t *testing.T) {
 	copySystemUnits(t, unitDir)
 	env := []string{"MANPATH=" + filepath.Join(root, "usr/share/man"), "SYSTEMD_LOG_COLOR=0"}
 
+	units := []string{"webapp.socket", "webapp-https.socket", "webapp-grpc.socket", "webapp-udp.socket", "webapp.service"}
 	// verify exits 0 on some errors (an unknown Type=): the output is what
 	// counts. --root makes it check the packaged /usr/bin/webapp; MANPATH
 	// lets it find the packaged webapp(1) for Documentation=.
 	verify := func() (string, error) {
-		return run(t, "", env, analyze, "verify", "--root="+root, "webapp.socket", "webapp.service")
+		return run(t, "", env, analyze, append([]string{"verify", "--root=" + root}, units...)...)
 	}
 	out, err := verify()
 	if err != nil || out != "" {
-		t.Errorf("systemd-analyze verify webapp.socket webapp.service: err %v, output:\n%s\nwant no output", err, out)
+		t.Errorf("systemd-analyze verify %s: err %v, output:\n%s\nwant no output", strings.Join(units, " "), err, out)
 	}
 
 	// The same check finds a broken unit, so an empty output means something.
@@ -353,7 +377,9 @@ func copySystemUnits(t testing.TB, dir string) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "webapp.") {
+		// The host's own copies of webapp's units, if any, must not
+		// replace the packaged ones.
+		if strings.HasPrefix(e.Name(), "webapp.") || strings.HasPrefix(e.Name(), "webapp-") {
 			continue
 		}
 		from, to := filepath.Join(src, e.Name()), filepath.Join(dir, e.Name())
@@ -412,10 +438,13 @@ func TestServiceSettings(t *testing.T) {
 	t.Parallel()
 	settings := unitSettings(t, filepath.Join(repoRoot(t), "systemd/units/webapp.service"))
 	want := map[string][]string{
-		"Service.Type":             {"notify"},
-		"Service.NotifyAccess":     {"all"},
-		"Service.ExecStart":        {"/usr/bin/webapp serve $WEBAPP_OPTS"},
-		"Service.ExecReload":       {"/usr/bin/webapp reload"},
+		"Service.Type":         {"notify"},
+		"Service.NotifyAccess": {"all"},
+		"Service.ExecStart":    {"/usr/bin/webapp serve $WEBAPP_OPTS"},
+		// "+": as root, to read the root-only /etc/webapp/tls.key.
+		"Service.ExecReload":       {"+/usr/bin/webapp reload"},
+		"Service.LoadCredential":   {"tls:/etc/webapp"},
+		"Service.SetCredential":    {"tls:unused"},
 		"Service.EnvironmentFile":  {"-/etc/default/webapp", "-/etc/sysconfig/webapp"},
 		"Service.RuntimeDirectory": {"webapp"},
 		"Service.TimeoutStopSec":   {"30s"},
@@ -430,7 +459,9 @@ func TestServiceSettings(t *testing.T) {
 			t.Errorf("webapp.service %s = %q, want %q", key, got, values)
 		}
 	}
-	for _, key := range []string{"Service.WatchdogSec", "Service.RuntimeDirectoryPreserve", "Service.NoExecPaths", "Service.ExecPaths"} {
+	// Sockets= would also mean Wants=: every listed socket would start with
+	// the service, enabled or not.
+	for _, key := range []string{"Service.WatchdogSec", "Service.RuntimeDirectoryPreserve", "Service.NoExecPaths", "Service.ExecPaths", "Service.Sockets"} {
 		if got, ok := settings[key]; ok {
 			t.Errorf("webapp.service sets %s=%q, want it unset", key, got)
 		}
@@ -442,12 +473,43 @@ func TestServiceSettings(t *testing.T) {
 		t.Errorf("webapp.service RestrictAddressFamilies = %q, want AF_UNIX allowed", got)
 	}
 
-	socket := unitSettings(t, filepath.Join(repoRoot(t), "systemd/units/webapp.socket"))
-	if got := socket["Socket.FileDescriptorName"]; !slices.Equal(got, []string{"http"}) {
-		t.Errorf("webapp.socket FileDescriptorName = %q, want http", got)
+}
+
+// TestSocketSettings pins each socket unit's name, address and install
+// section: webapp asks for its sockets by name, and enabling an optional
+// socket makes webapp.service want it, so that a restart of the service
+// starts it (see webapp(1)).
+func TestSocketSettings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		unit, listen, address, name, service, wantedBy string
+	}{
+		{"webapp.socket", "ListenStream", "127.0.0.1:8080", "http", "", "sockets.target"},
+		{"webapp-https.socket", "ListenStream", "127.0.0.1:8443", "https", "webapp.service", "sockets.target webapp.service"},
+		{"webapp-grpc.socket", "ListenStream", "127.0.0.1:9090", "grpc", "webapp.service", "sockets.target webapp.service"},
+		{"webapp-udp.socket", "ListenDatagram", "127.0.0.1:8125", "udp", "webapp.service", "sockets.target webapp.service"},
 	}
-	if got := socket["Install.WantedBy"]; !slices.Equal(got, []string{"sockets.target"}) {
-		t.Errorf("webapp.socket WantedBy = %q, want sockets.target", got)
+	for _, tt := range tests {
+		settings := unitSettings(t, filepath.Join(repoRoot(t), "systemd/units", tt.unit))
+		want := map[string][]string{
+			"Socket." + tt.listen:       {tt.address},
+			"Socket.FileDescriptorName": {tt.name},
+			"Install.WantedBy":          {tt.wantedBy},
+			"Unit.Documentation":        {"man:webapp(1)"},
+		}
+		if tt.service != "" {
+			want["Socket.Service"] = []string{tt.service}
+		}
+		for key, values := range want {
+			if got := settings[key]; !slices.Equal(got, values) {
+				t.Errorf("%s %s = %q, want %q", tt.unit, key, got, values)
+			}
+		}
+		for key := range settings {
+			if strings.HasPrefix(key, "Socket.Listen") && key != "Socket."+tt.listen {
+				t.Errorf("%s sets %s=%q, want only %s=", tt.unit, key, settings[key], tt.listen)
+			}
+		}
 	}
 }
 
@@ -509,8 +571,12 @@ func TestDebContents(t *testing.T) {
 
 	listing := mustRun(t, "", nil, "dpkg-deb", "--contents", p.deb)
 	var files []string
+	etcWebapp := ""
 	for _, line := range strings.Split(strings.TrimSpace(listing), "\n") {
 		fields := strings.Fields(line)
+		if len(fields) >= 6 && fields[5] == "./etc/webapp/" {
+			etcWebapp = fields[0] + " " + fields[1]
+		}
 		if len(fields) < 6 || strings.HasPrefix(fields[0], "d") {
 			continue
 		}
@@ -527,6 +593,10 @@ func TestDebContents(t *testing.T) {
 	want := slices.Sorted(slices.Values(debFiles))
 	if !slices.Equal(files, want) {
 		t.Errorf("dpkg-deb --contents: files\n%s\nwant\n%s", strings.Join(files, "\n"), strings.Join(want, "\n"))
+	}
+	// Where the administrator puts the TLS certificate and key.
+	if etcWebapp != "drwxr-xr-x root/root" {
+		t.Errorf("dpkg-deb --contents: /etc/webapp/ is %q, want drwxr-xr-x root/root", etcWebapp)
 	}
 
 	if got := strings.TrimSpace(mustRun(t, "", nil, "dpkg-deb", "--field", p.deb, "Version")); got != version(t)+"-1" {
@@ -600,7 +670,8 @@ func TestRpmContents(t *testing.T) {
 		switch f {
 		case "/usr/bin/webapp":
 			want = "-rwxr-xr-x"
-		case "/usr/share/licenses/webapp": // owned, so that rpm -e removes it
+		case "/usr/share/licenses/webapp", // owned, so that rpm -e removes it
+			"/etc/webapp": // for the TLS certificate and key
 			want = "drwxr-xr-x"
 		}
 		if mode != want {
@@ -678,10 +749,14 @@ func TestBuildVersionOverride(t *testing.T) {
 
 // TestDebScriptsOfflineRoot runs the deb maintainer scripts the way dpkg
 // does for an offline root (DPKG_ROOT): deb-systemd-helper enables,
-// masks and purges inside that root, and nothing touches systemd.
+// masks and purges inside that root, and nothing touches systemd. Only
+// webapp.socket is enabled on install; an optional socket the
+// administrator enabled stays enabled across an upgrade, and a purge
+// removes its symlinks too.
 func TestDebScriptsOfflineRoot(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "deb-systemd-helper")
+	systemctl := requireTool(t, "systemctl")
 	root := extractDeb(t, defaultPackages(t).deb)
 	hostLink := "/etc/systemd/system/sockets.target.wants/webapp.socket"
 	_, hostErr := os.Lstat(hostLink)
@@ -696,32 +771,60 @@ func TestDebScriptsOfflineRoot(t *testing.T) {
 	}
 	enableLink := filepath.Join(root, hostLink)
 	maskLink := filepath.Join(root, "etc/systemd/system/webapp.socket")
-	linkTo := func(path string) string {
-		target, err := os.Readlink(path)
-		if err != nil {
-			return ""
+	// The symlinks `systemctl enable webapp-grpc.socket` makes.
+	grpcLinks := []string{
+		filepath.Join(root, "etc/systemd/system/sockets.target.wants/webapp-grpc.socket"),
+		filepath.Join(root, "etc/systemd/system/webapp.service.wants/webapp-grpc.socket"),
+	}
+	optionalLinks := func() []string {
+		var found []string
+		for _, u := range []string{"webapp-https.socket", "webapp-grpc.socket", "webapp-udp.socket"} {
+			for _, dir := range []string{"sockets.target.wants", "webapp.service.wants"} {
+				if l := filepath.Join(root, "etc/systemd/system", dir, u); linkTo(l) != "" {
+					found = append(found, l)
+				}
+			}
 		}
-		return target
+		return found
 	}
 
 	script("postinst", "configure", "")
 	if got := linkTo(enableLink); got != "/usr/lib/systemd/system/webapp.socket" {
 		t.Errorf("after install: %s -> %q, want the socket enabled", hostLink, got)
 	}
+	if found := optionalLinks(); len(found) != 0 {
+		t.Errorf("after install: optional sockets enabled: %v, want none", found)
+	}
+	// The administrator turns the gRPC socket on.
+	mustRun(t, "", nil, systemctl, "--root="+root, "enable", "webapp-grpc.socket")
+	for _, l := range grpcLinks {
+		if linkTo(l) == "" {
+			t.Fatalf("systemctl --root enable webapp-grpc.socket made no %s", l)
+		}
+	}
 	script("postinst", "configure", version(t)+"-1")
 	if got := linkTo(enableLink); got == "" {
 		t.Errorf("after upgrade: webapp.socket is no longer enabled")
 	}
+	if found := optionalLinks(); !slices.Equal(found, grpcLinks) {
+		t.Errorf("after upgrade: optional sockets enabled: %v, want only the administrator's webapp-grpc.socket %v", found, grpcLinks)
+	}
 	script("prerm", "remove")
-	if err := os.Remove(filepath.Join(root, "usr/lib/systemd/system/webapp.socket")); err != nil {
-		t.Fatal(err)
+	units, err := filepath.Glob(filepath.Join(root, "usr/lib/systemd/system/webapp*"))
+	if err != nil || len(units) != 5 {
+		t.Fatalf("unit files in the package: %v (%v), want 5", units, err)
+	}
+	for _, u := range units { // dpkg removes the files before postrm
+		if err := os.Remove(u); err != nil {
+			t.Fatal(err)
+		}
 	}
 	script("postrm", "remove")
 	if got := linkTo(maskLink); got != "/dev/null" {
 		t.Errorf("after remove: webapp.socket -> %q, want masked until purge", got)
 	}
 	script("postrm", "purge")
-	for _, p := range []string{enableLink, maskLink, filepath.Join(root, "var/lib/systemd/deb-systemd-helper-enabled")} {
+	for _, p := range append([]string{enableLink, maskLink, filepath.Join(root, "var/lib/systemd/deb-systemd-helper-enabled")}, grpcLinks...) {
 		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("after purge: %s still exists (%v)", p, err)
 		}
@@ -729,6 +832,15 @@ func TestDebScriptsOfflineRoot(t *testing.T) {
 	if _, err := os.Lstat(hostLink); (err == nil) != (hostErr == nil) {
 		t.Errorf("the scripts changed the host's %s", hostLink)
 	}
+}
+
+// linkTo is the target of the symbolic link path, "" if it is none.
+func linkTo(path string) string {
+	target, err := os.Readlink(path)
+	if err != nil {
+		return ""
+	}
+	return target
 }
 
 // dropLines removes the lines equal to line from out.
