@@ -17,7 +17,7 @@
 // and tls.key that `webapp reload` handed over (it runs as root under
 // ExecReload=+ and opens /etc/webapp/tls.crt and tls.key, so that a reload
 // rotates the certificate), else from $CREDENTIALS_DIRECTORY
-// (LoadCredential=tls.crt:/etc/webapp/tls.crt and tls.key), else from
+// tls_tls.crt and tls_tls.key (LoadCredential=tls:/etc/webapp), else from
 // --tls-cert and --tls-key. Without any, the https socket is held, not
 // served, and webapp says so once; a file that is unreadable, garbled or
 // not a pair is an error, and webapp does not start.

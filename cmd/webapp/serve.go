@@ -34,8 +34,9 @@ the --listen addresses without systemd:
   udp    answers every datagram with "<pid> " and the same bytes (optional)
 
 The https certificate and key are the files tls.crt and tls.key that a
-reload handed over, else those in $CREDENTIALS_DIRECTORY (LoadCredential=),
-else --tls-cert and --tls-key. With none of them, webapp holds the https
+reload handed over, else tls_tls.crt and tls_tls.key in
+$CREDENTIALS_DIRECTORY (LoadCredential=tls:/etc/webapp), else --tls-cert
+and --tls-key. With none of them, webapp holds the https
 socket without serving it and says so; a file that is unreadable, garbled
 or not a pair stops the start.
 
@@ -67,7 +68,7 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.listenHTTPS, "listen-https", "", "fallback `address` of the https socket (TLS: HTTP/2 and HTTP/1.1); empty: none")
 	fs.StringVar(&c.listenGRPC, "listen-grpc", "", "fallback `address` of the grpc socket (gRPC over h2c); empty: none")
 	fs.StringVar(&c.listenUDP, "listen-udp", "", "fallback `address` of the udp socket (host:port, or a /path for a unixgram socket); empty: none")
-	fs.StringVar(&c.tlsCert, "tls-cert", defaultCertFile, "the https certificate `file` (PEM), when neither a reload nor $CREDENTIALS_DIRECTORY has tls.crt")
+	fs.StringVar(&c.tlsCert, "tls-cert", defaultCertFile, "the https certificate `file` (PEM), when neither a reload nor $CREDENTIALS_DIRECTORY has it")
 	fs.StringVar(&c.tlsKey, "tls-key", defaultKeyFile, "the https key `file` (PEM), read with the certificate")
 	cl.duration(&c.drainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, cut connections still open after this `duration` (keep it below TimeoutStopSec=)")
 	cl.duration(&c.idleGrace, "idle-grace", drain.DefaultIdleGrace, "keep answering kept-alive connections this `duration` into a drain before closing idle ones")

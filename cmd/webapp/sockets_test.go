@@ -180,7 +180,19 @@ func (ca *testCA) issue(t *testing.T, serial int64) (certPEM, keyPEM []byte) {
 // returns their paths.
 func writePair(t *testing.T, dir string, certPEM, keyPEM []byte) (certPath, keyPath string) {
 	t.Helper()
-	certPath, keyPath = filepath.Join(dir, certName), filepath.Join(dir, keyName)
+	return writeNamed(t, dir, certName, keyName, certPEM, keyPEM)
+}
+
+// writeCreds writes them as systemd's LoadCredential=tls:/etc/webapp
+// names them in $CREDENTIALS_DIRECTORY.
+func writeCreds(t *testing.T, dir string, certPEM, keyPEM []byte) {
+	t.Helper()
+	writeNamed(t, dir, certCredName, keyCredName, certPEM, keyPEM)
+}
+
+func writeNamed(t *testing.T, dir, cert, key string, certPEM, keyPEM []byte) (certPath, keyPath string) {
+	t.Helper()
+	certPath, keyPath = filepath.Join(dir, cert), filepath.Join(dir, key)
 	if certPEM != nil {
 		if err := os.WriteFile(certPath, certPEM, 0o644); err != nil {
 			t.Fatal(err)
@@ -547,7 +559,7 @@ func TestFourSocketsActivated(t *testing.T) {
 	ca := newTestCA(t)
 	creds := t.TempDir()
 	certPEM, keyPEM := ca.issue(t, 42)
-	writePair(t, creds, certPEM, keyPEM)
+	writeCreds(t, creds, certPEM, keyPEM)
 	notify := notifytest.Listen(t)
 	args := append([]string{"serve", "--listen", "127.0.0.1:1", "--drain-timeout", "10s"}, noCertFlags(t)...)
 	r := startReaped(t, socks, []string{"CREDENTIALS_DIRECTORY=" + creds, "NOTIFY_SOCKET=" + notify.Addr()}, args...)
@@ -766,10 +778,10 @@ func TestActivationBadInput(t *testing.T) {
 		{
 			name: "garbled certificate in the credentials",
 			certs: func(t *testing.T, dir string) ([]string, []string) {
-				writePair(t, dir, []byte("not a certificate\n"), keyPEM)
+				writeCreds(t, dir, []byte("not a certificate\n"), keyPEM)
 				return noCertFlags(t), []string{"CREDENTIALS_DIRECTORY=" + dir}
 			},
-			want: []string{"TLS certificate {dir}/tls.crt: no PEM CERTIFICATE block"},
+			want: []string{"TLS certificate {dir}/tls_tls.crt: no PEM CERTIFICATE block"},
 		},
 		{
 			name: "key without its certificate",

@@ -14,12 +14,15 @@ import (
 	"time"
 )
 
-// The names of the https server's certificate and key: as credentials
-// (LoadCredential=tls.crt:/etc/webapp/tls.crt) and as the files `webapp
-// reload` hands over.
+// The names of the https server's certificate and key: as the files in
+// /etc/webapp and those `webapp reload` hands over; and as credentials,
+// which webapp.service loads from the whole directory
+// (LoadCredential=tls:/etc/webapp names each file tls_<file>).
 const (
-	certName = "tls.crt"
-	keyName  = "tls.key"
+	certName     = "tls.crt"
+	keyName      = "tls.key"
+	certCredName = "tls_" + certName
+	keyCredName  = "tls_" + keyName
 )
 
 // Where the certificate and key are when no flag says otherwise.
@@ -50,8 +53,9 @@ type certificate struct {
 //
 //  1. the files a reload handed over (`webapp reload`, run as root by
 //     ExecReload=+, reads the current ones), named tls.crt and tls.key;
-//  2. $CREDENTIALS_DIRECTORY/tls.crt and tls.key (LoadCredential=, copied
-//     by systemd when the service started);
+//  2. $CREDENTIALS_DIRECTORY/tls_tls.crt and tls_tls.key
+//     (LoadCredential=tls:/etc/webapp, copied by systemd when the service
+//     started);
 //  3. the files --tls-cert and --tls-key name.
 //
 // A place that holds one file must hold both, readable, and they must make
@@ -74,7 +78,7 @@ func loadCertificate(certFile, keyFile string) (*certificate, string, error) {
 	}
 	var looked []string
 	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
-		c, k := filepath.Join(dir, certName), filepath.Join(dir, keyName)
+		c, k := filepath.Join(dir, certCredName), filepath.Join(dir, keyCredName)
 		cert, key, err := readFiles(c, k)
 		if err != nil || cert.ok || key.ok {
 			return pair(cert, key, "$CREDENTIALS_DIRECTORY "+dir, err)
