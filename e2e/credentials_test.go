@@ -2,8 +2,18 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"maps"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,7 +75,7 @@ func TestUnitCredentials(t *testing.T) {
 	s := startService(t, serviceOptions{
 		NoStart: true,
 		ServiceDropIn: "ExecReload=+/bin/sh -c 'id -u >" + probe + "; echo \"$$RUNTIME_DIRECTORY\" >>" + probe +
-			"; stat -c %%u \"$$RUNTIME_DIRECTORY/control.sock\" >>" + probe + "; cat /etc/webapp/tls.key >>" + probe + "'",
+			"; stat -c %%u \"$$RUNTIME_DIRECTORY/control.sock\" >>" + probe + "; sha256sum </etc/webapp/tls.key | head -c 64 >>" + probe + "'",
 	})
 	s.box.Run(t, "rm", "-rf", "/etc/webapp") // the host's, showing through, if any
 
@@ -113,10 +123,12 @@ func TestUnitCredentials(t *testing.T) {
 	want("with an empty /etc/webapp", map[string]string{})
 
 	// A certificate and a root-only key.
-	s.box.WriteFile(t, "/etc/webapp/tls.crt", []byte("certificate 1\n"), 0o644)
-	s.box.WriteFile(t, "/etc/webapp/tls.key", []byte("key 1\n"), 0o600)
+	cert1, key1 := credentialPair(t, 1)
+	cert2, key2 := credentialPair(t, 2)
+	s.box.WriteFile(t, "/etc/webapp/tls.crt", cert1, 0o644)
+	s.box.WriteFile(t, "/etc/webapp/tls.key", key1, 0o600)
 	s.box.Systemctl(t, "restart", "webapp.service")
-	first := map[string]string{"tls_tls.crt": "certificate 1\n", "tls_tls.key": "key 1\n"}
+	first := map[string]string{"tls_tls.crt": string(cert1), "tls_tls.key": string(key1)}
 	want("with tls.crt and tls.key", first)
 	pid := s.mainPID(t)
 	uid := s.uidOf(t, pid)
@@ -135,19 +147,47 @@ func TestUnitCredentials(t *testing.T) {
 	}
 
 	// A reload copies nothing: the credentials stay those of the start.
-	s.box.WriteFile(t, "/etc/webapp/tls.crt", []byte("certificate 2\n"), 0o644)
-	s.box.WriteFile(t, "/etc/webapp/tls.key", []byte("key 2\n"), 0o600)
+	s.box.WriteFile(t, "/etc/webapp/tls.crt", cert2, 0o644)
+	s.box.WriteFile(t, "/etc/webapp/tls.key", key2, 0o600)
 	s.box.Systemctl(t, "reload", "webapp.service")
 	if after := s.mainPID(t); after == pid {
 		t.Fatalf("systemctl reload left MainPID %s, want a new generation", pid)
 	}
 	want("after a reload", first)
 	seen := strings.Split(strings.TrimSpace(string(s.box.ReadFile(t, probe))), "\n")
-	if wantSeen := []string{"0", "/run/webapp", uid, "key 2"}; !slices.Equal(seen, wantSeen) {
+	if wantSeen := []string{"0", "/run/webapp", uid, fmt.Sprintf("%x", sha256.Sum256(key2))}; !slices.Equal(seen, wantSeen) {
 		t.Errorf("ExecReload=+ saw uid, RUNTIME_DIRECTORY, owner of control.sock, tls.key = %q, want %q", seen, wantSeen)
 	}
 
 	// A restart copies the current files.
 	s.box.Systemctl(t, "restart", "webapp.service")
-	want("after a restart", map[string]string{"tls_tls.crt": "certificate 2\n", "tls_tls.key": "key 2\n"})
+	want("after a restart", map[string]string{"tls_tls.crt": string(cert2), "tls_tls.key": string(key2)})
+}
+
+// credentialPair makes a self-signed certificate and its key, in PEM: a
+// pair `webapp reload` accepts.
+func credentialPair(t *testing.T, serial int64) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: "webapp test"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
