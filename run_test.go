@@ -469,6 +469,9 @@ func TestRunBadInput(t *testing.T) {
 	h := &http.Server{Handler: http.HandlerFunc(hello)}
 	echo := func(context.Context, net.Conn) {}
 	udp := func(net.PacketConn, []byte, net.Addr) {}
+	cert, _ := selfSigned(t)
+	other, _ := selfSigned(t)
+	mismatched := tls.Certificate{Certificate: cert.Certificate, PrivateKey: other.PrivateKey}
 	for _, c := range []struct {
 		name string
 		// servers gets two free TCP addresses and a free UDP one.
@@ -508,6 +511,13 @@ func TestRunBadInput(t *testing.T) {
 				baton.HTTP(baton.Socket{Name: "https", Address: b}, &http.Server{Handler: h.Handler, TLSConfig: &tls.Config{}}),
 			}
 		}, []string{`"https": TLSConfig has no certificate`}},
+		{"tls certificate not matching its key", func(a, b, u string) []*baton.Server {
+			return []*baton.Server{
+				baton.HTTP(baton.Socket{Name: "https", Address: b}, &http.Server{Handler: h.Handler, TLSConfig: &tls.Config{
+					Certificates: []tls.Certificate{cert, mismatched},
+				}}),
+			}
+		}, []string{`"https": TLSConfig certificate 1`, "does not match its private key"}},
 		{"defer build fails", func(a, b, u string) []*baton.Server {
 			return []*baton.Server{
 				baton.HTTP(baton.Socket{Name: "http", Address: a}, h),

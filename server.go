@@ -2,6 +2,9 @@ package baton
 
 import (
 	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -66,7 +69,9 @@ type kind interface {
 // HTTP serves srv (HTTP/1.1, and HTTP/2 as srv.Protocols allows: set
 // UnencryptedHTTP2 there for h2c) on the socket. With srv.TLSConfig set it
 // serves TLS, offering "h2" and "http/1.1" by ALPN; the config must hold
-// the certificates (Certificates, GetCertificate or GetConfigForClient).
+// the certificates (Certificates, GetCertificate or GetConfigForClient),
+// and Run refuses to start when one of Certificates does not match its
+// private key.
 //
 // While draining, responses carry "Connection: close" (on HTTP/2 a GOAWAY,
 // after which the connection's open streams finish), kept-alive
@@ -209,8 +214,44 @@ type httpKind struct {
 func (k *httpKind) datagram() bool { return false }
 
 func (k *httpKind) check() error {
-	if c := k.srv.TLSConfig; k.tls && len(c.Certificates) == 0 && c.GetCertificate == nil && c.GetConfigForClient == nil {
+	if !k.tls {
+		return nil
+	}
+	c := k.srv.TLSConfig
+	if len(c.Certificates) == 0 && c.GetCertificate == nil && c.GetConfigForClient == nil {
 		return errors.New("TLSConfig has no certificate (Certificates, GetCertificate or GetConfigForClient)")
+	}
+	var errs []error
+	for i, cert := range c.Certificates {
+		if err := checkKeyPair(cert); err != nil {
+			errs = append(errs, fmt.Errorf("TLSConfig certificate %d: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkKeyPair says what tls.X509KeyPair would say of a certificate put
+// together by hand: a certificate whose public key is not that of its
+// private key fails every handshake.
+func checkKeyPair(c tls.Certificate) error {
+	if len(c.Certificate) == 0 {
+		return errors.New("no certificate data")
+	}
+	leaf := c.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return err
+		}
+	}
+	key, ok := c.PrivateKey.(interface{ Public() crypto.PublicKey })
+	if !ok {
+		return fmt.Errorf("private key %T has no public key", c.PrivateKey)
+	}
+	// The standard library's keys compare; another kind is left to the
+	// handshake.
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); ok && !pub.Equal(leaf.PublicKey) {
+		return fmt.Errorf("%q does not match its private key", leaf.Subject.String())
 	}
 	return nil
 }
