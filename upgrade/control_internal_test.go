@@ -1,8 +1,10 @@
 package upgrade
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -88,5 +90,36 @@ func TestParseAnswer(t *testing.T) {
 		case tt.is != nil && !errors.Is(err, tt.is):
 			t.Errorf("parseAnswer(%q) error = %v, want %v", tt.line, err, tt.is)
 		}
+	}
+}
+
+// TestControlSilentCaller: a caller that sends no whole request line is
+// answered at the request timeout, and the control socket goes on (a
+// read that times out reports no bytes, not a negative count).
+func TestControlSilentCaller(t *testing.T) {
+	for _, req := range []string{"", "rel"} {
+		t.Run(fmt.Sprintf("%q", req), func(t *testing.T) {
+			t.Parallel()
+			u, _ := newFuzzUpgrader(t)
+			srv, cli := connPair(t)
+			defer cli.Close()
+			go u.answer(context.Background(), srv)
+			if req != "" {
+				if _, err := cli.Write([]byte(req)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cli.SetReadDeadline(time.Now().Add(requestTimeout + 20*time.Second))
+			got, err := io.ReadAll(cli)
+			if err != nil {
+				t.Fatalf("reading the answer: %v", err)
+			}
+			if want := fmt.Sprintf("error bad request: no request line within %v\n", requestTimeout); string(got) != want {
+				t.Errorf("answer to a silent caller = %q, want %q", got, want)
+			}
+			if got := askControl(t, u, []byte("pid\n")); !strings.HasPrefix(got, "ok ") {
+				t.Errorf("answer to pid after the silent caller = %q, want ok", got)
+			}
+		})
 	}
 }

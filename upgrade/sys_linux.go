@@ -4,6 +4,7 @@ package upgrade
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -161,6 +162,14 @@ func readMsg(c *net.UnixConn, b, oob []byte) (n int, fds []int, truncated bool, 
 				}
 			}
 		}
+	}
+	if n < 0 { // an error: nothing read
+		n = 0
+	}
+	if n == 0 && oobn == 0 && err == nil && len(b) > 0 {
+		// A stream socket reads nothing only at its end; ReadMsgUnix does
+		// not say io.EOF as Read does.
+		err = io.EOF
 	}
 	return n, fds, flags&unix.MSG_CTRUNC != 0, err
 }
