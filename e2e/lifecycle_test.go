@@ -99,15 +99,16 @@ func TestLifecycleStopDrains(t *testing.T) {
 	if r.err != nil || r.status != 200 || r.body != "slept 2000 ms\n" {
 		t.Errorf("GET /slow?ms=2000 during stop = %d %q, %v, want 200 slept 2000 ms", r.status, r.body, r.err)
 	}
-	// The stop waits for the request, and ends with it, not at a timeout
-	// (the drain deadline and TimeoutStopSec= are far longer).
-	if r.done.After(stopped) {
-		t.Errorf("the request ended %v after systemctl stop returned, want before", r.done.Sub(stopped))
-	}
-	if lag := stopped.Sub(r.done); lag > 5*time.Second {
-		t.Errorf("systemctl stop returned %v after the request ended, want soon after it", lag)
-	}
+	// The stop waits for the request: the answer is written 2 s after the
+	// request arrived, webapp exits after writing it, and systemctl stop
+	// returns after webapp has exited. (When this test's goroutine sees the
+	// answer is up to the scheduler, so that is not compared.) That it ends
+	// with the request, not at a timeout, the journal says below: the
+	// drain's own "no connection cut", and no SIGKILL by systemd.
 	total := stopped.Sub(start)
+	if r.err == nil && total < 2*time.Second {
+		t.Errorf("systemctl stop returned %v after the 2 s request was sent, before it could have been answered", total)
+	}
 	t.Logf("systemctl stop took %v (request took %v; request start to unit stopped %v; stop returned %v after the request ended)",
 		stopTook, r.took, total, stopped.Sub(r.done))
 	p := s.show(t, "ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
