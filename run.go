@@ -402,6 +402,11 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 		}
 	}()
 	g.stopAccepting()
+	// A datagram read just before is still being answered on its socket:
+	// the sockets close once no handler needs them (or at the deadline).
+	for _, s := range g.servers {
+		s.kind.release(ctx)
+	}
 	// Our copies of the sockets close with the servers' listeners; the
 	// files kept for handing on close here, so that without systemd the
 	// socket is really closed and new clients are refused, not queued.

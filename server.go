@@ -59,6 +59,10 @@ type kind interface {
 	// stopAccepting stops taking new connections or datagrams; what is
 	// under way goes on.
 	stopAccepting()
+	// release returns, after stopAccepting, once nothing under way uses
+	// the served socket itself any more (a datagram handler answers on
+	// the socket it read from), or when ctx ends: then Run closes it.
+	release(ctx context.Context)
 	// drain finishes what is under way until ctx ends, then cuts what is
 	// left and counts it.
 	drain(ctx context.Context) (drain.Report, error)
@@ -272,10 +276,11 @@ func (k *httpKind) serve(sock any) error {
 	return err
 }
 
-func (k *httpKind) pause()           {}
-func (k *httpKind) resume()          {}
-func (k *httpKind) stopAccepting()   { k.d.StopAccepting() }
-func (k *httpKind) connections() int { return k.d.Connections() }
+func (k *httpKind) pause()                  {}
+func (k *httpKind) resume()                 {}
+func (k *httpKind) stopAccepting()          { k.d.StopAccepting() }
+func (k *httpKind) release(context.Context) {}
+func (k *httpKind) connections() int        { return k.d.Connections() }
 
 func (k *httpKind) drain(ctx context.Context) (drain.Report, error) { return k.d.Shutdown(ctx) }
 
@@ -302,10 +307,11 @@ func (k *grpcKind) serve(sock any) error {
 	return err
 }
 
-func (k *grpcKind) pause()           {}
-func (k *grpcKind) resume()          {}
-func (k *grpcKind) stopAccepting()   { k.d.StopAccepting() }
-func (k *grpcKind) connections() int { return k.d.Connections() }
+func (k *grpcKind) pause()                  {}
+func (k *grpcKind) resume()                 {}
+func (k *grpcKind) stopAccepting()          { k.d.StopAccepting() }
+func (k *grpcKind) release(context.Context) {}
+func (k *grpcKind) connections() int        { return k.d.Connections() }
 
 func (k *grpcKind) drain(ctx context.Context) (drain.Report, error) {
 	rep, err := k.d.Shutdown(ctx)
@@ -347,10 +353,11 @@ func (k *streamKind) serve(sock any) error {
 	}
 }
 
-func (k *streamKind) pause()           {}
-func (k *streamKind) resume()          {}
-func (k *streamKind) stopAccepting()   { k.d.StopAccepting() }
-func (k *streamKind) connections() int { return k.d.Connections() }
+func (k *streamKind) pause()                  {}
+func (k *streamKind) resume()                 {}
+func (k *streamKind) stopAccepting()          { k.d.StopAccepting() }
+func (k *streamKind) release(context.Context) {}
+func (k *streamKind) connections() int        { return k.d.Connections() }
 
 func (k *streamKind) drain(ctx context.Context) (drain.Report, error) { return k.d.Shutdown(ctx) }
 
@@ -460,13 +467,27 @@ func (k *datagramKind) stopAccepting() {
 
 func (k *datagramKind) connections() int { return 0 }
 
+// release waits for the loops, which return once stopAccepting has been
+// called and their handler, if one is running, has returned.
+func (k *datagramKind) release(ctx context.Context) {
+	select {
+	case <-k.loopsDone():
+	case <-ctx.Done():
+	}
+}
+
+// loopsDone is closed when every loop has returned.
+func (k *datagramKind) loopsDone() <-chan struct{} {
+	done := make(chan struct{})
+	go func() { k.loops.Wait(); close(done) }()
+	return done
+}
+
 func (k *datagramKind) drain(ctx context.Context) (drain.Report, error) {
 	start := time.Now()
 	k.stopAccepting()
-	done := make(chan struct{})
-	go func() { k.loops.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-k.loopsDone():
 		return drain.Report{Duration: time.Since(start)}, nil
 	case <-ctx.Done():
 		k.mu.Lock()
@@ -496,5 +517,6 @@ func (k *holdKind) serve(any) error                             { return nil }
 func (k *holdKind) pause()                                      {}
 func (k *holdKind) resume()                                     {}
 func (k *holdKind) stopAccepting()                              {}
+func (k *holdKind) release(context.Context)                     {}
 func (k *holdKind) connections() int                            { return 0 }
 func (k *holdKind) drain(context.Context) (drain.Report, error) { return drain.Report{}, nil }
