@@ -162,4 +162,3 @@ func logJournalTail(t *testing.T, box *systemdtest.Box) {
 	j := nonEmptyLines(box.Journal(t, "-u", "webapp.service", "-o", "short-precise", "-q", "-n", "60"))
 	t.Logf("journal of webapp.service, the last %d lines:\n%s", len(j), strings.Join(j, "\n"))
 }
-

@@ -63,6 +63,9 @@ func writeProtocols(b *strings.Builder, p *Protocols, caption string) {
 	for _, n := range p.Notes {
 		fmt.Fprintf(b, "- %s\n", n)
 	}
+	if n := errorsLike(p, "the connection is draining"); n > 0 {
+		fmt.Fprintf(b, "- %d gRPC %s ended `UNAVAILABLE` \"the connection is draining\": grpc-go's own error, on the client, for a call that took a connection just as that connection's GOAWAY arrived. grpc-go retries such a call once, transparently, and reports this error when the retry meets the same race; its maintainers call it still possible, and very unlikely, since they fixed the race between draining and new calls (grpc/grpc-go#2767, #2919). Such a call never reached webapp.\n", n, plural(n, "call", "calls"))
+	}
 	for _, sc := range p.Scenarios {
 		for _, run := range sc.Runs {
 			for i, e := range run.Events {
@@ -154,7 +157,7 @@ func protoClean(sc *ProtoScenario) bool {
 // writeDrain writes scenario 7.
 func writeDrain(b *strings.Builder, d *Drain, caption string) {
 	fmt.Fprintf(b, "## 7. What each protocol does at the drain\n\n")
-	fmt.Fprintf(b, "webapp on its own four sockets (no systemd; `--drain-timeout %s`, idle grace %s) gets SIGTERM, once per round (%s), with HTTP/2 connections open on its http socket (h2c, Go's `net/http` client, one connection per client) and `webapp.v1.Ticker/Ticks` streams open on its grpc socket (grpc-go, each stream having had its first tick). Exit is from the signal to the moment the benchmark reaps the process; \"drain\" is what webapp's log says the drain took, and \"cut\" the connections it cut at the deadline. At the drain webapp's gRPC server ends the Ticks streams with `UNAVAILABLE` \"draining, retry\" (the status a client retries, on the next generation under systemd) and calls `GracefulStop`; its HTTP/2 server serves a busy connection until it has been idle for the idle grace (or for half the drain deadline), then sends GOAWAY. In the busy case each HTTP/2 client goes on sending until its first failed request: without systemd the listener is closed at the drain, so a client whose connection got its GOAWAY finds nothing to reconnect to (under systemd it would queue for the next generation).\n\n",
+	fmt.Fprintf(b, "webapp on its own four sockets (no systemd; `--drain-timeout %s`, idle grace %s) gets SIGTERM, once per round (%s), with HTTP/2 connections open on its http socket (h2c, Go's `net/http` client, one connection per client) and `webapp.v1.Ticker/Ticks` streams open on its grpc socket (grpc-go, each stream having had its first tick). Exit is from the signal to the moment the benchmark reaps the process; \"drain\" is what webapp's log says the drain took, and \"cut\" the connections it cut at the deadline. At the drain webapp's gRPC server ends the Ticks streams with `UNAVAILABLE` \"draining, retry\" (the status a client retries, on the next generation under systemd) and calls `GracefulStop`; its HTTP/2 server serves a busy connection until it has been idle for the idle grace (or for half the drain deadline), then sends GOAWAY, and Go's HTTP/2 server keeps a connection open for another second after a graceful GOAWAY once its streams are done, unless the client closes it first (`http2goAwayTimeout` in net/http, golang.org/issue/18701). In the busy case each HTTP/2 client goes on sending until its first failed request: without systemd the listener is closed at the drain, so a client whose connection got its GOAWAY finds nothing to reconnect to (under systemd it would queue for the next generation).\n\n",
 		fmtDur(d.DrainTimeout), fmtDur(d.IdleGrace), rounds(d.Rounds))
 	fmt.Fprintf(b, "| situation | SIGTERM → exit, median (min–max) | drain (webapp's log) | cut | Ticks streams ended `UNAVAILABLE` \"draining, retry\" | requests answered during the drain | then |\n|---|---|---|---|---|---|---|\n")
 	for _, c := range d.Cases {
@@ -222,3 +225,28 @@ func mapLine[K comparable, V int | int64](m map[K]V) string {
 }
 
 func intMapLine(m map[string]int) string { return mapLine(m) }
+
+// errorsLike counts the client errors of scenario 6 whose message holds
+// substr.
+func errorsLike(p *Protocols, substr string) int64 {
+	var n int64
+	for _, sc := range p.Scenarios {
+		for _, run := range sc.Runs {
+			for _, l := range run.Loads {
+				for msg, k := range l.Errors {
+					if strings.Contains(msg, substr) {
+						n += k
+					}
+				}
+			}
+		}
+	}
+	return n
+}
+
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
