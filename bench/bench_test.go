@@ -41,11 +41,13 @@ type config struct {
 	stopRounds, idleConns int
 	slow, ranBefore       time.Duration
 
-	// Scenario 6: events per run, their period, the load before the
-	// first and after the last, and the size of one h2load run.
-	protoReloads, protoRestarts      int
-	protoEvery, protoLead, protoTail time.Duration
-	h2loadRequests                   int
+	// Scenario 6: events per run, their periods, the load before the
+	// first and after the last, and the size of one h2load run. Restarts
+	// stay below systemd's default start limit (5 starts in 10 s).
+	protoReloads, protoRestarts         int
+	protoReloadEvery, protoRestartEvery time.Duration
+	protoLead, protoTail                time.Duration
+	h2loadRequests                      int
 	// Scenario 7: rounds, HTTP/2 connections, Ticks streams, webapp's
 	// --drain-timeout.
 	drainRounds, drainConns, drainStreams int
@@ -62,7 +64,8 @@ var (
 		stopRounds: 5, idleConns: 32,
 		slow: 2 * time.Second, ranBefore: 200 * time.Millisecond,
 		protoReloads: 20, protoRestarts: 10,
-		protoEvery: 1500 * time.Millisecond, protoLead: time.Second, protoTail: time.Second,
+		protoReloadEvery: 1500 * time.Millisecond, protoRestartEvery: 3 * time.Second,
+		protoLead: time.Second, protoTail: time.Second,
 		h2loadRequests: 4000,
 		drainRounds:    3, drainConns: 100, drainStreams: 20, drainTimeout: 20 * time.Second,
 	}
@@ -75,7 +78,8 @@ var (
 		stopRounds: 1, idleConns: 8,
 		slow: 500 * time.Millisecond, ranBefore: 100 * time.Millisecond,
 		protoReloads: 2, protoRestarts: 1,
-		protoEvery: time.Second, protoLead: 500 * time.Millisecond, protoTail: 500 * time.Millisecond,
+		protoReloadEvery: time.Second, protoRestartEvery: time.Second,
+		protoLead: 500 * time.Millisecond, protoTail: 500 * time.Millisecond,
 		h2loadRequests: 2000,
 		drainRounds:    1, drainConns: 10, drainStreams: 4, drainTimeout: 4 * time.Second,
 	}

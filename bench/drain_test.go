@@ -179,18 +179,23 @@ func drainRound(t *testing.T, e *benchEnv, c *DrainCase, round int) {
 	wg.Wait()
 	c.Exit = append(c.Exit, exit)
 	c.DuringDrain += during.Load()
+	unavailable, others := 0, map[string]int{}
 	for range c.Streams {
 		select {
 		case err := <-ends:
 			st := status.Convert(err)
 			if st.Code() == codes.Unavailable && st.Message() == ticker.DrainMessage {
-				c.Unavailable++
+				unavailable++
 			} else {
-				c.StreamEnds[fmt.Sprintf("%s %q", st.Code(), st.Message())]++
+				others[fmt.Sprintf("%s %q", st.Code(), st.Message())]++
 			}
 		case <-time.After(10 * time.Second):
-			c.StreamEnds["still open 10 s after the exit"]++
+			others["still open 10 s after the exit"]++
 		}
+	}
+	c.Unavailable += unavailable
+	for k, n := range others {
+		c.StreamEnds[k] += n
 	}
 	var o DrainOutcome
 	err = retry(ctx, "webapp's drain log line", func(context.Context) error {
@@ -204,8 +209,8 @@ func drainRound(t *testing.T, e *benchEnv, c *DrainCase, round int) {
 	c.Took = append(c.Took, o.Took)
 	c.Cut = append(c.Cut, o.Cut)
 	c.Line = o.Line
-	t.Logf("drain round %d, %s: exit after %v, %q; streams: %d UNAVAILABLE %q, others %v; requests during the drain %d, then %v",
-		round+1, c.Situation, exit, o.Line, c.Unavailable, ticker.DrainMessage, c.StreamEnds, during.Load(), c.AfterGoaway)
+	t.Logf("drain round %d, %s: exit after %v, %q; streams: %d UNAVAILABLE %q, others %v; requests during the drain %d",
+		round+1, c.Situation, exit, o.Line, unavailable, ticker.DrainMessage, others, during.Load())
 }
 
 // goawayError names the error a client saw once its connection was gone.

@@ -194,10 +194,10 @@ type StopCase struct {
 // each protocol loaded by a client nobody here wrote (or, for UDP, one
 // that counts every datagram), through reloads and then restarts.
 type Protocols struct {
-	// Every is the schedule's period; Lead and Tail the load before the
-	// first event and after the last.
-	Every, Lead, Tail time.Duration
-	Scenarios         []*ProtoScenario
+	// ReloadEvery and RestartEvery are the schedules' periods; Lead and
+	// Tail the load before the first event and after the last.
+	ReloadEvery, RestartEvery, Lead, Tail time.Duration
+	Scenarios                             []*ProtoScenario
 	// Notes are facts the run checked, shown under the tables.
 	Notes []string
 }

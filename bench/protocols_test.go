@@ -22,18 +22,20 @@ func runProtocols(t *testing.T, e *benchEnv) *Protocols {
 	t0 := time.Now()
 	w := installWebapp(t, e, box)
 	t.Logf("webapp installed and serving its four sockets in %v", time.Since(t0).Round(time.Millisecond))
-	p := &Protocols{Every: cfg.protoEvery, Lead: cfg.protoLead, Tail: cfg.protoTail}
+	p := &Protocols{ReloadEvery: cfg.protoReloadEvery, RestartEvery: cfg.protoRestartEvery, Lead: cfg.protoLead, Tail: cfg.protoTail}
 	p.Notes = append(p.Notes, fmt.Sprintf("webapp.service and the four socket units are `systemd/units`' files, each socket moved to a free port by a drop-in; webapp.service's drop-in: `%s`.", strings.ReplaceAll(strings.TrimSpace(w.dropIn), "\n", "` `")))
 
 	// A run's expected length: ghz runs that long at once, so that one of
 	// its runs covers every event.
-	runLength := func(n int) time.Duration { return cfg.protoLead + time.Duration(n)*cfg.protoEvery + cfg.protoTail }
-	clients := func(n int) map[string]protoClient {
+	runLength := func(n int, every time.Duration) time.Duration {
+		return cfg.protoLead + time.Duration(n)*every + cfg.protoTail
+	}
+	clients := func(n int, every time.Duration) map[string]protoClient {
 		return map[string]protoClient{
 			"h2c": h2loadClient{bin: h2load, url: "http://" + w.addr["http"] + "/", protocol: "h2c", clients: 8, requests: cfg.h2loadRequests},
 			"h2":  h2loadClient{bin: h2load, url: "https://" + w.addr["https"] + "/", protocol: "h2", clients: 8, requests: cfg.h2loadRequests},
 			"grpc": ghzClient{bin: ghz, addr: w.addr["grpc"], concurrency: 8, connections: 2,
-				chunk: runLength(n)},
+				chunk: runLength(n, every)},
 			"udp": udpClient{addr: w.addr["udp"], senders: 4, wait: 10 * time.Second},
 		}
 	}
@@ -53,17 +55,18 @@ func runProtocols(t *testing.T, e *benchEnv) *Protocols {
 		for _, ev := range []struct {
 			noun, action string
 			n            int
+			every        time.Duration
 			args         []string
 		}{
-			{"reload", "`systemctl reload webapp`", cfg.protoReloads, []string{"reload", "webapp"}},
-			{"restart", "`systemctl restart webapp.service`", cfg.protoRestarts, []string{"restart", "webapp.service"}},
+			{"reload", "`systemctl reload webapp`", cfg.protoReloads, cfg.protoReloadEvery, []string{"reload", "webapp"}},
+			{"restart", "`systemctl restart webapp.service`", cfg.protoRestarts, cfg.protoRestartEvery, []string{"restart", "webapp.service"}},
 		} {
-			all := clients(ev.n)
+			all := clients(ev.n, ev.every)
 			var cs []protoClient
 			for _, k := range sc.clients {
 				cs = append(cs, all[k])
 			}
-			run := protoRun(t, e, w, cs, ev.noun, ev.action, ev.n, func(ctx context.Context) error { return w.systemctl(ctx, ev.args...) })
+			run := protoRun(t, e, w, cs, ev.noun, ev.action, ev.n, ev.every, func(ctx context.Context) error { return w.systemctl(ctx, ev.args...) })
 			bad, evBad := run.Bad()
 			t.Logf("%s through %d %ss (%v): %s; %d not answered, %d %ss failed; server CPU %v",
 				sc.key, len(run.Events), ev.noun, run.Elapsed.Round(time.Millisecond), loadsLine(run.Loads), bad, evBad, ev.noun, run.CPU)
@@ -82,9 +85,9 @@ func runProtocols(t *testing.T, e *benchEnv) *Protocols {
 }
 
 // protoRun loads webapp with clients while event runs n times: from
-// cfg.protoLead into the run, every cfg.protoEvery (or as soon as the
+// cfg.protoLead into the run, one per period every (or as soon as the
 // previous one returned, if later), then cfg.protoTail of load.
-func protoRun(t *testing.T, e *benchEnv, w *boxWebapp, clients []protoClient, noun, action string, n int, event func(context.Context) error) *ProtoRun {
+func protoRun(t *testing.T, e *benchEnv, w *boxWebapp, clients []protoClient, noun, action string, n int, every time.Duration, event func(context.Context) error) *ProtoRun {
 	cfg := e.cfg
 	ctx := t.Context()
 	run := &ProtoRun{Noun: noun, Action: action}
@@ -99,7 +102,7 @@ func protoRun(t *testing.T, e *benchEnv, w *boxWebapp, clients []protoClient, no
 		wg.Go(func() { loads[i], spans[i] = c.load(ctx, stop) })
 	}
 	for i := range n {
-		at := t0.Add(cfg.protoLead + time.Duration(i)*cfg.protoEvery)
+		at := t0.Add(cfg.protoLead + time.Duration(i)*every)
 		select {
 		case <-time.After(time.Until(at)):
 		case <-ctx.Done():

@@ -3,6 +3,7 @@ package bench
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -11,8 +12,8 @@ import (
 // writeProtocols writes scenario 6.
 func writeProtocols(b *strings.Builder, p *Protocols, caption string) {
 	fmt.Fprintf(b, "## 6. Every protocol through reloads and restarts (real systemd)\n\n")
-	fmt.Fprintf(b, "webapp under systemd 252 in a sandbox on the host's network, as in scenario 2, with all four of its sockets: `webapp.socket` (http: HTTP/1.1 and h2c), `webapp-https.socket` (TLS, h2 by ALPN), `webapp-grpc.socket` (gRPC over h2c) and `webapp-udp.socket` (`ListenDatagram=`; every datagram answered with `<pid> <the same bytes>`), and a certificate made for the run in `/etc/webapp` (key 0600, passed by `LoadCredential=` at start and handed over by `webapp reload` at each reload). Each protocol is loaded by its own client from the host, then all four at once. Each run loads for %s, runs one event every %s (or as soon as the previous one returned, if later), then loads for %s more; the reload run and the restart run are separate.\n\n",
-		fmtDur(p.Lead), fmtDur(p.Every), fmtDur(p.Tail))
+	fmt.Fprintf(b, "webapp under systemd 252 in a sandbox on the host's network, as in scenario 2, with all four of its sockets: `webapp.socket` (http: HTTP/1.1 and h2c), `webapp-https.socket` (TLS, h2 by ALPN), `webapp-grpc.socket` (gRPC over h2c) and `webapp-udp.socket` (`ListenDatagram=`; every datagram answered with `<pid> <the same bytes>`), and a certificate made for the run in `/etc/webapp` (key 0600, passed by `LoadCredential=` at start and handed over by `webapp reload` at each reload). Each protocol is loaded by its own client from the host, then all four at once. Each run loads for %s, runs one reload every %s or one restart every %s (or as soon as the previous one returned, if later; restarts are spaced so that they stay within systemd's default start limit of 5 starts in 10 s, past which the service and its sockets fail), then loads for %s more; the reload run and the restart run are separate.\n\n",
+		fmtDur(p.Lead), fmtDur(p.ReloadEvery), fmtDur(p.RestartEvery), fmtDur(p.Tail))
 	fmt.Fprintf(b, "A request is **not answered** when the client did not get what was asked for: an h2load request without a 2xx response (h2load's failed, errored and timed-out requests), a ghz call whose status is not OK, a datagram without its echo within the client's wait. h2load does not reconnect after an HTTP/2 GOAWAY (its remaining requests would count as failed), so it runs again and again for a short count; \"overlapping\" is the number of client runs that were under way during an event, each of which had to complete all of its requests. ghz (grpc-go) handles the two-phase GOAWAY of `GracefulStop` and retries the calls the server did not process, as any grpc-go client does. Server CPU is the CPU time of the slice webapp.service ran in (every generation, `webapp reload` included: `cpu.stat` of its cgroup) over the run, divided by the requests of the run; throughput is requests over the client's time under load, client start-ups included.\n\n")
 	fmt.Fprintf(b, "| protocol | events | client runs (overlapping an event) | requests | **not answered** | the client's counts | throughput | server CPU per request | main PIDs |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, sc := range p.Scenarios {
@@ -62,6 +63,20 @@ func writeProtocols(b *strings.Builder, p *Protocols, caption string) {
 	b.WriteByte('\n')
 	for _, n := range p.Notes {
 		fmt.Fprintf(b, "- %s\n", n)
+	}
+	for _, sc := range p.Scenarios {
+		for _, run := range sc.Runs {
+			for _, l := range run.Loads {
+				if len(l.PIDs) == 0 {
+					continue
+				}
+				var parts []string
+				for _, pid := range slices.Sorted(maps.Keys(l.PIDs)) {
+					parts = append(parts, fmt.Sprintf("%d: %d", pid, l.PIDs[pid]))
+				}
+				fmt.Fprintf(b, "- %s, through %ss: datagrams answered by pid, in pid order: %s.\n", sc.Title, run.Noun, strings.Join(parts, ", "))
+			}
+		}
 	}
 	if n := errorsLike(p, "the connection is draining"); n > 0 {
 		fmt.Fprintf(b, "- %d gRPC %s ended `UNAVAILABLE` \"the connection is draining\": grpc-go's own error, on the client, for a call that took a connection just as that connection's GOAWAY arrived. grpc-go retries such a call once, transparently, and reports this error when the retry meets the same race; its maintainers call it still possible, and very unlikely, since they fixed the race between draining and new calls (grpc/grpc-go#2767, #2919). Such a call never reached webapp.\n", n, plural(n, "call", "calls"))
