@@ -45,6 +45,13 @@ func stopped(stop <-chan struct{}) bool {
 	}
 }
 
+// noteBad keeps the first requests not answered.
+func noteBad(l *ProtoLoad, at time.Time, err string) {
+	if len(l.FirstBad) < maxFailureRows {
+		l.FirstBad = append(l.FirstBad, BadRequest{At: at, Error: oneLine(err)})
+	}
+}
+
 // tally adds one occurrence of an error message to m.
 func tally(m *map[string]int64, err string) {
 	if *m == nil {
@@ -97,11 +104,15 @@ func (c h2loadClient) load(ctx context.Context, stop <-chan struct{}) (ProtoLoad
 			l.Broken++
 			l.Requests += int64(c.requests)
 			tally(&l.Errors, errors.Join(err, perr).Error())
+			noteBad(&l, s, fmt.Sprintf("a run of %d requests without a report: %v", c.requests, errors.Join(err, perr)))
 			continue
 		}
 		if sum.Protocol != c.protocol {
 			tally(&l.Errors, fmt.Sprintf("h2load spoke %q, want %q", sum.Protocol, c.protocol))
 			sum.Status2xx = 0
+		}
+		if bad := sum.Total - min(sum.Status2xx, sum.Succeeded); bad > 0 {
+			noteBad(&l, s, fmt.Sprintf("%d of the %d requests of a run that started then: %d failed, %d errored, %d timeout, %d 2xx", bad, sum.Total, sum.Failed, sum.Errored, sum.Timeout, sum.Status2xx))
 		}
 		l.Requests += sum.Total
 		l.OK += min(sum.Status2xx, sum.Succeeded)
@@ -178,6 +189,11 @@ func (c ghzClient) load(ctx context.Context, stop <-chan struct{}) (ProtoLoad, [
 			}
 			l.Errors[oneLine(k)] += v
 		}
+		for _, d := range sum.Details {
+			if d.Status != "OK" {
+				noteBad(&l, d.Timestamp, d.Status+": "+d.Error)
+			}
+		}
 	}
 	l.Elapsed = time.Since(t0)
 	return l, spans
@@ -208,6 +224,9 @@ func (c udpClient) load(ctx context.Context, stop <-chan struct{}) (ProtoLoad, [
 			l.OK += own.OK
 			l.Late += own.Late
 			l.MaxWait = max(l.MaxWait, own.MaxWait)
+			for _, b := range own.FirstBad {
+				noteBad(&l, b.At, b.Error)
+			}
 			for k, v := range own.Errors {
 				if l.Errors == nil {
 					l.Errors = map[string]int64{}
@@ -239,6 +258,7 @@ func (c udpClient) send(ctx context.Context, stop <-chan struct{}, id int, l *Pr
 		l.Requests++
 		if _, err := conn.Write(msg); err != nil {
 			tally(&l.Errors, "write: "+err.Error())
+			noteBad(l, sent, "write: "+err.Error())
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
@@ -246,7 +266,9 @@ func (c udpClient) send(ctx context.Context, stop <-chan struct{}, id int, l *Pr
 		for {
 			n, err := conn.Read(buf)
 			if err != nil {
-				tally(&l.Errors, fmt.Sprintf("no answer within %s: %v", fmtDur(c.wait), errors.Unwrap(err)))
+				e := fmt.Sprintf("no answer within %s: %v", fmtDur(c.wait), errors.Unwrap(err))
+				tally(&l.Errors, e)
+				noteBad(l, sent, fmt.Sprintf("%q: %s", msg, e))
 				break
 			}
 			pid, err := ParseUDPAnswer(buf[:n], msg)

@@ -217,7 +217,9 @@ type ProtoRun struct {
 	Events       []ProtoEvent
 	// Loads has one entry per client that ran.
 	Loads []ProtoLoad
-	// Elapsed is the run's length, from the clients' start to their end.
+	// Started is when the clients started; Elapsed the run's length,
+	// from then to their end.
+	Started time.Time
 	Elapsed time.Duration
 	// CPU is webapp.service's CPU time over the run: every generation,
 	// the reload commands included (the cgroup of the service's own
@@ -258,6 +260,16 @@ type ProtoLoad struct {
 	MaxWait time.Duration
 	// Elapsed is the client's time under load.
 	Elapsed time.Duration
+	// FirstBad are the first requests not answered (at most
+	// maxFailureRows): when each was sent and what the client said.
+	FirstBad []BadRequest
+}
+
+// BadRequest is a request not answered as wanted. For h2load, which does
+// not time its requests, At is the start of the run they were part of.
+type BadRequest struct {
+	At    time.Time
+	Error string
 }
 
 // Bad is the number of requests that were not answered as wanted.

@@ -77,6 +77,15 @@ type GhzSummary struct {
 	EndReason string `json:"endReason"`
 	// Total is the run's duration, in nanoseconds.
 	Total int64 `json:"total"`
+	// Details has one entry per call.
+	Details []GhzCall `json:"details"`
+}
+
+// GhzCall is one call of ghz's report.
+type GhzCall struct {
+	Timestamp time.Time `json:"timestamp"`
+	Status    string    `json:"status"`
+	Error     string    `json:"error"`
 }
 
 // ParseGhz reads ghz's JSON report.

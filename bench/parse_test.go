@@ -32,10 +32,15 @@ func TestParseH2load(t *testing.T) {
 
 func TestParseGhz(t *testing.T) {
 	out := `{"date":"2026-12-02T05:50:33Z","endReason":"timeout","count":2010,"total":302718859,"rps":6606.79,
-		"errorDistribution":{"rpc error: code = Unavailable desc = closing":10},"statusCodeDistribution":{"OK":2000,"Unavailable":10},"details":[{"latency":1}]}`
+		"errorDistribution":{"rpc error: code = Unavailable desc = closing":10},"statusCodeDistribution":{"OK":2000,"Unavailable":10},
+		"details":[{"timestamp":"2026-12-02T05:50:38.715444945Z","latency":1,"error":"","status":"OK"},
+			{"timestamp":"2026-12-02T05:50:38.716727288Z","latency":2,"error":"the connection is draining","status":"Unavailable"}]}`
 	got, err := ParseGhz([]byte(out))
 	if err != nil || got.Count != 2010 || got.OK() != 2000 || got.Statuses["Unavailable"] != 10 || len(got.Errors) != 1 || got.EndReason != "timeout" {
 		t.Errorf("ParseGhz = %+v, %v; want count 2010, OK 2000, Unavailable 10, one error, endReason timeout", got, err)
+	}
+	if len(got.Details) != 2 || got.Details[1].Status != "Unavailable" || got.Details[1].Timestamp.Nanosecond() != 716727288 {
+		t.Errorf("ParseGhz details = %+v, want two calls, the second Unavailable at .716727288", got.Details)
 	}
 	for _, bad := range []string{"", "Summary: ...", `{"count": 3}`} {
 		if _, err := ParseGhz([]byte(bad)); err == nil {

@@ -71,7 +71,7 @@ func runProtocols(t *testing.T, e *benchEnv) *Protocols {
 			t.Logf("%s through %d %ss (%v): %s; %d not answered, %d %ss failed; server CPU %v",
 				sc.key, len(run.Events), ev.noun, run.Elapsed.Round(time.Millisecond), loadsLine(run.Loads), bad, evBad, ev.noun, run.CPU)
 			if bad > 0 || evBad > 0 {
-				logJournalTail(t, box)
+				logJournalAroundBad(t, box, run)
 			}
 			s.Runs = append(s.Runs, run)
 		}
@@ -123,7 +123,7 @@ func protoRun(t *testing.T, e *benchEnv, w *boxWebapp, clients []protoClient, no
 	}
 	close(stop)
 	wg.Wait()
-	run.Elapsed = time.Since(t0)
+	run.Started, run.Elapsed = t0, time.Since(t0)
 	run.CPU = w.sliceCPU(t) - cpu0
 	run.MainPIDs = len(pids)
 	for i := range loads {
@@ -160,8 +160,25 @@ func loadsLine(ls []ProtoLoad) string {
 	return strings.Join(parts, "; ")
 }
 
-// logJournalTail logs the last of the box's journal about webapp.
-func logJournalTail(t *testing.T, box *systemdtest.Box) {
-	j := nonEmptyLines(box.Journal(t, "-u", "webapp.service", "-o", "short-precise", "-q", "-n", "60"))
-	t.Logf("journal of webapp.service, the last %d lines:\n%s", len(j), strings.Join(j, "\n"))
+// logJournalAroundBad logs the box's journal from a second before to a
+// second after each of the first requests not answered, and after each
+// failed event: what webapp and systemd were doing then.
+func logJournalAroundBad(t *testing.T, box *systemdtest.Box, run *ProtoRun) {
+	var at []time.Time
+	for _, l := range run.Loads {
+		for _, b := range l.FirstBad {
+			t.Logf("%s: not answered, %s: %s", l.Protocol, protoRelative(run, b.At), b.Error)
+			at = append(at, b.At)
+		}
+	}
+	for _, e := range run.Events {
+		if e.Error != "" && len(at) < 2*maxFailureRows {
+			at = append(at, run.Started.Add(e.Start))
+		}
+	}
+	for _, a := range at {
+		since, until := a.Add(-time.Second).Unix(), a.Add(time.Second).Unix()+1
+		t.Logf("journal around %s:\n%s", a.UTC().Format("15:04:05.000000"),
+			box.Journal(t, "-o", "short-precise", "-q", "--since", fmt.Sprintf("@%d", since), "--until", fmt.Sprintf("@%d", until)))
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/baton-dev/baton/internal/load"
 )
 
 // writeProtocols writes scenario 6.
@@ -83,6 +85,16 @@ func writeProtocols(b *strings.Builder, p *Protocols, caption string) {
 	}
 	for _, sc := range p.Scenarios {
 		for _, run := range sc.Runs {
+			for _, l := range run.Loads {
+				if len(l.FirstBad) == 0 {
+					continue
+				}
+				var parts []string
+				for _, bad := range l.FirstBad {
+					parts = append(parts, fmt.Sprintf("%s: `%s`", protoRelative(run, bad.At), oneLine(bad.Error)))
+				}
+				fmt.Fprintf(b, "- %s, through %ss, %s: the first %d of %d not answered: %s.\n", sc.Title, run.Noun, l.Protocol, len(l.FirstBad), l.Bad(), strings.Join(parts, "; "))
+			}
 			for i, e := range run.Events {
 				if e.Error != "" {
 					fmt.Fprintf(b, "- %s, %s #%d failed: `%s`\n", sc.Title, run.Noun, i+1, oneLine(e.Error))
@@ -91,6 +103,15 @@ func writeProtocols(b *strings.Builder, p *Protocols, caption string) {
 		}
 	}
 	b.WriteByte('\n')
+}
+
+// protoRelative places t relative to the nearest event of run.
+func protoRelative(run *ProtoRun, t time.Time) string {
+	evs := make([]load.Event, len(run.Events))
+	for i, e := range run.Events {
+		evs[i] = load.Event{Index: i, Start: e.Start, Duration: e.Duration}
+	}
+	return relativeTo(evs, t.Sub(run.Started), run.Noun)
 }
 
 // eventsOf says how many events a run had, how long they took, and how
