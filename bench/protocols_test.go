@@ -25,10 +25,10 @@ func runProtocols(t *testing.T, e *benchEnv) *Protocols {
 	p := &Protocols{ReloadEvery: cfg.protoReloadEvery, RestartEvery: cfg.protoRestartEvery, Lead: cfg.protoLead, Tail: cfg.protoTail}
 	p.Notes = append(p.Notes, fmt.Sprintf("webapp.service and the four socket units are `systemd/units`' files, each socket moved to a free port by a drop-in; webapp.service's drop-in: `%s`.", strings.ReplaceAll(strings.TrimSpace(w.dropIn), "\n", "` `")))
 
-	// A run's expected length: ghz runs that long at once, so that one of
-	// its runs covers every event.
+	// A run's expected length (the last event given half a second): ghz
+	// runs that long at once, so that one of its runs covers every event.
 	runLength := func(n int, every time.Duration) time.Duration {
-		return cfg.protoLead + time.Duration(n)*every + cfg.protoTail
+		return cfg.protoLead + time.Duration(max(n-1, 0))*every + 500*time.Millisecond + cfg.protoTail
 	}
 	clients := func(n int, every time.Duration) map[string]protoClient {
 		return map[string]protoClient{
