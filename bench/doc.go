@@ -8,10 +8,10 @@
 //
 //  1. steady state: webapp, serving all four of its sockets (http,
 //     https, grpc, udp), against a plain net/http server with the same
-//     handler, keep-alive and new-connection mode on the http socket,
-//     alternated A/B over several rounds; the throughput ratio and the
-//     ratio of server CPU time per request (/proc/PID/stat), each with
-//     its spread;
+//     handler, and against webapp serving its http socket alone,
+//     keep-alive and new-connection mode on the http socket, in rotating
+//     A B C C B A rounds; the throughput ratio and the ratio of server
+//     CPU time per request (/proc/PID/stat), each with its spread;
 //  2. `systemctl reload webapp` under load, webapp under a real systemd
 //     252 booted in a throwaway sandbox (systemd/systemdtest), its four
 //     socket units from systemd/units;

@@ -82,7 +82,10 @@ type Steady struct {
 type SteadyMode struct {
 	Mode          load.Mode
 	Webapp, Plain []RunStats
-	// WebappFirst says, per round, which server was loaded first.
+	// HTTPOnly is webapp serving its http socket alone, loaded in the
+	// same rounds: what the other three servers cost.
+	HTTPOnly []RunStats
+	// WebappFirst says, per round, whether webapp was loaded first.
 	WebappFirst []bool
 }
 
@@ -100,13 +103,26 @@ func (m SteadyMode) Ratios() []float64 {
 // CPURatios returns the plain server's CPU time per request over
 // webapp's, per round: like Ratios, 1 is parity and less is webapp
 // costing more.
-func (m SteadyMode) CPURatios() []float64 {
-	r := make([]float64, 0, len(m.Webapp))
+func (m SteadyMode) CPURatios() []float64 { return cpuRatios(m.Webapp, m.Plain) }
+
+// HTTPOnlyRatios returns webapp's throughput over that of webapp serving
+// its http socket alone, and the CPU ratio likewise (http only over all
+// four), per round.
+func (m SteadyMode) HTTPOnlyRatios() (rps, cpu []float64) {
 	for i := range m.Webapp {
-		if i < len(m.Plain) && m.Webapp[i].CPU > 0 && m.Plain[i].Requests > 0 && m.Webapp[i].Requests > 0 {
-			w := float64(m.Webapp[i].CPU) / float64(m.Webapp[i].Requests)
-			p := float64(m.Plain[i].CPU) / float64(m.Plain[i].Requests)
-			r = append(r, p/w)
+		if i < len(m.HTTPOnly) && m.HTTPOnly[i].RPS > 0 {
+			rps = append(rps, m.Webapp[i].RPS/m.HTTPOnly[i].RPS)
+		}
+	}
+	return rps, cpuRatios(m.Webapp, m.HTTPOnly)
+}
+
+// cpuRatios is, per round, base's CPU time per request over w's.
+func cpuRatios(w, base []RunStats) []float64 {
+	r := make([]float64, 0, len(w))
+	for i := range w {
+		if i < len(base) && w[i].CPU > 0 && base[i].Requests > 0 && w[i].Requests > 0 {
+			r = append(r, float64(base[i].CPUPerRequest())/float64(w[i].CPUPerRequest()))
 		}
 	}
 	return r
