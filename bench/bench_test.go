@@ -40,6 +40,18 @@ type config struct {
 	bin                   time.Duration // of the charts
 	stopRounds, idleConns int
 	slow, ranBefore       time.Duration
+
+	// Scenario 6: events per run, their periods, the load before the
+	// first and after the last, and the size of one h2load run. Restarts
+	// stay below systemd's default start limit (5 starts in 10 s).
+	protoReloads, protoRestarts         int
+	protoReloadEvery, protoRestartEvery time.Duration
+	protoLead, protoTail                time.Duration
+	h2loadRequests                      int
+	// Scenario 7: rounds, HTTP/2 connections, Ticks streams, webapp's
+	// --drain-timeout.
+	drainRounds, drainConns, drainStreams int
+	drainTimeout                          time.Duration
 }
 
 var (
@@ -51,6 +63,11 @@ var (
 		bin:        100 * time.Millisecond,
 		stopRounds: 5, idleConns: 32,
 		slow: 2 * time.Second, ranBefore: 200 * time.Millisecond,
+		protoReloads: 20, protoRestarts: 10,
+		protoReloadEvery: 1500 * time.Millisecond, protoRestartEvery: 3 * time.Second,
+		protoLead: time.Second, protoTail: time.Second,
+		h2loadRequests: 4000,
+		drainRounds:    3, drainConns: 100, drainStreams: 20, drainTimeout: 20 * time.Second,
 	}
 	smoke = config{
 		clients: load.DefaultClients,
@@ -60,6 +77,11 @@ var (
 		bin:        50 * time.Millisecond,
 		stopRounds: 1, idleConns: 8,
 		slow: 500 * time.Millisecond, ranBefore: 100 * time.Millisecond,
+		protoReloads: 2, protoRestarts: 1,
+		protoReloadEvery: time.Second, protoRestartEvery: time.Second,
+		protoLead: 500 * time.Millisecond, protoTail: 500 * time.Millisecond,
+		h2loadRequests: 2000,
+		drainRounds:    1, drainConns: 10, drainStreams: 4, drainTimeout: 4 * time.Second,
 	}
 )
 
@@ -104,9 +126,17 @@ func TestBench(t *testing.T) {
 	t.Run("systemd", func(t *testing.T) {
 		rep.Reload, rep.Restart = runSystemd(t, env, &rep.Machine)
 	})
+	t.Run("drain", func(t *testing.T) { rep.Drain = runDrain(t, env) })
+	protoSkipped := false
+	t.Run("protocols", func(t *testing.T) {
+		defer func() { protoSkipped = t.Skipped() }()
+		rep.Protocols = runProtocols(t, env)
+	})
 	rep.Took = time.Since(started)
 	rep.Machine.LoadAfter = LoadAverage()
-	if t.Failed() || rep.Steady == nil || rep.Stop == nil || rep.Reload == nil || rep.Restart == nil || len(rep.Alternatives) == 0 {
+	// protocols is skipped off CI when h2load or ghz cannot be had.
+	if t.Failed() || rep.Steady == nil || rep.Stop == nil || rep.Reload == nil || rep.Restart == nil || len(rep.Alternatives) == 0 ||
+		rep.Drain == nil || (!protoSkipped && rep.Protocols == nil) {
 		t.Errorf("a scenario did not run to its end: the report below is incomplete")
 	}
 

@@ -205,7 +205,8 @@ func shortMode(m load.Mode) string {
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // SteadyChart writes scenario 1's throughput per round, webapp against
-// the plain server, one plot per mode.
+// the plain server (and webapp with its http socket only), one plot per
+// mode.
 func SteadyChart(path string, s *Steady) error {
 	var plots [][]*plot.Plot
 	for _, m := range s.Modes {
@@ -221,7 +222,10 @@ func SteadyChart(path string, s *Steady) error {
 			name string
 			runs []RunStats
 			c    color.Color
-		}{{"webapp", m.Webapp, blue}, {"plain net/http", m.Plain, orange}} {
+		}{{"webapp", m.Webapp, blue}, {"plain net/http", m.Plain, orange}, {"webapp, http socket only", m.HTTPOnly, green}} {
+			if len(srv.runs) == 0 {
+				continue
+			}
 			xys := make(plotter.XYs, len(srv.runs))
 			for i, st := range srv.runs {
 				xys[i] = plotter.XY{X: float64(i + 1), Y: st.RPS}

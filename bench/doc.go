@@ -3,15 +3,19 @@
 // repository and its charts under bench/charts; `make test` runs the same
 // test with a few seconds per scenario so that the benchmark cannot rot.
 //
-// The scenarios, all loaded by baton's own generator (internal/load: no
-// client retries, every failure classified):
+// Scenarios 1 to 5 are loaded by baton's own generator (internal/load:
+// no client retries, every failure classified):
 //
-//  1. steady state: webapp against a plain net/http server with the same
-//     handler, keep-alive and new-connection mode, alternated A/B over
-//     several rounds; the throughput ratio with its spread;
+//  1. steady state: webapp, serving all four of its sockets (http,
+//     https, grpc, udp), against a plain net/http server with the same
+//     handler, and against webapp serving its http socket alone,
+//     keep-alive and new-connection mode on the http socket, in rotating
+//     A B C C B A rounds; the throughput ratio and the ratio of server
+//     CPU time per request (/proc/PID/stat), each with its spread;
 //  2. `systemctl reload webapp` under load, webapp under a real systemd
-//     252 booted in a throwaway sandbox (systemd/systemdtest);
-//  3. `systemctl restart webapp.service` under load, the socket held by
+//     252 booted in a throwaway sandbox (systemd/systemdtest), its four
+//     socket units from systemd/units;
+//  3. `systemctl restart webapp.service` under load, the sockets held by
 //     systemd;
 //  4. stop: SIGTERM to exit with only idle keep-alive connections, and
 //     with one in-flight request of known length;
@@ -20,15 +24,45 @@
 //     github.com/cloudflare/tableflip's documented upgrade pattern
 //     (cmd/flipapp), next to webapp's own swap without systemd.
 //
+// Scenarios 6 and 7 use clients nobody here wrote:
+//
+//  6. every protocol through reloads and then restarts under the real
+//     systemd: h2load (Debian's nghttp2-client) over h2c on the http
+//     socket and over TLS on the https socket, run again and again for a
+//     short count (h2load does not reconnect after a GOAWAY); ghz, unary
+//     grpc.health.v1.Health/Check found by reflection, on the grpc
+//     socket (its JSON report counts the calls, since ghz exits 0 when
+//     calls fail); a UDP client of the benchmark's own that counts every
+//     datagram sent and answered, by pid; then all four at once. Server
+//     CPU per request is read from the cpu.stat of the slice that
+//     webapp.service runs in for the benchmark;
+//  7. drain: SIGTERM to webapp (its own sockets) with many HTTP/2
+//     connections (idle after being busy, or kept busy through the drain)
+//     and webapp.v1.Ticker/Ticks streams open: time to exit, what the log
+//     says was cut, and how the streams ended (UNAVAILABLE "draining,
+//     retry").
+//
+// The sandbox installs webapp.service and the four socket units from
+// systemd/units, moves each socket to a free port with a drop-in, and
+// adds to webapp.service a drop-in with the benchmark's slice and those
+// of Sockets=, ExecReload=+ and LoadCredential= that the shipped unit
+// does not have yet. A certificate made for the run goes to /etc/webapp.
+//
+// ghz is installed by the benchmark itself (go install, version
+// ghzVersion) into bin/tools/ghz-VERSION at the top of the repository,
+// outside every go.mod; h2load comes from `make deps`. With CI=true a
+// missing one fails the test; otherwise scenario 6 is skipped with one
+// line saying so.
+//
 // The bench lives in its own module so that its dependencies (gonum's
-// plot, tableflip) stay out of baton's go.mod.
+// plot, tableflip, the gRPC client) stay out of baton's go.mod.
 //
 // Running it needs root (the sandbox). Off CI a run without root skips
 // with one line saying so; with CI=true it fails.
 //
 // The test's flags (after -args):
 //
-//	-full           full durations (about 8 minutes on 2 cores)
+//	-full           full durations (about 14 minutes on 2 cores)
 //	-report FILE    write the Markdown report to FILE
 //	-charts DIR     write the SVG charts to DIR (linked from the report
 //	                relative to FILE's directory)

@@ -27,6 +27,8 @@ type Report struct {
 	Stop    *Stop
 	// Alternatives are scenario 5's programs, in report order.
 	Alternatives []*Disruption
+	Protocols    *Protocols // scenario 6
+	Drain        *Drain     // scenario 7
 }
 
 // Machine describes where the benchmark ran.
@@ -48,6 +50,17 @@ type RunStats struct {
 	Failed   int64
 	RPS      float64
 	P50, P99 time.Duration
+	// CPU is the server process's CPU time (user and system, all its
+	// threads) over the run, from /proc/PID/stat.
+	CPU time.Duration
+}
+
+// CPUPerRequest is the server's CPU time per request.
+func (s RunStats) CPUPerRequest() time.Duration {
+	if s.Requests == 0 {
+		return 0
+	}
+	return s.CPU / time.Duration(s.Requests)
 }
 
 // StatsOf summarises res.
@@ -60,6 +73,8 @@ type Steady struct {
 	Rounds   int
 	Duration time.Duration // of each of the four runs of a round
 	Modes    []SteadyMode
+	// AllSockets says webapp served its https, grpc and udp sockets too.
+	AllSockets bool
 }
 
 // SteadyMode is one connection mode of scenario 1; the slices have one
@@ -67,7 +82,10 @@ type Steady struct {
 type SteadyMode struct {
 	Mode          load.Mode
 	Webapp, Plain []RunStats
-	// WebappFirst says, per round, which server was loaded first.
+	// HTTPOnly is webapp serving its http socket alone, loaded in the
+	// same rounds: what the other three servers cost.
+	HTTPOnly []RunStats
+	// WebappFirst says, per round, whether webapp was loaded first.
 	WebappFirst []bool
 }
 
@@ -77,6 +95,34 @@ func (m SteadyMode) Ratios() []float64 {
 	for i := range m.Webapp {
 		if i < len(m.Plain) && m.Plain[i].RPS > 0 {
 			r = append(r, m.Webapp[i].RPS/m.Plain[i].RPS)
+		}
+	}
+	return r
+}
+
+// CPURatios returns the plain server's CPU time per request over
+// webapp's, per round: like Ratios, 1 is parity and less is webapp
+// costing more.
+func (m SteadyMode) CPURatios() []float64 { return cpuRatios(m.Webapp, m.Plain) }
+
+// HTTPOnlyRatios returns webapp's throughput over that of webapp serving
+// its http socket alone, and the CPU ratio likewise (http only over all
+// four), per round.
+func (m SteadyMode) HTTPOnlyRatios() (rps, cpu []float64) {
+	for i := range m.Webapp {
+		if i < len(m.HTTPOnly) && m.HTTPOnly[i].RPS > 0 {
+			rps = append(rps, m.Webapp[i].RPS/m.HTTPOnly[i].RPS)
+		}
+	}
+	return rps, cpuRatios(m.Webapp, m.HTTPOnly)
+}
+
+// cpuRatios is, per round, base's CPU time per request over w's.
+func cpuRatios(w, base []RunStats) []float64 {
+	r := make([]float64, 0, len(w))
+	for i := range w {
+		if i < len(base) && w[i].CPU > 0 && base[i].Requests > 0 && w[i].Requests > 0 {
+			r = append(r, float64(base[i].CPUPerRequest())/float64(w[i].CPUPerRequest()))
 		}
 	}
 	return r
@@ -158,4 +204,147 @@ type StopCase struct {
 	AfterResponse []time.Duration
 	// IdleConns is the number of idle keep-alive connections held open.
 	IdleConns int
+}
+
+// Protocols is scenario 6: webapp with its four sockets under systemd,
+// each protocol loaded by a client nobody here wrote (or, for UDP, one
+// that counts every datagram), through reloads and then restarts.
+type Protocols struct {
+	// ReloadEvery and RestartEvery are the schedules' periods; Lead and
+	// Tail the load before the first event and after the last.
+	ReloadEvery, RestartEvery, Lead, Tail time.Duration
+	Scenarios                             []*ProtoScenario
+	// Notes are facts the run checked, shown under the tables.
+	Notes []string
+}
+
+// ProtoScenario is one protocol (or all at once): a run through reloads
+// and a run through restarts.
+type ProtoScenario struct {
+	// Key names it in logs; Title heads its rows.
+	Key, Title string
+	Runs       []*ProtoRun
+}
+
+// ProtoRun is one load run with one series of events.
+type ProtoRun struct {
+	// Noun names one event ("reload"), Action says what it ran.
+	Noun, Action string
+	Events       []ProtoEvent
+	// Loads has one entry per client that ran.
+	Loads []ProtoLoad
+	// Started is when the clients started; Elapsed the run's length,
+	// from then to their end.
+	Started time.Time
+	Elapsed time.Duration
+	// CPU is webapp.service's CPU time over the run: every generation,
+	// the reload commands included (the cgroup of the service's own
+	// slice).
+	CPU time.Duration
+	// MainPIDs is the number of distinct main processes seen after the
+	// events, the first included.
+	MainPIDs int
+}
+
+// ProtoEvent is one reload or restart.
+type ProtoEvent struct {
+	Start, Duration time.Duration // from the run's start
+	Error           string
+}
+
+// ProtoLoad is what one client counted over a run.
+type ProtoLoad struct {
+	// Protocol is what was spoken, Client the client's command, Unit what
+	// it counts ("requests", "RPCs", "datagrams").
+	Protocol, Client, Unit string
+	// Runs is the number of client runs (h2load and ghz are run again and
+	// again); Overlapping how many of them overlapped an event; Broken
+	// how many ended without a report (killed at their time limit, or a
+	// report that did not parse): their requests count as failed.
+	Runs, Overlapping, Broken int
+	// Requests were sent, OK answered as wanted (2xx; status OK; the
+	// datagram echoed). Failed, Errored and Timeout are h2load's own
+	// counts.
+	Requests, OK, Failed, Errored, Timeout int64
+	// Statuses and Errors are ghz's distributions, summed over its runs.
+	Statuses, Errors map[string]int64
+	// PIDs counts the answers by the pid that gave them (UDP).
+	PIDs map[int]int64
+	// Late counts datagrams answered more than a second after they were
+	// sent; MaxWait is the longest wait for an answer.
+	Late    int64
+	MaxWait time.Duration
+	// Elapsed is the client's time under load.
+	Elapsed time.Duration
+	// FirstBad are the first requests not answered (at most
+	// maxFailureRows): when each was sent and what the client said.
+	FirstBad []BadRequest
+}
+
+// BadRequest is a request not answered as wanted. For h2load, which does
+// not time its requests, At is the start of the run they were part of.
+type BadRequest struct {
+	At    time.Time
+	Error string
+}
+
+// Bad is the number of requests that were not answered as wanted.
+func (l ProtoLoad) Bad() int64 { return l.Requests - l.OK }
+
+// RPS is the client's throughput.
+func (l ProtoLoad) RPS() float64 {
+	if l.Elapsed <= 0 {
+		return 0
+	}
+	return float64(l.Requests) / l.Elapsed.Seconds()
+}
+
+// Bad returns the requests not answered as wanted over every client of
+// the run, and whether an event failed.
+func (r *ProtoRun) Bad() (requests int64, events int) {
+	for _, l := range r.Loads {
+		requests += l.Bad()
+	}
+	for _, e := range r.Events {
+		if e.Error != "" {
+			events++
+		}
+	}
+	return requests, events
+}
+
+// Drain is scenario 7: how long webapp's drain takes with many HTTP/2
+// connections and gRPC streams open, and what it cut.
+type Drain struct {
+	Rounds int
+	// DrainTimeout and IdleGrace are webapp's settings in the runs.
+	DrainTimeout, IdleGrace time.Duration
+	Cases                   []DrainCase
+}
+
+// DrainCase is one situation, SIGTERM'd once per round.
+type DrainCase struct {
+	Situation string
+	// H2Conns is the number of HTTP/2 (h2c) connections open, Streams
+	// the number of webapp.v1.Ticker/Ticks streams.
+	H2Conns, Streams int
+	// Busy says whether the HTTP/2 clients kept sending during the drain.
+	Busy bool
+	// Exit is, per round, SIGTERM to the process's exit; Took what
+	// webapp's log said the drain took.
+	Exit, Took []time.Duration
+	// Cut is, per round, the connections webapp cut at the deadline, with
+	// the log line of the last round.
+	Cut  []int
+	Line string
+	// Unavailable counts the streams that ended with UNAVAILABLE and
+	// webapp's "draining, retry"; StreamEnds the other ends, by status.
+	Unavailable int
+	StreamEnds  map[string]int
+	// DuringDrain counts the HTTP/2 requests answered after SIGTERM (busy
+	// case), and AfterGoaway the requests refused once every connection
+	// had its GOAWAY (no next generation: the benchmark's own listener
+	// is closed), by error.
+	DuringDrain int64
+	AfterGoaway map[string]int
 }

@@ -51,7 +51,7 @@ func (r *Report) WriteMarkdown(w io.Writer, chartDir string) error {
 	}
 	fmt.Fprintf(b, "| date | %s |\n\n", r.Started.UTC().Format(time.RFC3339))
 
-	fmt.Fprintf(b, "The load generator is baton's own (`internal/load`): %d concurrent clients, no client-side retries, every request that does not end in a complete 2xx response counted as failed and classified (refused, reset, eof, timeout, status, truncated, other). Latency runs from the start of a request (the dial included when there is one) to the last byte of the body; percentiles are over successful requests. Load generator, servers and, for scenarios 2 and 3, the sandboxed systemd share the machine's cores, which other work may also use: numbers that vary from run to run are given as median (min–max) over rounds.\n\n", r.Clients)
+	fmt.Fprintf(b, "In scenarios 1 to 5 the load generator is baton's own (`internal/load`): %d concurrent clients, no client-side retries, every request that does not end in a complete 2xx response counted as failed and classified (refused, reset, eof, timeout, status, truncated, other). Latency runs from the start of a request (the dial included when there is one) to the last byte of the body; percentiles are over successful requests. Load generator, servers and, for scenarios 2 and 3, the sandboxed systemd share the machine's cores, which other work may also use: numbers that vary from run to run are given as median (min–max) over rounds. Scenario 6 loads each of webapp's four sockets with a client nobody here wrote (h2load, ghz) or, for UDP, one that counts every datagram; scenario 7 holds HTTP/2 connections and gRPC streams open with Go's `net/http` and grpc-go clients.\n\n", r.Clients)
 
 	r.writeHeadline(b, caption)
 	if s := r.Steady; s != nil {
@@ -70,6 +70,12 @@ func (r *Report) WriteMarkdown(w io.Writer, chartDir string) error {
 	}
 	if len(r.Alternatives) > 0 {
 		r.writeAlternatives(b, caption, chart)
+	}
+	if p := r.Protocols; p != nil {
+		writeProtocols(b, p, caption)
+	}
+	if d := r.Drain; d != nil {
+		writeDrain(b, d, caption)
 	}
 	r.writeMisses(b)
 	_, err := io.WriteString(w, b.String())
@@ -94,6 +100,14 @@ func (r *Report) writeHeadline(b *strings.Builder, caption string) {
 			sp := SpreadOf(m.Ratios())
 			fmt.Fprintf(b, "| steady state, %s: throughput webapp / plain net/http | %s over %d rounds | ≥ %.2f %s |\n",
 				modeName(m.Mode), ratioSpread(sp), sp.N, TargetRatio, mark(sp.Median >= TargetRatio))
+			if cp := SpreadOf(m.CPURatios()); cp.N > 0 {
+				fmt.Fprintf(b, "| steady state, %s: server CPU per request, plain net/http / webapp | %s over %d rounds | ≥ %.2f %s |\n",
+					modeName(m.Mode), ratioSpread(cp), cp.N, TargetRatio, mark(cp.Median >= TargetRatio))
+			}
+			if rps, cpu := m.HTTPOnlyRatios(); len(rps) > 0 {
+				fmt.Fprintf(b, "| steady state, %s: webapp with four servers / with its http socket only: throughput; CPU per request (one / four) | %s; %s | |\n",
+					modeName(m.Mode), ratioSpread(SpreadOf(rps)), ratioSpread(SpreadOf(cpu)))
+			}
 		}
 	}
 	if d := r.Reload; d != nil {
@@ -116,6 +130,16 @@ func (r *Report) writeHeadline(b *strings.Builder, caption string) {
 			}
 			sp := DurationSpread(c.Exit)
 			fmt.Fprintf(b, "| stop, %s: SIGTERM to exit | %s | |\n", c.Situation, durSpread(sp))
+		}
+	}
+	if p := r.Protocols; p != nil {
+		for _, sc := range p.Scenarios {
+			fmt.Fprintf(b, "| %s, through reloads and restarts under systemd: not answered | %s | 0 %s |\n", sc.Title, protoBadOf(sc), mark(protoClean(sc)))
+		}
+	}
+	if d := r.Drain; d != nil {
+		for _, c := range d.Cases {
+			fmt.Fprintf(b, "| drain, %s: SIGTERM to exit; cut | %s; %s | |\n", c.Situation, durSpread(DurationSpread(c.Exit)), cutOf(c))
 		}
 	}
 	for _, d := range r.Alternatives {
@@ -189,26 +213,39 @@ func worstAdded(d *Disruption) string {
 
 func writeSteady(b *strings.Builder, s *Steady, caption, chart string) {
 	fmt.Fprintf(b, "## 1. Steady-state cost: webapp against plain net/http\n\n")
-	fmt.Fprintf(b, "webapp (`webapp serve --listen`, no systemd: its own socket, the drain wrapper, the health probe) and a plain `net/http` server with the same handler and server timeouts (`bench/cmd/plainhttp`) both run for the whole scenario and are loaded one at a time. In each mode, each round loads them in the order A B B A for %s each (webapp first in odd rounds, the plain server first in even ones), so that a change of the machine's speed within a round weighs on both alike. The ratio is webapp's requests per second over the plain server's in the same round, each over its two runs; its median, interquartile range and range are over the %d rounds. Latencies are over both runs of a round; the table gives their median (min–max) over the rounds.\n\n", fmtDur(s.Duration), s.Rounds)
-	fmt.Fprintf(b, "| mode | server | requests/s | p50 | p99 | failed |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(b, "webapp with all four of its servers (`webapp serve --listen --listen-https --listen-grpc --listen-udp --tls-cert --tls-key`, no systemd: its own sockets, the drain wrapper, the health probe; HTTPS, gRPC and UDP bound and served, idle), a plain `net/http` server with the same handler and server timeouts (`bench/cmd/plainhttp`), and webapp serving its http socket alone (`webapp serve --listen`: what the other three servers cost) all run for the whole scenario and are loaded one at a time on their http socket. In each mode, each round loads them in the order A B C C B A for %s each, which server is A rotating from round to round, so that a change of the machine's speed within a round weighs on all alike. The ratio is webapp's requests per second over the plain server's in the same round, each over its two runs; its median, interquartile range and range are over the %d rounds. Latencies are over both runs of a round; the table gives their median (min–max) over the rounds. Server CPU time is the server process's user and system time (all threads, `/proc/PID/stat`, 10 ms ticks) over its runs of the round, divided by their requests; its ratio is the plain server's CPU per request over webapp's, so that, like the throughput ratio, less than 1 means webapp costs more. The last two rows of each mode compare webapp with four servers to webapp with one, the same way (no target).\n\n", fmtDur(s.Duration), s.Rounds)
+	fmt.Fprintf(b, "| mode | server | requests/s | p50 | p99 | server CPU per request | failed |\n|---|---|---|---|---|---|---|\n")
 	for _, m := range s.Modes {
 		for _, srv := range []struct {
 			name string
 			runs []RunStats
-		}{{"webapp", m.Webapp}, {"plain net/http", m.Plain}} {
+		}{{"webapp", m.Webapp}, {"plain net/http", m.Plain}, {"webapp, http socket only", m.HTTPOnly}} {
+			if len(srv.runs) == 0 {
+				continue
+			}
 			var rps []float64
-			var p50, p99 []time.Duration
+			var p50, p99, cpu []time.Duration
 			var failed int64
 			for _, st := range srv.runs {
 				rps = append(rps, st.RPS)
 				p50 = append(p50, st.P50)
 				p99 = append(p99, st.P99)
+				if st.CPU > 0 {
+					cpu = append(cpu, st.CPUPerRequest())
+				}
 				failed += st.Failed
 			}
-			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %d |\n", modeName(m.Mode), srv.name, rpsSpread(SpreadOf(rps)), durSpread(DurationSpread(p50)), durSpread(DurationSpread(p99)), failed)
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %d |\n", modeName(m.Mode), srv.name, rpsSpread(SpreadOf(rps)), durSpread(DurationSpread(p50)), durSpread(DurationSpread(p99)), durSpread(DurationSpread(cpu)), failed)
 		}
 		sp := SpreadOf(m.Ratios())
-		fmt.Fprintf(b, "| %s | **ratio webapp / plain** | %s | | | target ≥ %.2f %s |\n", modeName(m.Mode), ratioSpread(sp), TargetRatio, mark(sp.Median >= TargetRatio))
+		fmt.Fprintf(b, "| %s | **ratio webapp / plain** | %s | | | | target ≥ %.2f %s |\n", modeName(m.Mode), ratioSpread(sp), TargetRatio, mark(sp.Median >= TargetRatio))
+		if cp := SpreadOf(m.CPURatios()); cp.N > 0 {
+			fmt.Fprintf(b, "| %s | **CPU per request, plain / webapp** | | | | %s | target ≥ %.2f %s |\n", modeName(m.Mode), ratioSpread(cp), TargetRatio, mark(cp.Median >= TargetRatio))
+		}
+		if rps, cpu := m.HTTPOnlyRatios(); len(rps) > 0 {
+			fmt.Fprintf(b, "| %s | ratio webapp / webapp with http only | %s | | | | |\n", modeName(m.Mode), ratioSpread(SpreadOf(rps)))
+			fmt.Fprintf(b, "| %s | CPU per request, webapp with http only / webapp | | | | %s | |\n", modeName(m.Mode), ratioSpread(SpreadOf(cpu)))
+		}
 	}
 	fmt.Fprintf(b, "\n%s\n\n![steady state throughput per round](%s)\n\n", caption, chart)
 }
@@ -475,6 +512,9 @@ func (r *Report) writeMisses(b *strings.Builder) {
 			if sp := SpreadOf(m.Ratios()); sp.Median < TargetRatio {
 				miss = append(miss, fmt.Sprintf("steady state, %s: throughput ratio %s, target ≥ %.2f", modeName(m.Mode), ratioSpread(sp), TargetRatio))
 			}
+			if cp := SpreadOf(m.CPURatios()); cp.N > 0 && cp.Median < TargetRatio {
+				miss = append(miss, fmt.Sprintf("steady state, %s: CPU per request ratio (plain / webapp) %s, target ≥ %.2f", modeName(m.Mode), ratioSpread(cp), TargetRatio))
+			}
 		}
 	}
 	for _, d := range append([]*Disruption{r.Reload, r.Restart}, r.Alternatives...) {
@@ -493,6 +533,23 @@ func (r *Report) writeMisses(b *strings.Builder) {
 					m += ". The same ratio for the other disruptions of this run, in this mode: " + others
 				}
 				miss = append(miss, m)
+			}
+		}
+	}
+	if p := r.Protocols; p != nil {
+		for _, sc := range p.Scenarios {
+			if !protoClean(sc) {
+				miss = append(miss, fmt.Sprintf("%s: %s, target 0", sc.Title, protoBadOf(sc)))
+			}
+		}
+	}
+	if d := r.Drain; d != nil {
+		for _, c := range d.Cases {
+			if n := sum(c.Cut); n > 0 {
+				miss = append(miss, fmt.Sprintf("drain, %s: %d connections cut at the deadline in %s", c.Situation, n, rounds(d.Rounds)))
+			}
+			if others := len(c.StreamEnds); others > 0 {
+				miss = append(miss, fmt.Sprintf("drain, %s: streams that did not end with UNAVAILABLE %q: %s", c.Situation, "draining, retry", intMapLine(c.StreamEnds)))
 			}
 		}
 	}

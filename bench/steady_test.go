@@ -54,59 +54,106 @@ func loadFor(t testing.TB, url string, mode load.Mode, d time.Duration, clients 
 	return res
 }
 
-// runSteady is scenario 1: webapp against plain net/http. Each round
-// loads them in the order A B B A, the next round B A A B, and so on, so
-// that a drift of the machine's speed within a round cancels out.
+// runSteady is scenario 1: webapp, serving all four of its sockets,
+// against plain net/http, and against webapp serving its http socket
+// alone (what the other three servers cost); the load is on the http
+// socket. Each round loads the three in the order A B C C B A, which
+// server is A rotating from round to round, so that a drift of the
+// machine's speed within a round weighs on all alike. Each server's CPU
+// time over each run is read from /proc.
 func runSteady(t *testing.T, e *benchEnv) *Steady {
 	cfg := e.cfg
-	_, webURL := startServer(t, e, "steady-webapp", e.bins.webapp, webappArgs, webappReady)
-	_, plainURL := startServer(t, e, "steady-plain", e.bins.plain, plainArgs, plainReady)
-	for _, m := range modes {
-		loadFor(t, webURL, m, cfg.warmup, cfg.clients)
-		loadFor(t, plainURL, m, cfg.warmup, cfg.clients)
+	certFile, keyFile := writeTestCertificate(t)
+	port := func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(systemdtest.Port(t))) }
+	https, grpc, udp := port(), port(), port()
+	allFour := func(addr string) []string {
+		return []string{"serve", "--listen", addr, "--listen-https", https, "--listen-grpc", grpc, "--listen-udp", udp,
+			"--tls-cert", certFile, "--tls-key", keyFile}
 	}
-	s := &Steady{Rounds: cfg.steadyRounds, Duration: cfg.steadyRun}
+	type server struct {
+		name string
+		pid  int
+		url  string
+	}
+	start := func(name, path string, args func(string) []string, ready string) server {
+		p, url := startServer(t, e, "steady-"+name, path, args, ready)
+		return server{name, p.PID, url}
+	}
+	servers := []server{
+		start("webapp", e.bins.webapp, allFour, webappReady),
+		start("plain", e.bins.plain, plainArgs, plainReady),
+		start("webapp-http", e.bins.webapp, webappArgs, webappReady),
+	}
+	checkFourSockets(t, https, grpc, udp)
+	for _, m := range modes {
+		for _, srv := range servers {
+			loadFor(t, srv.url, m, cfg.warmup, cfg.clients)
+		}
+	}
+	s := &Steady{Rounds: cfg.steadyRounds, Duration: cfg.steadyRun, AllSockets: true}
 	for _, m := range modes {
 		s.Modes = append(s.Modes, SteadyMode{Mode: m})
 	}
 	for round := range cfg.steadyRounds {
-		webappFirst := round%2 == 0
+		order := make([]int, len(servers))
+		for k := range order {
+			order[k] = (round + k) % len(servers)
+		}
 		for i, m := range modes {
 			sm := &s.Modes[i]
-			var w, p []*load.Result
-			one := func(url string) *load.Result {
-				res := loadFor(t, url, m, cfg.steadyRun, cfg.clients)
+			runs := make([][]measured, len(servers))
+			one := func(k int) {
+				srv := servers[k]
+				before := procCPU(t, srv.pid)
+				res := loadFor(t, srv.url, m, cfg.steadyRun, cfg.clients)
+				cpu := procCPU(t, srv.pid) - before
 				if res.Failed() > 0 {
-					t.Errorf("steady state, %s, %s: %d failed requests", m, url, res.Failed())
+					t.Errorf("steady state, %s, %s: %d failed requests", m, srv.name, res.Failed())
 				}
-				return res
+				runs[k] = append(runs[k], measured{res, cpu})
 			}
-			if webappFirst {
-				w = append(w, one(webURL))
-				p = append(p, one(plainURL), one(plainURL))
-				w = append(w, one(webURL))
-			} else {
-				p = append(p, one(plainURL))
-				w = append(w, one(webURL), one(webURL))
-				p = append(p, one(plainURL))
+			for _, k := range order {
+				one(k)
 			}
-			ws, ps := merged(w), merged(p)
+			for _, k := range slices.Backward(order) {
+				one(k)
+			}
+			ws, ps, hs := merged(runs[0]), merged(runs[1]), merged(runs[2])
 			sm.Webapp = append(sm.Webapp, ws)
 			sm.Plain = append(sm.Plain, ps)
-			sm.WebappFirst = append(sm.WebappFirst, webappFirst)
-			t.Logf("round %d %s: webapp %.0f req/s (p99 %v), plain %.0f req/s (p99 %v), ratio %.3f",
-				round+1, m, ws.RPS, ws.P99, ps.RPS, ps.P99, ws.RPS/ps.RPS)
+			sm.HTTPOnly = append(sm.HTTPOnly, hs)
+			sm.WebappFirst = append(sm.WebappFirst, order[0] == 0)
+			t.Logf("round %d %s: webapp %.0f req/s (p99 %v, CPU %v/req), plain %.0f req/s (p99 %v, CPU %v/req), webapp http only %.0f req/s (CPU %v/req), ratio %.3f",
+				round+1, m, ws.RPS, ws.P99, ws.CPUPerRequest(), ps.RPS, ps.P99, ps.CPUPerRequest(), hs.RPS, hs.CPUPerRequest(), ws.RPS/ps.RPS)
 		}
 	}
 	return s
 }
 
+// measured is a load run and the server's CPU time over it.
+type measured struct {
+	res *load.Result
+	cpu time.Duration
+}
+
+// procCPU is ProcCPU, failing the test on error.
+func procCPU(t testing.TB, pid int) time.Duration {
+	t.Helper()
+	d, err := ProcCPU(pid)
+	if err != nil {
+		t.Fatalf("CPU time of pid %d: %v", pid, err)
+	}
+	return d
+}
+
 // merged summarises several runs as one.
-func merged(runs []*load.Result) RunStats {
+func merged(runs []measured) RunStats {
 	var st RunStats
 	var elapsed time.Duration
 	var lat []time.Duration
-	for _, r := range runs {
+	for _, m := range runs {
+		r := m.res
+		st.CPU += m.cpu
 		st.Requests += r.Requests
 		st.Failed += r.Failed()
 		elapsed += r.Elapsed

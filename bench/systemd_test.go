@@ -3,11 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,27 +15,14 @@ import (
 )
 
 // runSystemd is scenarios 2 and 3: webapp under a real systemd in a
-// sandbox that shares the host's network, loaded from the host.
+// sandbox that shares the host's network, loaded from the host on its
+// http socket (the other three sockets are passed and served too).
 func runSystemd(t *testing.T, e *benchEnv, m *Machine) (reload, restart *Disruption) {
 	box := systemdtest.Boot(t, systemdtest.Options{Name: "bench"})
-	port := systemdtest.Port(t)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	url := "http://" + addr + "/"
-
-	box.CopyFile(t, e.bins.webapp, "/usr/bin/webapp", 0o755)
-	for _, u := range []string{"webapp.socket", "webapp.service"} {
-		box.CopyFile(t, filepath.Join("..", "systemd", "units", u), "/etc/systemd/system/"+u, 0o644)
-	}
-	box.WriteFile(t, "/etc/systemd/system/webapp.socket.d/bench.conf",
-		[]byte("[Socket]\nListenStream=\nListenStream="+addr+"\n"), 0o644)
-	box.Systemctl(t, "daemon-reload")
-	box.Systemctl(t, "start", "webapp.socket")
+	w := installWebapp(t, e, box)
+	url := w.url()
 	if v := strings.SplitN(box.Systemctl(t, "--version"), "\n", 2)[0]; v != "" {
 		m.Systemd = strings.TrimSpace(v)
-	}
-	// The first connection starts webapp.service.
-	if err := waitServing(t.Context(), url, 30*time.Second); err != nil {
-		t.Fatalf("webapp in the sandbox: %v\n%s", err, box.Journal(t, "-u", "webapp.service", "-u", "webapp.socket"))
 	}
 	overhead := sandboxOverhead(t, box)
 	show := func() map[string]string {
@@ -47,8 +32,8 @@ func runSystemd(t *testing.T, e *benchEnv, m *Machine) (reload, restart *Disrupt
 
 	reload = &Disruption{
 		Key: "reload", Title: "webapp under systemd, systemctl reload",
-		Program: "webapp (`webapp.socket` + `webapp.service` from `systemd/units`)", Noun: "reload",
-		Action: "`systemctl reload webapp` (`ExecReload=webapp reload`: returns once the new generation is main and ready)",
+		Program: "webapp (`webapp.socket` + `webapp.service` from `systemd/units`, with `webapp-https.socket`, `webapp-grpc.socket` and `webapp-udp.socket` passed and served too; load on the http socket)", Noun: "reload",
+		Action: "`systemctl reload webapp` (`ExecReload=+webapp reload`: returns once the new generation is main and ready)",
 		Where:  "under systemd 252 as PID 1 of a sandbox on the host's network, loaded from the host",
 		Every:  e.cfg.every, Margin: load.DefaultMargin, Overhead: overhead, ZeroFailures: true,
 	}

@@ -1,0 +1,130 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// h2loadOutput is the end of a real h2load 1.52 run.
+const h2loadOutput = `starting benchmark...
+spawning thread #0: 8 total client(s). 2000 total requests
+Application protocol: h2c
+progress: 100% done
+
+finished in 600.66ms, 3329.65 req/s, 118.87KB/s
+requests: 2000 total, 2000 started, 1998 done, 1990 succeeded, 10 failed, 2 errored, 1 timeout
+status codes: 1989 2xx, 0 3xx, 1 4xx, 0 5xx
+traffic: 71.40KB (73112) total, 12.33KB (12624) headers (space savings 95.29%), 23.44KB (24000) data
+`
+
+func TestParseH2load(t *testing.T) {
+	got, err := ParseH2load([]byte(h2loadOutput))
+	want := H2loadSummary{Protocol: "h2c", Total: 2000, Started: 2000, Done: 1998, Succeeded: 1990, Failed: 10, Errored: 2, Timeout: 1,
+		Status2xx: 1989, Took: 600660 * time.Microsecond}
+	if err != nil || got != want {
+		t.Errorf("ParseH2load = %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := ParseH2load([]byte("starting benchmark...\nprogress: 10% done\n")); err == nil {
+		t.Error("ParseH2load(output without a requests line) = nil error, want one")
+	}
+}
+
+func TestParseGhz(t *testing.T) {
+	out := `{"date":"2026-12-02T05:50:33Z","endReason":"timeout","count":2010,"total":302718859,"rps":6606.79,
+		"errorDistribution":{"rpc error: code = Unavailable desc = closing":10},"statusCodeDistribution":{"OK":2000,"Unavailable":10},
+		"details":[{"timestamp":"2026-12-02T05:50:38.715444945Z","latency":1,"error":"","status":"OK"},
+			{"timestamp":"2026-12-02T05:50:38.716727288Z","latency":2,"error":"the connection is draining","status":"Unavailable"}]}`
+	got, err := ParseGhz([]byte(out))
+	if err != nil || got.Count != 2010 || got.OK() != 2000 || got.Statuses["Unavailable"] != 10 || len(got.Errors) != 1 || got.EndReason != "timeout" {
+		t.Errorf("ParseGhz = %+v, %v; want count 2010, OK 2000, Unavailable 10, one error, endReason timeout", got, err)
+	}
+	if len(got.Details) != 2 || got.Details[1].Status != "Unavailable" || got.Details[1].Timestamp.Nanosecond() != 716727288 {
+		t.Errorf("ParseGhz details = %+v, want two calls, the second Unavailable at .716727288", got.Details)
+	}
+	for _, bad := range []string{"", "Summary: ...", `{"count": 3}`} {
+		if _, err := ParseGhz([]byte(bad)); err == nil {
+			t.Errorf("ParseGhz(%q) = nil error, want one", bad)
+		}
+	}
+}
+
+func TestParseUDPAnswer(t *testing.T) {
+	tests := []struct {
+		answer, sent string
+		pid          int
+		ok           bool
+	}{
+		{"123 bench 1 2", "bench 1 2", 123, true},
+		{"123 bench 1 3", "bench 1 2", 123, false},
+		{"bench 1 2", "bench 1 2", 0, false},
+		{"-4 x", "x", 0, false},
+		{"42 ", "", 42, true},
+	}
+	for _, tt := range tests {
+		pid, err := ParseUDPAnswer([]byte(tt.answer), []byte(tt.sent))
+		if (err == nil) != tt.ok || (tt.ok && pid != tt.pid) {
+			t.Errorf("ParseUDPAnswer(%q, %q) = %d, %v; want %d, ok %t", tt.answer, tt.sent, pid, err, tt.pid, tt.ok)
+		}
+	}
+}
+
+func TestParseDrainLog(t *testing.T) {
+	log := `time="2026-12-02T05:50:40Z" level=info msg="stopping: draining 12 connections (deadline 20s)"
+time="2026-12-02T05:50:41Z" level=info msg="stopped after 1.004s, no connection cut"
+`
+	got, err := ParseDrainLog(log)
+	if err != nil || got.Took != 1004*time.Millisecond || got.Cut != 0 || got.Line != "stopped after 1.004s, no connection cut" {
+		t.Errorf("ParseDrainLog(clean) = %+v, %v", got, err)
+	}
+	cut := log + `time="2026-12-02T05:51:01Z" level=error msg="stopped after 20.001s: 3 connections cut at the deadline (http 2, grpc 1): drain: deadline"` + "\n"
+	got, err = ParseDrainLog(cut)
+	if err != nil || got.Took != 20001*time.Millisecond || got.Cut != 3 || got.By != "http 2, grpc 1" {
+		t.Errorf("ParseDrainLog(cut) = %+v, %v; want the last line: 3 cut, http 2, grpc 1", got, err)
+	}
+	if _, err := ParseDrainLog("serving http on 127.0.0.1:8080\n"); err == nil {
+		t.Error("ParseDrainLog(no drain) = nil error, want one")
+	}
+}
+
+func TestParseProcStatCPU(t *testing.T) {
+	// Fields 14 and 15 (utime, stime) are 250 and 50 ticks; the command
+	// name holds a space and a parenthesis.
+	stat := "4242 (web app) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 1000000 500 18446744073709551615"
+	got, err := ParseProcStatCPU([]byte(stat))
+	if err != nil || got != 3*time.Second {
+		t.Errorf("ParseProcStatCPU = %v, %v; want 3s", got, err)
+	}
+	if _, err := ParseProcStatCPU([]byte("4242 (x) S 1 2")); err == nil {
+		t.Error("ParseProcStatCPU(short) = nil error, want one")
+	}
+	if d, err := ProcCPU(1); err != nil || d < 0 {
+		t.Errorf("ProcCPU(1) = %v, %v; want a duration", d, err)
+	}
+}
+
+func TestParseCPUStat(t *testing.T) {
+	got, err := ParseCPUStat([]byte("usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n"))
+	if err != nil || got != 1500*time.Millisecond {
+		t.Errorf("ParseCPUStat = %v, %v; want 1.5s", got, err)
+	}
+	if _, err := ParseCPUStat([]byte("user_usec 1\n")); err == nil {
+		t.Error("ParseCPUStat(no usage_usec) = nil error, want one")
+	}
+}
+
+func TestServiceDropIn(t *testing.T) {
+	socks := []string{"webapp.socket", "webapp-https.socket"}
+	bare := serviceDropIn([]byte("[Service]\nExecReload=/usr/bin/webapp reload\n"), socks)
+	for _, want := range []string{"Slice=" + benchSlice, "Sockets=webapp.socket webapp-https.socket", "ExecReload=\nExecReload=+/usr/bin/webapp reload", "LoadCredential=tls.crt:/etc/webapp/tls.crt"} {
+		if !strings.Contains(bare, want) {
+			t.Errorf("serviceDropIn(a unit without them) lacks %q:\n%s", want, bare)
+		}
+	}
+	shipped := serviceDropIn([]byte("[Service]\nSockets=webapp.socket\nExecReload=+/usr/bin/webapp reload\nLoadCredential=tls.crt:/etc/webapp/tls.crt\n"), socks)
+	for _, unwanted := range []string{"Sockets=", "ExecReload=", "LoadCredential="} {
+		if strings.Contains(shipped, unwanted) {
+			t.Errorf("serviceDropIn(a unit with them) adds %q again:\n%s", unwanted, shipped)
+		}
+	}
+}
