@@ -2,18 +2,10 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/baton-dev/baton/internal/testcert"
 )
 
 // credentialsDir is webapp.service's $CREDENTIALS_DIRECTORY in the box.
@@ -123,8 +117,8 @@ func TestUnitCredentials(t *testing.T) {
 	want("with an empty /etc/webapp", map[string]string{})
 
 	// A certificate and a root-only key.
-	cert1, key1 := credentialPair(t, 1)
-	cert2, key2 := credentialPair(t, 2)
+	cert1, key1 := credentialPair(t)
+	cert2, key2 := credentialPair(t)
 	s.box.WriteFile(t, "/etc/webapp/tls.crt", cert1, 0o644)
 	s.box.WriteFile(t, "/etc/webapp/tls.key", key1, 0o600)
 	s.box.Systemctl(t, "restart", "webapp.service")
@@ -166,28 +160,8 @@ func TestUnitCredentials(t *testing.T) {
 
 // credentialPair makes a self-signed certificate and its key, in PEM: a
 // pair `webapp reload` accepts.
-func credentialPair(t *testing.T, serial int64) (certPEM, keyPEM []byte) {
+func credentialPair(t *testing.T) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "webapp test"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	c := testcert.New(t, "webapp credentials")
+	return c.CertPEM, c.KeyPEM
 }
