@@ -7,7 +7,7 @@ ADDR ?= 127.0.0.1:8080
 # Test binaries for the sandbox and the packages are static.
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -buildid='
 # Debian packages the test suite needs; `make deps` installs what is missing.
-APT_PACKAGES := systemd-container nghttp2-client
+APT_PACKAGES := systemd-container nghttp2-client python3-websockets
 TEST_TIMEOUT ?= 40m
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 5s

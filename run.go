@@ -349,6 +349,46 @@ func (g *group) connections() int {
 	return n
 }
 
+// longLived is how many of the connections are long-lived.
+func (g *group) longLived() int {
+	n := 0
+	for _, s := range g.servers {
+		n += s.kind.longLived()
+	}
+	return n
+}
+
+// drainTick is how often a drain looks at its connections: to report
+// them (STATUS=), to see whether they are leaving, and to end at the
+// deadline.
+const drainTick = 250 * time.Millisecond
+
+// stopMargin is how long before systemd's TimeoutStopSec= a stop's drain
+// ends: a second, or a fifth of a shorter timeout.
+func stopMargin(stopTimeout time.Duration) time.Duration {
+	if stopTimeout > 0 && stopTimeout/5 < time.Second {
+		return stopTimeout / 5
+	}
+	return time.Second
+}
+
+// drainContext is the context of a drain: it ends when the drain's
+// watcher cancels it at the deadline, which a stop may move later.
+// Deadline reports the first deadline, the one the servers plan by.
+type drainContext struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c drainContext) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c drainContext) Err() error {
+	if c.Context.Err() != nil {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 // describe names every socket served and its address.
 func (g *group) describe() string {
 	var parts []string
@@ -372,31 +412,63 @@ func (g *group) describe() string {
 // stop drains this generation: every server at once, within one
 // deadline. stopping says whether the service is stopping (SIGTERM)
 // rather than handing over to a new generation.
+//
+// A stop's deadline is DrainTimeout, or StopTimeout less a margin when
+// that is sooner. While connections are leaving, a stop near its deadline
+// moves it on by a step, and each time the count goes down it tells
+// systemd how long it still needs (EXTEND_TIMEOUT_USEC=, the time left
+// plus the margin), so that systemd's own timeout never fires during a
+// drain that makes progress. A drain that makes none is cut at its
+// deadline, inside TimeoutStopSec=. STATUS= says what is left, live.
 func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
-	log, timeout := g.opts.Logger, g.opts.DrainTimeout
+	log, budget := g.opts.Logger, g.opts.DrainTimeout
+	margin := stopMargin(g.opts.StopTimeout)
+	if stopping && g.opts.StopTimeout > 0 && g.opts.StopTimeout-margin < budget {
+		budget = g.opts.StopTimeout - margin
+	}
+	step := max(time.Second, budget/4)
 	status := func() systemd.State {
-		return systemd.Status(fmt.Sprintf("draining: %d connections remain", g.connections()))
+		return systemd.Status(fmt.Sprintf("draining: %d connections remain, %d long-lived (WebSocket, stream, gRPC)", g.connections(), g.longLived()))
 	}
 	if stopping {
 		notifier.Notify(systemd.Stopping, status())
-		log.Infof("stopping: draining %d connections (deadline %v)", g.connections(), timeout)
+		log.Infof("stopping: draining %d connections, %d long-lived (deadline %v)", g.connections(), g.longLived(), budget)
 	} else {
-		log.Infof("handed over: draining %d connections (deadline %v)", g.connections(), timeout)
+		log.Infof("handed over: draining %d connections, %d long-lived (deadline %v)", g.connections(), g.longLived(), budget)
 	}
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	cctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	ctx := drainContext{Context: cctx, deadline: start.Add(budget)}
 	done := make(chan struct{})
 	go func() {
-		t := time.NewTicker(time.Second)
+		deadline := start.Add(budget)
+		t := time.NewTicker(drainTick)
 		defer t.Stop()
+		prev := g.connections()
+		lastStatus := time.Now()
 		for {
 			select {
 			case <-done:
 				return
-			case <-t.C:
-				if stopping {
+			case now := <-t.C:
+				n := g.connections()
+				progress := n < prev
+				prev = n
+				if stopping && progress && n > 0 {
+					if deadline.Sub(now) < step {
+						deadline = now.Add(step)
+						log.Infof("drain: %d connections still leaving: deadline moved to %v from the start", n, deadline.Sub(start).Round(time.Millisecond))
+					}
+					notifier.Notify(systemd.ExtendTimeout(deadline.Sub(now)+margin), status())
+					lastStatus = now
+				} else if stopping && now.Sub(lastStatus) >= time.Second {
 					notifier.Notify(status())
+					lastStatus = now
+				}
+				if !now.Before(deadline) {
+					cancel()
+					return
 				}
 			}
 		}
@@ -438,7 +510,7 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 	took := time.Since(start).Round(time.Millisecond)
 	if len(errs) > 0 {
 		if stopping {
-			notifier.Notify(systemd.Status(fmt.Sprintf("stopped: %d connections cut at the %v deadline", cut, timeout)))
+			notifier.Notify(systemd.Status(fmt.Sprintf("stopped: %d connections cut at the deadline, after %v", cut, took)))
 		}
 		return fmt.Errorf("stopped after %v: %d connections cut at the deadline (%s): %w", took, cut, strings.Join(cuts, ", "), errors.Join(errs...))
 	}

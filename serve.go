@@ -39,8 +39,16 @@ type Options struct {
 	// it: each Server names its own socket.
 	Listener activation.Spec
 	// DrainTimeout bounds a drain, on stop and after a hand-over; keep it
-	// below TimeoutStopSec=. Zero means DefaultDrainTimeout.
+	// below TimeoutStopSec=, or set StopTimeout. Zero means
+	// DefaultDrainTimeout. A stop whose connections are still leaving
+	// near the deadline moves it on and tells systemd
+	// (EXTEND_TIMEOUT_USEC=); one whose connections stay is cut there.
 	DrainTimeout time.Duration
+	// StopTimeout is the unit's TimeoutStopSec=, which systemd does not
+	// pass to the service. When set, a stop's drain ends before it: at
+	// StopTimeout less a second (less a fifth when that is shorter), if
+	// that comes before DrainTimeout. Zero means unknown.
+	StopTimeout time.Duration
 	// IdleGrace is drain.Options.IdleGrace.
 	IdleGrace time.Duration
 	// ReloadTimeout bounds the start of a new generation; keep it below
@@ -73,8 +81,9 @@ type Options struct {
 	HealthCheck func(context.Context) error
 	// OnDrain, if set, is called once, in its own goroutine, when this
 	// generation stops taking new work: at a stop, or when a new
-	// generation has taken over. Tell long-lived exchanges (streams,
-	// websockets) to finish there.
+	// generation has taken over. Tell long-lived exchanges that cannot
+	// see Draining (gRPC streams) to finish there; HTTP handlers and
+	// Stream handlers have Draining(ctx).
 	OnDrain func()
 	// Version is shown in the status line.
 	Version string

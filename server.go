@@ -66,8 +66,10 @@ type kind interface {
 	// drain finishes what is under way until ctx ends, then cuts what is
 	// left and counts it.
 	drain(ctx context.Context) (drain.Report, error)
-	// connections is how many connections are open.
+	// connections is how many connections are open, and longLived how
+	// many of them are long-lived: hijacked (WebSockets), raw, gRPC.
 	connections() int
+	longLived() int
 }
 
 // HTTP serves srv (HTTP/1.1, and HTTP/2 as srv.Protocols allows: set
@@ -116,8 +118,10 @@ func GRPC(sock Socket, srv GRPCServer) *Server {
 }
 
 // StreamHandler serves one connection of a raw stream socket. ctx ends
-// when the drain begins: finish the exchange under way and return. The
-// connection is closed when the handler returns.
+// when the drain begins (Draining(ctx) is closed then too): finish the
+// exchange under way, tell the peer to go if the protocol can, and
+// return. The connection is closed when the handler returns; one still
+// open at the deadline is closed and counted as cut.
 type StreamHandler func(ctx context.Context, c net.Conn)
 
 // Stream serves a raw stream socket (TCP or unix): every connection goes to
@@ -281,6 +285,7 @@ func (k *httpKind) resume()                 {}
 func (k *httpKind) stopAccepting()          { k.d.StopAccepting() }
 func (k *httpKind) release(context.Context) {}
 func (k *httpKind) connections() int        { return k.d.Connections() }
+func (k *httpKind) longLived() int          { return k.d.Raw() }
 
 func (k *httpKind) drain(ctx context.Context) (drain.Report, error) { return k.d.Shutdown(ctx) }
 
@@ -312,6 +317,7 @@ func (k *grpcKind) resume()                 {}
 func (k *grpcKind) stopAccepting()          { k.d.StopAccepting() }
 func (k *grpcKind) release(context.Context) {}
 func (k *grpcKind) connections() int        { return k.d.Connections() }
+func (k *grpcKind) longLived() int          { return k.d.Connections() }
 
 func (k *grpcKind) drain(ctx context.Context) (drain.Report, error) {
 	rep, err := k.d.Shutdown(ctx)
@@ -332,7 +338,7 @@ func (k *streamKind) check() error   { return nil }
 
 func (k *streamKind) setup(o drain.Options) {
 	k.d = drain.New(o)
-	k.ctx, k.cancel = context.WithCancel(context.Background())
+	k.ctx, k.cancel = context.WithCancel(k.d.NewContext(context.Background()))
 	k.d.OnDrain(k.cancel)
 }
 
@@ -358,6 +364,7 @@ func (k *streamKind) resume()                 {}
 func (k *streamKind) stopAccepting()          { k.d.StopAccepting() }
 func (k *streamKind) release(context.Context) {}
 func (k *streamKind) connections() int        { return k.d.Connections() }
+func (k *streamKind) longLived() int          { return k.d.Connections() }
 
 func (k *streamKind) drain(ctx context.Context) (drain.Report, error) { return k.d.Shutdown(ctx) }
 
@@ -466,6 +473,7 @@ func (k *datagramKind) stopAccepting() {
 }
 
 func (k *datagramKind) connections() int { return 0 }
+func (k *datagramKind) longLived() int   { return 0 }
 
 // release waits for the loops, which return once stopAccepting has been
 // called and their handler, if one is running, has returned.
@@ -519,4 +527,5 @@ func (k *holdKind) resume()                                     {}
 func (k *holdKind) stopAccepting()                              {}
 func (k *holdKind) release(context.Context)                     {}
 func (k *holdKind) connections() int                            { return 0 }
+func (k *holdKind) longLived() int                              { return 0 }
 func (k *holdKind) drain(context.Context) (drain.Report, error) { return drain.Report{}, nil }

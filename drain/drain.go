@@ -70,6 +70,7 @@ type Drainer struct {
 	raw       map[*conn]struct{}          // raw and hijacked connections
 	serving   int                         // Serve calls that have not returned
 	onDrain   []func()
+	begun     chan struct{} // closed when the drain begins
 	changed   chan struct{} // closed and replaced when a connection goes
 }
 
@@ -82,8 +83,36 @@ func New(opts Options) *Drainer {
 		conns:     make(map[net.Conn]http.ConnState),
 		h2:        make(map[net.Conn]time.Time),
 		raw:       make(map[*conn]struct{}),
+		begun:     make(chan struct{}),
 		changed:   make(chan struct{}),
 	}
+}
+
+// Begun returns a channel that is closed when the drain begins
+// (StopAccepting or Shutdown): the moment a long-lived exchange (a
+// WebSocket, a server-sent event stream, a raw connection) should finish
+// what it has under way and end, so that its client resumes on the next
+// generation. Handlers reach it through Begun(r.Context()).
+func (d *Drainer) Begun() <-chan struct{} { return d.begun }
+
+// NewContext returns a copy of ctx that carries d's drain signal, so that
+// Begun(ctx) finds it. Requests of a server given to Serve carry it
+// already.
+func (d *Drainer) NewContext(ctx context.Context) context.Context {
+	return context.WithValue(ctx, begunKey{}, d.begun)
+}
+
+// begunKey is the context key of a Drainer's Begun channel.
+type begunKey struct{}
+
+// Begun returns the drain signal carried by ctx: the channel of the
+// Drainer serving the request whose context ctx is (or derives from), or
+// of the one that made ctx with NewContext. It is closed when that drain
+// begins. For any other ctx it returns nil, a channel that never closes,
+// so a handler that selects on it works the same outside a Drainer.
+func Begun(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(begunKey{}).(chan struct{})
+	return ch
 }
 
 // Draining reports whether Shutdown has begun.
@@ -95,6 +124,14 @@ func (d *Drainer) Connections() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return len(d.conns) + len(d.raw)
+}
+
+// Raw returns how many raw and hijacked connections (WebSockets, say) are
+// open: the long-lived ones among Connections.
+func (d *Drainer) Raw() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.raw)
 }
 
 // InFlight returns how many connections may have work under way: server
@@ -116,9 +153,10 @@ func (d *Drainer) inFlightLocked() int {
 	return n
 }
 
-// OnDrain registers f to be called, in its own goroutine, when Shutdown
-// begins: a place to tell long-lived connections (streams, websockets) to
-// finish.
+// OnDrain registers f to be called, in its own goroutine, when the drain
+// begins (StopAccepting or Shutdown): a place to tell long-lived
+// connections (streams, websockets) to finish. Begun is the same signal as
+// a channel.
 func (d *Drainer) OnDrain(f func()) {
 	d.mu.Lock()
 	d.onDrain = append(d.onDrain, f)
@@ -191,6 +229,7 @@ func (d *Drainer) register(srv *http.Server, ln net.Listener) (*listener, error)
 		if prevCtx != nil {
 			ctx = prevCtx(ctx, c)
 		}
+		ctx = context.WithValue(ctx, begunKey{}, d.begun)
 		return context.WithValue(ctx, connKey{}, &connMark{c: c})
 	}
 	prev := srv.ConnState
@@ -315,6 +354,7 @@ func (d *Drainer) stopAcceptingLocked() {
 	if d.draining.Swap(true) {
 		return
 	}
+	close(d.begun)
 	for ln := range d.listeners {
 		ln.Close()
 	}

@@ -18,12 +18,13 @@ import (
 	"github.com/baton-dev/baton"
 	"github.com/baton-dev/baton/drain"
 	"github.com/baton-dev/baton/internal/hello"
+	"github.com/baton-dev/baton/internal/live"
 	"github.com/baton-dev/baton/upgrade"
 	"github.com/sirupsen/logrus"
 )
 
 const serveUsage = `usage: webapp serve [--listen ADDR] [--listen-https ADDR] [--listen-grpc ADDR] [--listen-udp ADDR]
-                    [--tls-cert FILE] [--tls-key FILE] [--drain-timeout D] [--idle-grace D]
+                    [--tls-cert FILE] [--tls-key FILE] [--drain-timeout D] [--stop-timeout D] [--idle-grace D]
                     [--reload-timeout D] [--control PATH] [--log-format text|json] [--log-level L]
 
 Serves the sockets systemd passes by name (FileDescriptorName=), or binds
@@ -51,6 +52,7 @@ type serveConfig struct {
 	tlsCert         string
 	tlsKey          string
 	drainTimeout    time.Duration
+	stopTimeout     time.Duration
 	idleGrace       time.Duration
 	logFormat       string
 	logLevel        string
@@ -71,6 +73,7 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.tlsCert, "tls-cert", defaultCertFile, "the https certificate `file` (PEM), when neither a reload nor $CREDENTIALS_DIRECTORY has it")
 	fs.StringVar(&c.tlsKey, "tls-key", defaultKeyFile, "the https key `file` (PEM), read with the certificate")
 	cl.duration(&c.drainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, cut connections still open after this `duration` (keep it below TimeoutStopSec=)")
+	cl.duration(&c.stopTimeout, "stop-timeout", 0, "the unit's TimeoutStopSec= `duration`: a stop's drain ends a second before it (0: unknown, --drain-timeout alone bounds it)")
 	cl.duration(&c.idleGrace, "idle-grace", drain.DefaultIdleGrace, "keep answering kept-alive connections this `duration` into a drain before closing idle ones")
 	cl.duration(&c.reloadTimeout, "reload-timeout", upgrade.DefaultTimeout, "on reload, give up on a new generation not ready within this `duration` (keep it below TimeoutStartSec=)")
 	fs.StringVar(&c.control, "control", baton.ControlPath(), "unix socket `path` on which `webapp reload` reaches this service (default $RUNTIME_DIRECTORY/control.sock; none outside systemd)")
@@ -108,6 +111,8 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	switch {
 	case c.drainTimeout <= 0:
 		return nil, cl.errorf("--drain-timeout %v: must be positive", c.drainTimeout)
+	case c.stopTimeout < 0:
+		return nil, cl.errorf("--stop-timeout %v: must not be negative", c.stopTimeout)
 	case c.idleGrace < 0:
 		return nil, cl.errorf("--idle-grace %v: must not be negative", c.idleGrace)
 	case c.reloadTimeout <= 0:
@@ -185,7 +190,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	version := webappVersion()
-	handler := hello.New(version, cfg.failHealthAfter)
+	// The long-lived endpoints end cleanly when a drain begins (package
+	// live); every other path is hello's.
+	handler := http.NewServeMux()
+	handler.Handle("GET /ws", live.WebSocket())
+	handler.Handle("GET /events", live.Events(live.DefaultInterval))
+	handler.Handle("/", hello.New(version, cfg.failHealthAfter))
 	newHTTPServer := func() *http.Server {
 		return &http.Server{
 			Handler:           handler,
@@ -233,6 +243,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer signal.Stop(hup)
 	err = baton.Run(ctx, baton.Options{
 		DrainTimeout:  cfg.drainTimeout,
+		StopTimeout:   cfg.stopTimeout,
 		IdleGrace:     cfg.idleGrace,
 		ReloadTimeout: cfg.reloadTimeout,
 		Control:       cfg.control,
