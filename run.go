@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-dev/baton/activation"
@@ -441,15 +442,22 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 	defer cancel()
 	ctx := drainContext{Context: cctx, deadline: start.Add(budget)}
 	done := make(chan struct{})
+	var final atomic.Int64 // the deadline, from the start
+	final.Store(int64(budget))
 	go func() {
 		deadline := start.Add(budget)
 		t := time.NewTicker(drainTick)
 		defer t.Stop()
+		end := time.NewTimer(budget)
+		defer end.Stop()
 		prev := g.connections()
 		lastStatus := time.Now()
 		for {
 			select {
 			case <-done:
+				return
+			case <-end.C:
+				cancel()
 				return
 			case now := <-t.C:
 				n := g.connections()
@@ -458,6 +466,8 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 				if stopping && progress && n > 0 {
 					if deadline.Sub(now) < step {
 						deadline = now.Add(step)
+						end.Reset(step)
+						final.Store(int64(deadline.Sub(start)))
 						log.Infof("drain: %d connections still leaving: deadline moved to %v from the start", n, deadline.Sub(start).Round(time.Millisecond))
 					}
 					notifier.Notify(systemd.ExtendTimeout(deadline.Sub(now)+margin), status())
@@ -465,10 +475,6 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 				} else if stopping && now.Sub(lastStatus) >= time.Second {
 					notifier.Notify(status())
 					lastStatus = now
-				}
-				if !now.Before(deadline) {
-					cancel()
-					return
 				}
 			}
 		}
@@ -510,7 +516,7 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 	took := time.Since(start).Round(time.Millisecond)
 	if len(errs) > 0 {
 		if stopping {
-			notifier.Notify(systemd.Status(fmt.Sprintf("stopped: %d connections cut at the deadline, after %v", cut, took)))
+			notifier.Notify(systemd.Status(fmt.Sprintf("stopped: %d connections cut at the %v deadline", cut, time.Duration(final.Load()).Round(time.Millisecond))))
 		}
 		return fmt.Errorf("stopped after %v: %d connections cut at the deadline (%s): %w", took, cut, strings.Join(cuts, ", "), errors.Join(errs...))
 	}

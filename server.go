@@ -327,10 +327,9 @@ func (k *grpcKind) drain(ctx context.Context) (drain.Report, error) {
 
 // streamKind hands every connection to a StreamHandler.
 type streamKind struct {
-	h      StreamHandler
-	d      *drain.Drainer
-	ctx    context.Context // ends when the drain begins
-	cancel context.CancelFunc
+	h   StreamHandler
+	d   *drain.Drainer
+	ctx context.Context // ends when the drain begins
 }
 
 func (k *streamKind) datagram() bool { return false }
@@ -338,8 +337,7 @@ func (k *streamKind) check() error   { return nil }
 
 func (k *streamKind) setup(o drain.Options) {
 	k.d = drain.New(o)
-	k.ctx, k.cancel = context.WithCancel(k.d.NewContext(context.Background()))
-	k.d.OnDrain(k.cancel)
+	k.ctx = k.d.NewContext(context.Background())
 }
 
 func (k *streamKind) serve(sock any) error {

@@ -70,8 +70,9 @@ type Drainer struct {
 	raw       map[*conn]struct{}          // raw and hijacked connections
 	serving   int                         // Serve calls that have not returned
 	onDrain   []func()
-	begun     chan struct{} // closed when the drain begins
-	changed   chan struct{} // closed and replaced when a connection goes
+	begun     chan struct{}        // closed when the drain begins
+	cancels   []context.CancelFunc // of NewContext's contexts
+	changed   chan struct{}        // closed and replaced when a connection goes
 }
 
 // New returns a Drainer.
@@ -95,11 +96,21 @@ func New(opts Options) *Drainer {
 // generation. Handlers reach it through Begun(r.Context()).
 func (d *Drainer) Begun() <-chan struct{} { return d.begun }
 
-// NewContext returns a copy of ctx that carries d's drain signal, so that
-// Begun(ctx) finds it. Requests of a server given to Serve carry it
-// already.
+// NewContext returns a context derived from ctx that ends when the drain
+// begins (or ctx ends) and carries d's drain signal, so that Begun finds
+// it: the context of a raw connection's handler. It has ended by the
+// time Begun's channel is closed. Requests of a server given to Serve
+// carry the signal already (their context ends only with the request).
 func (d *Drainer) NewContext(ctx context.Context) context.Context {
-	return context.WithValue(ctx, begunKey{}, d.begun)
+	ctx, cancel := context.WithCancel(context.WithValue(ctx, begunKey{}, d.begun))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.draining.Load() {
+		cancel()
+	} else {
+		d.cancels = append(d.cancels, cancel)
+	}
+	return ctx
 }
 
 // begunKey is the context key of a Drainer's Begun channel.
@@ -353,6 +364,9 @@ func (d *Drainer) StopAccepting() {
 func (d *Drainer) stopAcceptingLocked() {
 	if d.draining.Swap(true) {
 		return
+	}
+	for _, cancel := range d.cancels {
+		cancel()
 	}
 	close(d.begun)
 	for ln := range d.listeners {

@@ -379,3 +379,48 @@ func TestStopAcceptingThenShutdown(t *testing.T) {
 		t.Errorf("Shutdown() after StopAccepting = %v, want nil", err)
 	}
 }
+
+// TestBegun: the drain signal is closed when the drain begins, and
+// reaches a request's context and a context made by NewContext; other
+// contexts have none (nil, never closing).
+func TestBegun(t *testing.T) {
+	d := drain.New(drain.Options{IdleGrace: -1})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan (<-chan struct{}), 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- drain.Begun(r.Context())
+	})}
+	go d.Serve(srv, ln)
+	resp, err := http.Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	fromRequest := <-got
+	fromCtx := drain.Begun(d.NewContext(context.Background()))
+	if fromRequest == nil || fromRequest != d.Begun() || fromCtx != d.Begun() {
+		t.Fatalf("Begun(request) = %v, Begun(NewContext) = %v, want d.Begun() = %v", fromRequest, fromCtx, d.Begun())
+	}
+	if ch := drain.Begun(context.Background()); ch != nil {
+		t.Errorf("Begun(context.Background()) = %v, want nil", ch)
+	}
+	select {
+	case <-d.Begun():
+		t.Fatal("Begun() closed before the drain")
+	default:
+	}
+	d.StopAccepting()
+	select {
+	case <-fromRequest:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Begun() still open after StopAccepting")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := d.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown() = %v", err)
+	}
+}

@@ -60,6 +60,7 @@ type serveConfig struct {
 	control         string
 	failHealthAfter time.Duration
 	faultFile       string
+	ignoreDrain     bool
 }
 
 func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
@@ -129,6 +130,15 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 		}
 		c.failHealthAfter = d
 	}
+	// A contrast for tests: /ws and /events do not watch the drain, so a
+	// drain waits for them until its deadline and cuts them.
+	switch v := os.Getenv("WEBAPP_IGNORE_DRAIN"); v {
+	case "":
+	case "1":
+		c.ignoreDrain = true
+	default:
+		return nil, &usageError{msg: fmt.Sprintf("WEBAPP_IGNORE_DRAIN=%q: want 1 or nothing", v)}
+	}
 	if v := os.Getenv("WEBAPP_FAULT_FILE"); v != "" {
 		if !filepath.IsAbs(v) {
 			return nil, &usageError{msg: fmt.Sprintf("WEBAPP_FAULT_FILE=%q: want an absolute path", v)}
@@ -192,9 +202,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	version := webappVersion()
 	// The long-lived endpoints end cleanly when a drain begins (package
 	// live); every other path is hello's.
+	draining := live.Signal(baton.Draining)
+	if cfg.ignoreDrain {
+		draining = func(context.Context) <-chan struct{} { return nil }
+	}
 	handler := http.NewServeMux()
-	handler.Handle("GET /ws", live.WebSocket())
-	handler.Handle("GET /events", live.Events(live.DefaultInterval))
+	handler.Handle("GET /ws", live.WebSocket(draining))
+	handler.Handle("GET /events", live.Events(draining, live.DefaultInterval))
 	handler.Handle("/", hello.New(version, cfg.failHealthAfter))
 	newHTTPServer := func() *http.Server {
 		return &http.Server{

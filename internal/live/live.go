@@ -11,8 +11,9 @@
 //     drain begins the stream ends after the event being written; the
 //     client reconnects with Last-Event-ID and misses nothing.
 //
-// The drain signal is drain.Begun(r.Context()) (baton.Draining): nil,
-// never closing, outside a drain.Drainer.
+// The drain signal is a function of the request's context, such as
+// drain.Begun (baton.Draining is the same); one that returns nil never
+// ends a connection early (webapp's contrast mode for tests).
 package live
 
 import (
@@ -24,7 +25,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/baton-dev/baton/drain"
 	"github.com/coder/websocket"
 )
 
@@ -37,17 +37,22 @@ const DefaultInterval = 100 * time.Millisecond
 
 var pid = strconv.Itoa(os.Getpid())
 
-// WebSocket returns the /ws handler.
-func WebSocket() http.Handler { return http.HandlerFunc(echo) }
+// Signal returns the drain signal of a request's context: a channel
+// closed when the drain begins. drain.Begun is one.
+type Signal func(context.Context) <-chan struct{}
 
-func echo(w http.ResponseWriter, r *http.Request) {
+// WebSocket returns the /ws handler.
+func WebSocket(draining Signal) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { echo(w, r, draining(r.Context())) })
+}
+
+func echo(w http.ResponseWriter, r *http.Request, draining <-chan struct{}) {
 	w.Header().Set("X-Webapp-Pid", pid)
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return // Accept has answered
 	}
 	defer c.CloseNow()
-	draining := drain.Begun(r.Context())
 
 	// One goroutine reads; this one echoes, so that the drain signal can
 	// stop it between two messages.
@@ -109,14 +114,14 @@ func echo(w http.ResponseWriter, r *http.Request) {
 
 // Events returns the /events handler, with an event every interval (zero
 // means DefaultInterval).
-func Events(interval time.Duration) http.Handler {
+func Events(draining Signal, interval time.Duration) http.Handler {
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { events(w, r, interval) })
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { events(w, r, draining(r.Context()), interval) })
 }
 
-func events(w http.ResponseWriter, r *http.Request, interval time.Duration) {
+func events(w http.ResponseWriter, r *http.Request, draining <-chan struct{}, interval time.Duration) {
 	w.Header().Set("X-Webapp-Pid", pid)
 	var last uint64
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
@@ -136,7 +141,6 @@ func events(w http.ResponseWriter, r *http.Request, interval time.Duration) {
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	draining := drain.Begun(r.Context())
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for id := last + 1; ; id++ {
