@@ -438,7 +438,8 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 		log.Infof("handed over: draining %d connections, %d long-lived (deadline %v)", g.connections(), g.longLived(), budget)
 	}
 	start := time.Now()
-	cctx, cancel := context.WithCancel(context.Background())
+	cctx, cancelCause := context.WithCancelCause(context.Background())
+	cancel := func() { cancelCause(context.DeadlineExceeded) }
 	defer cancel()
 	ctx := drainContext{Context: cctx, deadline: start.Add(budget)}
 	done := make(chan struct{})

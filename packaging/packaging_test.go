@@ -440,7 +440,9 @@ func TestServiceSettings(t *testing.T) {
 	want := map[string][]string{
 		"Service.Type":         {"notify"},
 		"Service.NotifyAccess": {"all"},
-		"Service.ExecStart":    {"/usr/bin/webapp serve $WEBAPP_OPTS"},
+		// systemd does not pass TimeoutStopSec= to the service.
+		"Service.ExecStart":         {"/usr/bin/webapp serve --stop-timeout=30s $WEBAPP_OPTS"},
+		"Service.SuccessExitStatus": {"3"},
 		// "+": as root, to read the root-only /etc/webapp/tls.key.
 		"Service.ExecReload":       {"+/usr/bin/webapp reload"},
 		"Service.LoadCredential":   {"tls:/etc/webapp"},

@@ -91,8 +91,8 @@ func TestSIGTERMDeadlineCuts(t *testing.T) {
 	if d := time.Since(start); d < time.Second || d > 6*time.Second {
 		t.Errorf("exit %v after SIGTERM, want about the 1s deadline", d)
 	}
-	if code != 1 {
-		t.Errorf("webapp exit = %d, want 1 (connections were cut)", code)
+	if code != 3 {
+		t.Errorf("webapp exit = %d, want 3 (connections were cut)", code)
 	}
 	if err := <-errc; err == nil {
 		t.Error("the 10 s request was answered; want it cut at the deadline")

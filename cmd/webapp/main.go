@@ -80,6 +80,8 @@ func exitCode(err error, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "run 'webapp %s -h' for usage\n", ue.cmd)
 		}
 		return 2
+	case errors.Is(err, errCut):
+		return exitCut
 	case errors.Is(err, errReported):
 		return 1
 	default:
@@ -100,6 +102,14 @@ func errPrefix(stderr io.Writer) string {
 
 // errReported is an error that has been logged already.
 var errReported = errors.New("failed (see the log)")
+
+// errCut is a drain that ended at its deadline and cut connections, which
+// has been logged already: webapp exits with exitCut, which the unit
+// counts as success (SuccessExitStatus=).
+var errCut = errors.New("connections cut at the drain deadline (see the log)")
+
+// exitCut is the exit status after a drain that cut connections.
+const exitCut = 3
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {

@@ -279,6 +279,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		baton.GRPC(grpcSock, rpc.Server),
 		baton.Datagram(udpSock, hello.Echo()),
 	)
+	if errors.Is(err, drain.ErrCut) {
+		// The stop (or the drain after a hand-over) ended at its
+		// deadline, as designed: not a failure for systemd
+		// (SuccessExitStatus=3), but not a clean exit either.
+		log.Warnf("%v", err)
+		return errCut
+	}
 	if err != nil {
 		log.Errorf("%v", err)
 		return errReported

@@ -247,7 +247,7 @@ def main():
         t.start()
     print(json.dumps({"ready": True}), flush=True)
     out = asyncio.run(main_async(args, stop))
-    stop.event.set()
+    stop.event.wait()
     for t in threads:
         t.join()
     for st in out + sse_out:

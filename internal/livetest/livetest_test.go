@@ -1,0 +1,89 @@
+package livetest_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/drain"
+	"github.com/baton-dev/baton/internal/live"
+	"github.com/baton-dev/baton/internal/livetest"
+)
+
+func needPython(t *testing.T) {
+	t.Helper()
+	if err := livetest.Check(); err != nil {
+		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+			t.Fatalf("%v (CI=true)", err)
+		}
+		t.Skipf("%v", err)
+	}
+}
+
+// serveOn serves /ws and /events on ln through a new Drainer.
+func serveOn(ln net.Listener) *drain.Drainer {
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", live.WebSocket(drain.Begun))
+	mux.Handle("GET /events", live.Events(drain.Begun, 0))
+	d := drain.New(drain.Options{})
+	go d.Serve(&http.Server{Handler: mux}, ln)
+	return d
+}
+
+// TestClientsAcrossHandOver: the Python clients against two servers on
+// one listening socket, the first drained while the second accepts (a
+// hand-over in one process): every WebSocket client is closed with 1001
+// once and reconnects, nothing is lost, no event id is missing or
+// repeated, and the drain ends with nothing cut.
+func TestClientsAcrossHandOver(t *testing.T) {
+	needPython(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln2, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := serveOn(ln)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := livetest.Start(ctx, livetest.Options{Port: ln.Addr().(*net.TCPAddr).Port, WS: 40, SSE: 10, PerProcess: 20, Settle: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	next := serveOn(ln2)
+	rep, err := old.Shutdown(ctx)
+	if err != nil || rep.Cut != 0 {
+		t.Errorf("Shutdown() of the first server = %+v, %v; want nothing cut", rep, err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	r, err := c.Stop(time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tot := r.Totals()
+	t.Log(tot)
+	if tot.WS != 40 || tot.SSE != 10 {
+		t.Fatalf("reports of %d WebSocket and %d SSE clients, want 40 and 10", tot.WS, tot.SSE)
+	}
+	if tot.Abnormal != 0 || tot.Lost != 0 || tot.Dup != 0 || tot.ConnectErrors != 0 || tot.Clean != 40 {
+		t.Errorf("WebSocket: %v; want 40 clean closes and nothing abnormal, lost or repeated (%q)", tot, tot.Examples)
+	}
+	if tot.Missing != 0 || tot.Repeated != 0 || tot.SSEErrors != 0 || tot.Streams < 20 {
+		t.Errorf("SSE: %v; want every client on two streams, no id missing or repeated", tot)
+	}
+	ctx2, cancel2 := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel2()
+	next.Shutdown(ctx2)
+}
