@@ -24,7 +24,7 @@
 //     github.com/cloudflare/tableflip's documented upgrade pattern
 //     (cmd/flipapp), next to webapp's own swap without systemd.
 //
-// Scenarios 6 and 7 use clients nobody here wrote:
+// Scenarios 6 to 8 use clients nobody here wrote:
 //
 //  6. every protocol through reloads and then restarts under the real
 //     systemd: h2load (Debian's nghttp2-client) over h2c on the http
@@ -40,7 +40,17 @@
 //     connections (idle after being busy, or kept busy through the drain)
 //     and webapp.v1.Ticker/Ticks streams open: time to exit, what the log
 //     says was cut, and how the streams ended (UNAVAILABLE "draining,
-//     retry").
+//     retry");
+//  8. long-lived connections under the real systemd: WebSocket clients
+//     on webapp's GET /ws (Debian's python3-websockets, several asyncio
+//     processes; a numbered message every 100 ms, reconnecting and
+//     resending what was not echoed) and server-sent-event clients on
+//     GET /events (Python's http.client, resuming with Last-Event-ID)
+//     through reloads and restarts: abnormal closures, messages lost,
+//     ids missing or repeated, the reconnect to the new pid after each
+//     reload returned and the old generation's exit; then the contrast,
+//     with webapp's drain signal switched off (WEBAPP_IGNORE_DRAIN=1).
+//     Without python3-websockets it is skipped off CI, like scenario 6.
 //
 // The sandbox installs webapp.service and the four socket units from
 // systemd/units, moves each socket to a free port with a drop-in, and

@@ -3,6 +3,7 @@ package bench
 import (
 	"time"
 
+	"github.com/baton-dev/baton/internal/livetest"
 	"github.com/baton-dev/baton/internal/load"
 )
 
@@ -29,6 +30,7 @@ type Report struct {
 	Alternatives []*Disruption
 	Protocols    *Protocols // scenario 6
 	Drain        *Drain     // scenario 7
+	LongLived    *LongLived // scenario 8
 }
 
 // Machine describes where the benchmark ran.
@@ -347,4 +349,45 @@ type DrainCase struct {
 	// is closed), by error.
 	DuringDrain int64
 	AfterGoaway map[string]int
+}
+
+// LongLived is scenario 8: WebSocket and server-sent-event clients
+// through reloads and restarts under systemd, with webapp's drain signal
+// and without it.
+type LongLived struct {
+	// Interval is the time between two messages of a WebSocket client.
+	Interval time.Duration
+	Cases    []LongLivedCase
+}
+
+// LongLivedCase is one run of the clients.
+type LongLivedCase struct {
+	Title string
+	// Signal says whether webapp's handlers watch the drain signal;
+	// DropIn is webapp.service's drop-in.
+	Signal bool
+	DropIn string
+	// WS and SSE are the clients, Reloads and Restarts the events,
+	// EventErrors those that failed.
+	WS, SSE, Reloads, Restarts, EventErrors int
+	Totals                                  livetest.Totals
+	// Reconnects are, sorted, for each reload and WebSocket client, from
+	// the reload's return to the client's first connection to the new
+	// generation; Never counts the pairs with none.
+	Reconnects []time.Duration
+	Never      int
+	// OldExit are, sorted, from each reload's return to the old
+	// generation's exit; ReloadTook the reloads' wall times.
+	OldExit, ReloadTook []time.Duration
+	// CutLines counts the drains whose log says they cut connections.
+	CutLines int
+}
+
+// Clean reports whether the case met the targets: no abnormal closure,
+// no message lost, no id missing or repeated, every client on every new
+// generation, no failed event.
+func (c LongLivedCase) Clean() bool {
+	t := c.Totals
+	return t.Abnormal == 0 && t.Lost == 0 && t.Dup == 0 && t.ConnectErrors == 0 && t.Missing == 0 && t.Repeated == 0 &&
+		t.SSEErrors == 0 && c.Never == 0 && c.EventErrors == 0 && t.WS == c.WS && t.SSE == c.SSE
 }

@@ -77,6 +77,9 @@ func (r *Report) WriteMarkdown(w io.Writer, chartDir string) error {
 	if d := r.Drain; d != nil {
 		writeDrain(b, d, caption)
 	}
+	if l := r.LongLived; l != nil {
+		writeLongLived(b, l, caption)
+	}
 	r.writeMisses(b)
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -140,6 +143,21 @@ func (r *Report) writeHeadline(b *strings.Builder, caption string) {
 	if d := r.Drain; d != nil {
 		for _, c := range d.Cases {
 			fmt.Fprintf(b, "| drain, %s: SIGTERM to exit; cut | %s; %s | |\n", c.Situation, durSpread(DurationSpread(c.Exit)), cutOf(c))
+		}
+	}
+	if l := r.LongLived; l != nil {
+		for _, c := range l.Cases {
+			t := c.Totals
+			if c.Signal {
+				fmt.Fprintf(b, "| long-lived, %d WebSocket and %d SSE clients through %d reloads and %d restarts: abnormal closures; messages lost; SSE ids missing or repeated | %d; %d; %d | 0 %s |\n",
+					c.WS, c.SSE, c.Reloads, c.Restarts, t.Abnormal, t.Lost, t.Missing+t.Repeated, mark(c.Clean()))
+				fmt.Fprintf(b, "| long-lived: WebSocket reconnect to the new pid after `systemctl reload` returned, median | %s | ≤ 1 s %s |\n",
+					fmtDur(durQ(c.Reconnects, 0.5)), mark(len(c.Reconnects) > 0 && durQ(c.Reconnects, 0.5) <= time.Second))
+				fmt.Fprintf(b, "| long-lived: old generation exited after `systemctl reload` returned, max | %s | ≤ 2 s %s |\n",
+					fmtDur(durQ(c.OldExit, 1)), mark(len(c.OldExit) > 0 && durQ(c.OldExit, 1) <= 2*time.Second))
+			} else {
+				fmt.Fprintf(b, "| long-lived, contrast %s: abnormal closures | %d of %d closes | |\n", c.Title, t.Abnormal, t.Abnormal+t.Clean)
+			}
 		}
 	}
 	for _, d := range r.Alternatives {
@@ -550,6 +568,22 @@ func (r *Report) writeMisses(b *strings.Builder) {
 			}
 			if others := len(c.StreamEnds); others > 0 {
 				miss = append(miss, fmt.Sprintf("drain, %s: streams that did not end with UNAVAILABLE %q: %s", c.Situation, "draining, retry", intMapLine(c.StreamEnds)))
+			}
+		}
+	}
+	if l := r.LongLived; l != nil {
+		for _, c := range l.Cases {
+			if !c.Signal {
+				continue
+			}
+			if !c.Clean() {
+				miss = append(miss, fmt.Sprintf("long-lived, %s: %v; %d (client, reload) pairs never reconnected, %d events failed", c.Title, c.Totals, c.Never, c.EventErrors))
+			}
+			if m := durQ(c.Reconnects, 0.5); m > time.Second {
+				miss = append(miss, fmt.Sprintf("long-lived: median reconnect %s after the reload returned, target ≤ 1 s", fmtDur(m)))
+			}
+			if m := durQ(c.OldExit, 1); m > 2*time.Second {
+				miss = append(miss, fmt.Sprintf("long-lived: an old generation exited %s after its reload returned, target ≤ 2 s", fmtDur(m)))
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baton-dev/baton/internal/livetest"
 	"github.com/baton-dev/baton/internal/load"
 )
 
@@ -286,3 +287,38 @@ func plural(n int64, one, many string) string {
 	}
 	return many
 }
+
+// writeLongLived writes scenario 8.
+func writeLongLived(b *strings.Builder, l *LongLived, caption string) {
+	fmt.Fprintf(b, "## 8. Long-lived connections through reloads and restarts\n\n")
+	fmt.Fprintf(b, "webapp under the real systemd (webapp.socket and webapp.service from `systemd/units`, the socket moved to a free port) with WebSocket clients on `GET /ws` (Debian's python3-websockets, asyncio, 125 clients a process), each sending a numbered message every %s, reconnecting when closed and resending what was not echoed, and server-sent-event clients on `GET /events` (Python's http.client, one thread each) resuming with `Last-Event-ID`. At a drain webapp's handlers see `baton.Draining(r.Context())`: `/ws` echoes what it has read and closes with 1001 (going away), `/events` ends after the current event. A close is clean when it is 1001 with the closing handshake; abnormal is any other (1006: the connection cut without a close frame). The reconnect is from the return of `systemctl reload` to each client's first connection to the new MainPID (negative: before it returned), over every reload and client; the old generation's exit is from the same moment. The contrast switches the drain signal off (a test switch of webapp) with a 2 s drain deadline.\n\n", fmtDur(l.Interval))
+	fmt.Fprintf(b, "| case | clients | events | messages sent / echoed / lost | closes clean / abnormal | SSE ids missing / repeated | reconnect to the new pid: median, p90, max | old generation exited, median (max) | drains that cut |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, c := range l.Cases {
+		t := c.Totals
+		events := fmt.Sprintf("%d reloads", c.Reloads)
+		if c.Restarts > 0 {
+			events += fmt.Sprintf(", %d restarts", c.Restarts)
+		}
+		if c.EventErrors > 0 {
+			events += fmt.Sprintf(" (**%d failed**)", c.EventErrors)
+		}
+		reconnect := "–"
+		if len(c.Reconnects) > 0 {
+			reconnect = fmt.Sprintf("%s, %s, %s", fmtDur(durQ(c.Reconnects, 0.5)), fmtDur(durQ(c.Reconnects, 0.9)), fmtDur(durQ(c.Reconnects, 1)))
+		}
+		if c.Never > 0 {
+			reconnect += fmt.Sprintf("; **%d never**", c.Never)
+		}
+		old := "–"
+		if len(c.OldExit) > 0 {
+			old = fmt.Sprintf("%s (%s)", fmtDur(durQ(c.OldExit, 0.5)), fmtDur(durQ(c.OldExit, 1)))
+		}
+		fmt.Fprintf(b, "| %s | %d WebSocket, %d SSE | %s | %d / %d / %d | %d / %d | %d / %d | %s | %s | %d |\n",
+			c.Title, c.WS, c.SSE, events, t.Sent, t.Echoed, t.Lost, t.Clean, t.Abnormal, t.Missing, t.Repeated, reconnect, old, c.CutLines)
+	}
+	fmt.Fprintf(b, "\n%s\n\n", caption)
+}
+
+// durQ is the q-quantile of sorted durations (0 for none): the same
+// nearest-rank one as livetest.Quantile.
+func durQ(sorted []time.Duration, q float64) time.Duration { return livetest.Quantile(sorted, q) }
