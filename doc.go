@@ -14,7 +14,14 @@
 // serves a socket, how it stops taking work at a hand-over, how it drains
 // (HTTP: "Connection: close" and GOAWAY, then an idle grace; gRPC:
 // GracefulStop; streams: their context ends; datagrams: one reader at a
-// time) and how it is cut at the deadline. The packages under it stay
+// time) and how it is cut at the deadline. A long-lived exchange learns
+// that its generation began to drain from Draining(ctx), the request's
+// context of an HTTP handler or a Stream handler's ctx, and ends cleanly
+// and resumably (WebSocket close 1001, the end of an event stream) so
+// that its client resumes on the next generation; a stop's drain keeps
+// inside TimeoutStopSec= (Options.StopTimeout), tells systemd
+// (EXTEND_TIMEOUT_USEC=) while connections are still leaving, and cuts
+// and counts what stays. The packages under it stay
 // protocol-blind: activation (named sockets), systemd (notify, watchdog,
 // journal), drain (connection tracking and the drain order) and upgrade
 // (the binary swap, its handshake and the control socket). gRPC plugs in

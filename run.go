@@ -32,8 +32,12 @@ import (
 //   - swaps in a new binary on every value from Options.Reload and on every
 //     request on the control socket (`webapp reload`);
 //   - when ctx ends (the caller's SIGTERM), sends STOPPING=1 and drains
-//     every server within one DrainTimeout; after a hand-over it drains
-//     the same way without STOPPING=1.
+//     every server within one deadline (DrainTimeout, kept inside
+//     StopTimeout; moved on while connections are still leaving, which
+//     systemd hears as EXTEND_TIMEOUT_USEC=), with STATUS= counting what
+//     is left; after a hand-over it drains the same way, within
+//     DrainTimeout, without STOPPING=1. Draining(ctx) is closed as a drain
+//     begins, for the long-lived exchanges to end.
 //
 // Run returns nil after a clean drain, an error wrapping drain.ErrCut
 // when the deadline cut connections, and other errors when the service

@@ -31,6 +31,24 @@
 //     and counted: Shutdown returns an error wrapping ErrCut and the
 //     context's error, and a Report saying how many connections were cut.
 //
+// # Long-lived connections
+//
+// A WebSocket, a server-sent event stream or a raw connection has no
+// "Connection: close" to hear: it would hold the drain until the
+// deadline and then be cut. Begun returns a channel that is closed when
+// the drain begins (StopAccepting, or Shutdown); a handler reaches it
+// through Begun(r.Context()), as every request of a server given to Serve
+// carries it, and a raw connection's handler through a context made by
+// NewContext, which ends then too. On that signal the handler finishes
+// what it has under way and ends in a way its client resumes from (close
+// 1001 "going away" after the last echo; the end of the event stream,
+// which the client resumes with Last-Event-ID). OnDrain is the same
+// signal as a callback. A hijacked connection (http.Hijacker, or
+// http.ResponseController's Hijack, which WebSocket libraries use) stays
+// tracked until it is closed: Raw counts such connections, Shutdown
+// waits for them, and those still open at the deadline are cut and
+// counted.
+//
 // # What counts as cut
 //
 // At the deadline every connection left is closed, but only those with
