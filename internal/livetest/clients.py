@@ -43,6 +43,9 @@ def parse_args():
     p.add_argument("--ws", type=int, default=0, help="WebSocket clients")
     p.add_argument("--sse", type=int, default=0, help="SSE clients")
     p.add_argument("--stubborn", type=int, default=0, help="clients that ignore close frames")
+    p.add_argument("--slow", type=int, default=0,
+                   help="clients that answer a close frame only after i*--slow-step seconds (i = 1..N)")
+    p.add_argument("--slow-step", type=float, default=0.6)
     p.add_argument("--base", type=int, default=0, help="first client id")
     p.add_argument("--interval", type=float, default=0.1)
     p.add_argument("--duration", type=float, default=600)
@@ -138,9 +141,11 @@ async def ws_client(args, cid, stop, out):
     out.append(st)
 
 
-async def stubborn_client(args, cid, stop, out):
-    st = {"kind": "stubborn", "cid": cid, "connected": False, "close_frames": 0, "cut": False,
-          "cut_at": 0.0, "error": ""}
+async def stubborn_client(args, cid, stop, out, delay=None):
+    """Ignores close frames; with delay, answers the first one after delay
+    seconds (a close frame 1001 of its own, masked as a client's must be)."""
+    st = {"kind": "stubborn" if delay is None else "slow", "cid": cid, "connected": False,
+          "close_frames": 0, "cut": False, "cut_at": 0.0, "answered_at": 0.0, "error": ""}
     try:
         reader, writer = await asyncio.open_connection(args.host, args.port)
         key = base64.b64encode(os.urandom(16)).decode()
@@ -161,8 +166,17 @@ async def stubborn_client(args, cid, stop, out):
                 st["cut"] = True
                 st["cut_at"] = time.time()
                 break
-            # A close frame starts with 0x88; it is read and ignored.
-            st["close_frames"] += b.count(b"\x88")
+            # A close frame starts with 0x88 (the server sends no other).
+            n = b.count(b"\x88")
+            if n and st["close_frames"] == 0 and delay is not None:
+                await asyncio.sleep(delay)
+                mask = os.urandom(4)
+                payload = bytes([0x03, 0xE9])  # 1001
+                writer.write(bytes([0x88, 0x80 | len(payload)]) + mask +
+                             bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
+                await writer.drain()
+                st["answered_at"] = time.time()
+            st["close_frames"] += n
         writer.close()
     except Exception as e:
         st["error"] = repr(e)
@@ -225,6 +239,9 @@ async def main_async(args, stop):
     tasks = [asyncio.ensure_future(ws_client(args, args.base + i, stop, out)) for i in range(args.ws)]
     tasks += [asyncio.ensure_future(stubborn_client(args, args.base + args.ws + i, stop, out))
               for i in range(args.stubborn)]
+    tasks += [asyncio.ensure_future(stubborn_client(args, args.base + args.ws + args.stubborn + i, stop, out,
+                                                    delay=(i + 1) * args.slow_step))
+              for i in range(args.slow)]
     if tasks:
         await asyncio.gather(*tasks)
     return out

@@ -47,8 +47,11 @@ type Options struct {
 	Host string // default 127.0.0.1
 	Port int
 	// WS WebSocket clients, SSE event-stream clients and Stubborn
-	// clients that ignore close frames.
-	WS, SSE, Stubborn int
+	// clients that ignore close frames; Slow clients answer the server's
+	// close frame only after i*SlowStep (i = 1..Slow), so that they leave
+	// one after another.
+	WS, SSE, Stubborn, Slow int
+	SlowStep                time.Duration
 	// PerProcess is how many WebSocket clients one Python process runs
 	// (default 125); SSE and stubborn clients get a process of their own.
 	PerProcess int
@@ -118,8 +121,12 @@ func Start(ctx context.Context, o Options) (*Clients, error) {
 	if o.SSE > 0 {
 		runs = append(runs, []string{"--sse", strconv.Itoa(o.SSE), "--base", "200000"})
 	}
-	if o.Stubborn > 0 {
-		runs = append(runs, []string{"--stubborn", strconv.Itoa(o.Stubborn), "--base", "300000"})
+	if o.Stubborn > 0 || o.Slow > 0 {
+		if o.SlowStep <= 0 {
+			o.SlowStep = 600 * time.Millisecond
+		}
+		runs = append(runs, []string{"--stubborn", strconv.Itoa(o.Stubborn), "--slow", strconv.Itoa(o.Slow),
+			"--slow-step", ftoa(o.SlowStep), "--base", "300000"})
 	}
 	for _, args := range runs {
 		p, err := c.start(ctx, append(slices.Clone(common), args...))
@@ -268,13 +275,16 @@ type SSE struct {
 	Connects                  []Connect
 }
 
-// Stubborn is the report of a client that ignores close frames.
+// Stubborn is the report of a client that ignores close frames, or of a
+// slow one (Slow) that answers the first one late.
 type Stubborn struct {
 	CID         int
+	Slow        bool
 	Connected   bool // the opening handshake succeeded
-	CloseFrames int  // close frames received (and ignored)
+	CloseFrames int  // close frames received
 	Cut         bool // the server closed the connection
 	CutAt       time.Time
+	AnsweredAt  time.Time // when a slow client answered the close frame
 	Error       string
 }
 
@@ -282,7 +292,7 @@ type Stubborn struct {
 type Result struct {
 	WS       []WS
 	SSE      []SSE
-	Stubborn []Stubborn
+	Stubborn []Stubborn // the stubborn and the slow ones
 }
 
 type rawReport struct {
@@ -310,6 +320,7 @@ type rawReport struct {
 	CloseFrames   int      `json:"close_frames"`
 	Cut           bool     `json:"cut"`
 	CutAt         float64  `json:"cut_at"`
+	AnsweredAt    float64  `json:"answered_at"`
 	Error         string   `json:"error"`
 	Ready         *bool    `json:"ready"`
 }
@@ -347,10 +358,13 @@ func (r *Result) add(line string) error {
 	case "sse":
 		r.SSE = append(r.SSE, SSE{CID: raw.CID, Events: raw.Events, Missing: raw.Missing, Repeated: raw.Repeated,
 			Streams: raw.Streams, Errors: raw.Errors, ErrorWhat: raw.ErrorWhat, Last: raw.Last, Connects: connects(raw.Connects)})
-	case "stubborn":
-		s := Stubborn{CID: raw.CID, Connected: raw.Connected, CloseFrames: raw.CloseFrames, Cut: raw.Cut, Error: raw.Error}
+	case "stubborn", "slow":
+		s := Stubborn{CID: raw.CID, Slow: raw.Kind == "slow", Connected: raw.Connected, CloseFrames: raw.CloseFrames, Cut: raw.Cut, Error: raw.Error}
 		if raw.CutAt > 0 {
 			s.CutAt = unixTime(raw.CutAt)
+		}
+		if raw.AnsweredAt > 0 {
+			s.AnsweredAt = unixTime(raw.AnsweredAt)
 		}
 		r.Stubborn = append(r.Stubborn, s)
 	case "":
