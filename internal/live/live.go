@@ -136,6 +136,18 @@ func events(w http.ResponseWriter, r *http.Request, draining <-chan struct{}, in
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	rc := http.NewResponseController(w)
+	select {
+	case <-draining:
+		// Asked for while draining (on a kept-alive connection): no
+		// event, status 200 (an EventSource reconnects after a stream
+		// ends, but gives up on an error status), and the connection
+		// goes (HTTP/1: closed after this answer; HTTP/2: GOAWAY), so
+		// that the client's next request reaches the next generation.
+		h.Set("Connection", "close")
+		w.WriteHeader(http.StatusOK)
+		return
+	default:
+	}
 	// A browser's EventSource waits 3 s before it reconnects unless told.
 	fmt.Fprintf(w, "retry: %d\n\n", interval.Milliseconds())
 	if err := rc.Flush(); err != nil {
@@ -148,10 +160,7 @@ func events(w http.ResponseWriter, r *http.Request, draining <-chan struct{}, in
 		case <-t.C:
 		case <-draining:
 			// The stream ends between two events: the client resumes
-			// with Last-Event-ID on its next connection. A request that
-			// arrives while draining gets no event at all (status 200:
-			// an EventSource reconnects after a stream ends, but gives up
-			// on an error status).
+			// with Last-Event-ID on its next request.
 			return
 		case <-r.Context().Done():
 			return

@@ -118,13 +118,13 @@ func TestWebSocketWithoutSignalIsCut(t *testing.T) {
 type sseEvent struct{ id, data string }
 
 // readEvents reads events until the stream ends.
-func readEvents(t *testing.T, url, lastID string, each func(sseEvent)) (*http.Response, []sseEvent) {
+func readEvents(t *testing.T, c *http.Client, url, lastID string, each func(sseEvent)) (*http.Response, []sseEvent) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func readEvents(t *testing.T, url, lastID string, each func(sseEvent)) (*http.Re
 func TestEventsResumeAndEndAtDrain(t *testing.T) {
 	d, addr := serve(t, drain.Begun)
 	url := "http://" + addr + "/events"
-	resp, evs := readEvents(t, url, "41", func(ev sseEvent) {
+	resp, evs := readEvents(t, http.DefaultClient, url, "41", func(ev sseEvent) {
 		if ev.id == "45" && !d.Draining() {
 			go d.StopAccepting()
 		}
@@ -234,5 +234,52 @@ func TestEventsWhileDraining(t *testing.T) {
 	}
 	if resp.StatusCode != 200 || !resp.Close {
 		t.Errorf("GET /events while draining = %d, close %v; want 200 and Connection: close", resp.StatusCode, resp.Close)
+	}
+}
+
+// TestEventsWhileDrainingHTTP2: over h2c, a stream asked for once the
+// drain has begun is empty and the connection gets GOAWAY, so that the
+// client's next request does not go to this generation again.
+func TestEventsWhileDrainingHTTP2(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h2c http.Protocols
+	h2c.SetHTTP1(true)
+	h2c.SetUnencryptedHTTP2(true)
+	mux := http.NewServeMux()
+	mux.Handle("GET /events", live.Events(drain.Begun, 20*time.Millisecond))
+	d := drain.New(drain.Options{IdleGrace: 5 * time.Second})
+	go d.Serve(&http.Server{Handler: mux, Protocols: &h2c}, ln)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d.Shutdown(ctx)
+	}()
+	var client http.Protocols
+	client.SetUnencryptedHTTP2(true)
+	c := &http.Client{Transport: &http.Transport{Protocols: &client}, Timeout: 10 * time.Second}
+	url := "http://" + ln.Addr().String() + "/events"
+	_, evs := readEvents(t, c, url, "", func(ev sseEvent) {
+		if ev.id == "2" && !d.Draining() {
+			go d.StopAccepting()
+		}
+	})
+	if len(evs) < 2 {
+		t.Fatalf("%d events before the drain, want 2 or 3", len(evs))
+	}
+	// The same connection, while draining: an empty stream and GOAWAY.
+	resp, evs := readEvents(t, c, url, "2", nil)
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 || len(evs) != 0 {
+		t.Errorf("GET /events while draining = %s %d with %d events, want HTTP/2 200 and none", resp.Proto, resp.StatusCode, len(evs))
+	}
+	// After the GOAWAY the client cannot open a stream on that
+	// connection, and the listener is closed: the next request fails to
+	// connect rather than reaching this generation.
+	req, _ := http.NewRequest("GET", url, nil)
+	if resp, err := c.Do(req); err == nil {
+		resp.Body.Close()
+		t.Errorf("GET /events after the GOAWAY reached the draining server (%s %d), want no connection to it", resp.Proto, resp.StatusCode)
 	}
 }
