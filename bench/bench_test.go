@@ -61,7 +61,7 @@ type config struct {
 var (
 	full = config{
 		clients: load.DefaultClients,
-		warmup:  time.Second, steadyRun: time.Second, steadyRounds: 8,
+		warmup:  time.Second, steadyRun: time.Second, steadyRounds: 16,
 		lead: 2 * time.Second, every: 2500 * time.Millisecond, tail: 2 * time.Second,
 		reloads: 20, restarts: 10, altEvents: 10,
 		bin:        100 * time.Millisecond,

@@ -32,6 +32,7 @@ var (
 	grey   = color.RGBA{R: 0x88, G: 0x88, B: 0x88, A: 0xff}
 	red    = color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}
 	green  = color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
+	purple = color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}
 	band   = color.NRGBA{R: 0xff, G: 0xc0, B: 0x00, A: 0x60}
 )
 
@@ -222,7 +223,7 @@ func SteadyChart(path string, s *Steady) error {
 			name string
 			runs []RunStats
 			c    color.Color
-		}{{"webapp", m.Webapp, blue}, {"plain net/http", m.Plain, orange}, {"webapp, http socket only", m.HTTPOnly, green}} {
+		}{{"webapp", m.Webapp, blue}, {"plain net/http", m.Plain, orange}, {"four servers without baton", m.PlainFour, purple}, {"webapp, http socket only", m.HTTPOnly, green}} {
 			if len(srv.runs) == 0 {
 				continue
 			}

@@ -8,9 +8,11 @@
 //
 //  1. steady state: webapp, serving all four of its sockets (http,
 //     https, grpc, udp), against a plain net/http server with the same
-//     handler, and against webapp serving its http socket alone,
-//     keep-alive and new-connection mode on the http socket, in rotating
-//     A B C C B A rounds; the throughput ratio and the ratio of server
+//     handler, against the same four servers without baton (cmd/plainhttp
+//     with --h2c, --listen-https, --listen-grpc and --listen-udp), and
+//     against webapp serving its http socket alone, keep-alive and
+//     new-connection mode on the http socket, in rotating
+//     A B C D D C B A rounds; the throughput ratio and the ratio of server
 //     CPU time per request (/proc/PID/stat), each with its spread;
 //  2. `systemctl reload webapp` under load, webapp under a real systemd
 //     252 booted in a throwaway sandbox (systemd/systemdtest), its four

@@ -87,6 +87,10 @@ type SteadyMode struct {
 	// HTTPOnly is webapp serving its http socket alone, loaded in the
 	// same rounds: what the other three servers cost.
 	HTTPOnly []RunStats
+	// PlainFour is webapp's four servers without baton (plainhttp with
+	// h2c, TLS, gRPC and UDP), loaded in the same rounds: what baton
+	// costs a service that serves the same.
+	PlainFour []RunStats
 	// WebappFirst says, per round, whether webapp was loaded first.
 	WebappFirst []bool
 }
@@ -106,6 +110,18 @@ func (m SteadyMode) Ratios() []float64 {
 // webapp's, per round: like Ratios, 1 is parity and less is webapp
 // costing more.
 func (m SteadyMode) CPURatios() []float64 { return cpuRatios(m.Webapp, m.Plain) }
+
+// FourRatios returns webapp's throughput over that of the same four
+// servers without baton, and the CPU ratio likewise (without over with),
+// per round.
+func (m SteadyMode) FourRatios() (rps, cpu []float64) {
+	for i := range m.Webapp {
+		if i < len(m.PlainFour) && m.PlainFour[i].RPS > 0 {
+			rps = append(rps, m.Webapp[i].RPS/m.PlainFour[i].RPS)
+		}
+	}
+	return rps, cpuRatios(m.Webapp, m.PlainFour)
+}
 
 // HTTPOnlyRatios returns webapp's throughput over that of webapp serving
 // its http socket alone, and the CPU ratio likewise (http only over all

@@ -107,6 +107,12 @@ func (r *Report) writeHeadline(b *strings.Builder, caption string) {
 				fmt.Fprintf(b, "| steady state, %s: server CPU per request, plain net/http / webapp | %s over %d rounds | ≥ %.2f %s |\n",
 					modeName(m.Mode), ratioSpread(cp), cp.N, TargetRatio, mark(cp.Median >= TargetRatio))
 			}
+			if rps, cpu := m.FourRatios(); len(rps) > 0 {
+				fmt.Fprintf(b, "| steady state, %s: throughput webapp / the same four servers without baton | %s over %d rounds | ≥ %.2f %s |\n",
+					modeName(m.Mode), ratioSpread(SpreadOf(rps)), len(rps), TargetRatio, mark(SpreadOf(rps).Median >= TargetRatio))
+				fmt.Fprintf(b, "| steady state, %s: server CPU per request, the same four servers without baton / webapp | %s over %d rounds | ≥ %.2f %s |\n",
+					modeName(m.Mode), ratioSpread(SpreadOf(cpu)), len(cpu), TargetRatio, mark(SpreadOf(cpu).Median >= TargetRatio))
+			}
 			if rps, cpu := m.HTTPOnlyRatios(); len(rps) > 0 {
 				fmt.Fprintf(b, "| steady state, %s: webapp with four servers / with its http socket only: throughput; CPU per request (one / four) | %s; %s | |\n",
 					modeName(m.Mode), ratioSpread(SpreadOf(rps)), ratioSpread(SpreadOf(cpu)))
@@ -231,13 +237,13 @@ func worstAdded(d *Disruption) string {
 
 func writeSteady(b *strings.Builder, s *Steady, caption, chart string) {
 	fmt.Fprintf(b, "## 1. Steady-state cost: webapp against plain net/http\n\n")
-	fmt.Fprintf(b, "webapp with all four of its servers (`webapp serve --listen --listen-https --listen-grpc --listen-udp --tls-cert --tls-key`, no systemd: its own sockets, the drain wrapper, the health probe; HTTPS, gRPC and UDP bound and served, idle), a plain `net/http` server with the same handler and server timeouts (`bench/cmd/plainhttp`), and webapp serving its http socket alone (`webapp serve --listen`: what the other three servers cost) all run for the whole scenario and are loaded one at a time on their http socket. In each mode, each round loads them in the order A B C C B A for %s each, which server is A rotating from round to round, so that a change of the machine's speed within a round weighs on all alike. The ratio is webapp's requests per second over the plain server's in the same round, each over its two runs; its median, interquartile range and range are over the %d rounds. Latencies are over both runs of a round; the table gives their median (min–max) over the rounds. Server CPU time is the server process's user and system time (all threads, `/proc/PID/stat`, 10 ms ticks) over its runs of the round, divided by their requests; its ratio is the plain server's CPU per request over webapp's, so that, like the throughput ratio, less than 1 means webapp costs more. The last two rows of each mode compare webapp with four servers to webapp with one, the same way (no target).\n\n", fmtDur(s.Duration), s.Rounds)
+	fmt.Fprintf(b, "webapp with all four of its servers (`webapp serve --listen --listen-https --listen-grpc --listen-udp --tls-cert --tls-key`, no systemd: its own sockets, the drain wrapper, the health probe; HTTPS, gRPC and UDP bound and served, idle), a plain `net/http` server with the same handler and server timeouts (`bench/cmd/plainhttp`), webapp's four servers without baton (`plainhttp --h2c --listen-https --listen-grpc --listen-udp`: the same handler and http.Server settings, h2c included, a TLS server with the same handler, a `grpc.Server` with the same services and the same UDP echo, each served by its own library on a socket it binds: what a service serving the same pays without baton), and webapp serving its http socket alone (`webapp serve --listen`: what the other three servers cost) all run for the whole scenario and are loaded one at a time on their http socket. In each mode, each round loads them in the order A B C D D C B A for %s each, which server is A rotating from round to round, so that a change of the machine's speed within a round weighs on all alike. The ratio is webapp's requests per second over the plain server's in the same round, each over its two runs; its median, interquartile range and range are over the %d rounds. Latencies are over both runs of a round; the table gives their median (min–max) over the rounds. Server CPU time is the server process's user and system time (all threads, `/proc/PID/stat`, 10 ms ticks) over its runs of the round, divided by their requests; its ratio is the plain server's CPU per request over webapp's, so that, like the throughput ratio, less than 1 means webapp costs more. The ratios against the four servers without baton are formed the same way; the last two rows of each mode compare webapp with four servers to webapp with one (no target).\n\n", fmtDur(s.Duration), s.Rounds)
 	fmt.Fprintf(b, "| mode | server | requests/s | p50 | p99 | server CPU per request | failed |\n|---|---|---|---|---|---|---|\n")
 	for _, m := range s.Modes {
 		for _, srv := range []struct {
 			name string
 			runs []RunStats
-		}{{"webapp", m.Webapp}, {"plain net/http", m.Plain}, {"webapp, http socket only", m.HTTPOnly}} {
+		}{{"webapp", m.Webapp}, {"plain net/http", m.Plain}, {"webapp's four servers without baton", m.PlainFour}, {"webapp, http socket only", m.HTTPOnly}} {
 			if len(srv.runs) == 0 {
 				continue
 			}
@@ -259,6 +265,10 @@ func writeSteady(b *strings.Builder, s *Steady, caption, chart string) {
 		fmt.Fprintf(b, "| %s | **ratio webapp / plain** | %s | | | | target ≥ %.2f %s |\n", modeName(m.Mode), ratioSpread(sp), TargetRatio, mark(sp.Median >= TargetRatio))
 		if cp := SpreadOf(m.CPURatios()); cp.N > 0 {
 			fmt.Fprintf(b, "| %s | **CPU per request, plain / webapp** | | | | %s | target ≥ %.2f %s |\n", modeName(m.Mode), ratioSpread(cp), TargetRatio, mark(cp.Median >= TargetRatio))
+		}
+		if rps, cpu := m.FourRatios(); len(rps) > 0 {
+			fmt.Fprintf(b, "| %s | **ratio webapp / four servers without baton** | %s | | | | target ≥ %.2f %s |\n", modeName(m.Mode), ratioSpread(SpreadOf(rps)), TargetRatio, mark(SpreadOf(rps).Median >= TargetRatio))
+			fmt.Fprintf(b, "| %s | **CPU per request, four servers without baton / webapp** | | | | %s | target ≥ %.2f %s |\n", modeName(m.Mode), ratioSpread(SpreadOf(cpu)), TargetRatio, mark(SpreadOf(cpu).Median >= TargetRatio))
 		}
 		if rps, cpu := m.HTTPOnlyRatios(); len(rps) > 0 {
 			fmt.Fprintf(b, "| %s | ratio webapp / webapp with http only | %s | | | | |\n", modeName(m.Mode), ratioSpread(SpreadOf(rps)))
@@ -532,6 +542,14 @@ func (r *Report) writeMisses(b *strings.Builder) {
 			}
 			if cp := SpreadOf(m.CPURatios()); cp.N > 0 && cp.Median < TargetRatio {
 				miss = append(miss, fmt.Sprintf("steady state, %s: CPU per request ratio (plain / webapp) %s, target ≥ %.2f", modeName(m.Mode), ratioSpread(cp), TargetRatio))
+			}
+			if rps, cpu := m.FourRatios(); len(rps) > 0 {
+				if sp := SpreadOf(rps); sp.Median < TargetRatio {
+					miss = append(miss, fmt.Sprintf("steady state, %s: throughput ratio against the same four servers without baton %s, target ≥ %.2f", modeName(m.Mode), ratioSpread(sp), TargetRatio))
+				}
+				if cp := SpreadOf(cpu); cp.Median < TargetRatio {
+					miss = append(miss, fmt.Sprintf("steady state, %s: CPU per request ratio against the same four servers without baton %s, target ≥ %.2f", modeName(m.Mode), ratioSpread(cp), TargetRatio))
+				}
 			}
 		}
 	}

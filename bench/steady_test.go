@@ -79,12 +79,19 @@ func runSteady(t *testing.T, e *benchEnv) *Steady {
 		p, url := startServer(t, e, "steady-"+name, path, args, ready)
 		return server{name, p.PID, url}
 	}
+	https4, grpc4, udp4 := port(), port(), port()
+	plainFour := func(addr string) []string {
+		return []string{"--listen", addr, "--h2c", "--listen-https", https4, "--listen-grpc", grpc4, "--listen-udp", udp4,
+			"--tls-cert", certFile, "--tls-key", keyFile}
+	}
 	servers := []server{
 		start("webapp", e.bins.webapp, allFour, webappReady),
 		start("plain", e.bins.plain, plainArgs, plainReady),
 		start("webapp-http", e.bins.webapp, webappArgs, webappReady),
+		start("plain-four", e.bins.plain, plainFour, plainReady),
 	}
 	checkFourSockets(t, https, grpc, udp)
+	checkFourSockets(t, https4, grpc4, udp4)
 	for _, m := range modes {
 		for _, srv := range servers {
 			loadFor(t, srv.url, m, cfg.warmup, cfg.clients)
@@ -118,13 +125,14 @@ func runSteady(t *testing.T, e *benchEnv) *Steady {
 			for _, k := range slices.Backward(order) {
 				one(k)
 			}
-			ws, ps, hs := merged(runs[0]), merged(runs[1]), merged(runs[2])
+			ws, ps, hs, fs := merged(runs[0]), merged(runs[1]), merged(runs[2]), merged(runs[3])
 			sm.Webapp = append(sm.Webapp, ws)
 			sm.Plain = append(sm.Plain, ps)
 			sm.HTTPOnly = append(sm.HTTPOnly, hs)
+			sm.PlainFour = append(sm.PlainFour, fs)
 			sm.WebappFirst = append(sm.WebappFirst, order[0] == 0)
-			t.Logf("round %d %s: webapp %.0f req/s (p99 %v, CPU %v/req), plain %.0f req/s (p99 %v, CPU %v/req), webapp http only %.0f req/s (CPU %v/req), ratio %.3f",
-				round+1, m, ws.RPS, ws.P99, ws.CPUPerRequest(), ps.RPS, ps.P99, ps.CPUPerRequest(), hs.RPS, hs.CPUPerRequest(), ws.RPS/ps.RPS)
+			t.Logf("round %d %s: webapp %.0f req/s (p99 %v, CPU %v/req), plain %.0f req/s (p99 %v, CPU %v/req), webapp http only %.0f req/s (CPU %v/req), plain four %.0f req/s (CPU %v/req), ratios %.3f, %.3f",
+				round+1, m, ws.RPS, ws.P99, ws.CPUPerRequest(), ps.RPS, ps.P99, ps.CPUPerRequest(), hs.RPS, hs.CPUPerRequest(), fs.RPS, fs.CPUPerRequest(), ws.RPS/ps.RPS, ws.RPS/fs.RPS)
 		}
 	}
 	return s

@@ -65,10 +65,10 @@ type Drainer struct {
 	mu        sync.Mutex
 	servers   map[*http.Server]struct{}
 	listeners map[*listener]struct{}
-	conns     map[net.Conn]http.ConnState // connections of the servers
-	h2        map[net.Conn]time.Time      // the HTTP/2 ones among them: idle since (zero: streams open)
-	raw       map[*conn]struct{}          // raw and hijacked connections
-	serving   int                         // Serve calls that have not returned
+	conns     map[net.Conn]*connMark // connections of the servers
+	h2        int                    // how many of them speak HTTP/2
+	raw       map[*conn]struct{}     // raw and hijacked connections
+	serving   int                    // Serve calls that have not returned
 	onDrain   []func()
 	begun     chan struct{}        // closed when the drain begins
 	cancels   []context.CancelFunc // of NewContext's contexts
@@ -81,8 +81,7 @@ func New(opts Options) *Drainer {
 		opts:      opts,
 		servers:   make(map[*http.Server]struct{}),
 		listeners: make(map[*listener]struct{}),
-		conns:     make(map[net.Conn]http.ConnState),
-		h2:        make(map[net.Conn]time.Time),
+		conns:     make(map[net.Conn]*connMark),
 		raw:       make(map[*conn]struct{}),
 		begun:     make(chan struct{}),
 		changed:   make(chan struct{}),
@@ -156,8 +155,8 @@ func (d *Drainer) InFlight() int {
 
 func (d *Drainer) inFlightLocked() int {
 	n := len(d.raw)
-	for _, st := range d.conns {
-		if st != http.StateIdle {
+	for _, m := range d.conns {
+		if m.st != http.StateIdle {
 			n++
 		}
 	}
@@ -241,7 +240,7 @@ func (d *Drainer) register(srv *http.Server, ln net.Listener) (*listener, error)
 			ctx = prevCtx(ctx, c)
 		}
 		ctx = context.WithValue(ctx, begunKey{}, d.begun)
-		return context.WithValue(ctx, connKey{}, &connMark{c: c})
+		return context.WithValue(ctx, connKey{}, d.add(c))
 	}
 	prev := srv.ConnState
 	srv.ConnState = func(c net.Conn, st http.ConnState) {
@@ -253,22 +252,50 @@ func (d *Drainer) register(srv *http.Server, ln net.Listener) (*listener, error)
 	return wl, nil
 }
 
+// add registers a new server connection, new until ConnState says
+// otherwise. net/http calls ConnContext, and so add, just before it
+// reports the connection new.
+func (d *Drainer) add(c net.Conn) *connMark {
+	m := &connMark{c: c, st: http.StateNew}
+	d.mu.Lock()
+	d.conns[c] = m
+	d.mu.Unlock()
+	return m
+}
+
+// connState follows a server connection. It runs twice for each request
+// on a kept-alive connection (active, then idle): one map lookup under
+// d.mu, nothing allocated.
 func (d *Drainer) connState(c net.Conn, st http.ConnState) {
+	if st == http.StateNew {
+		return // registered by add
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	m, ok := d.conns[c]
+	if !ok {
+		if st == http.StateClosed || st == http.StateHijacked {
+			return
+		}
+		// A connection net/http did not pass through ConnContext: the
+		// server's ConnContext was replaced after Serve began.
+		m = &connMark{c: c}
+		d.conns[c] = m
+	}
 	switch st {
 	case http.StateClosed, http.StateHijacked:
 		delete(d.conns, c)
-		delete(d.h2, c)
+		if m.isH2 {
+			d.h2--
+		}
 		d.wakeLocked()
 	default:
-		d.conns[c] = st
-		if _, ok := d.h2[c]; ok {
-			var since time.Time
+		m.st = st
+		if m.isH2 {
+			m.idleSince = time.Time{}
 			if st == http.StateIdle {
-				since = time.Now()
+				m.idleSince = time.Now()
 			}
-			d.h2[c] = since
 			d.wakeLocked()
 		}
 	}
@@ -277,10 +304,15 @@ func (d *Drainer) connState(c net.Conn, st http.ConnState) {
 // connKey is the request context key of a connection's connMark.
 type connKey struct{}
 
-// connMark notes, once per connection, that it speaks HTTP/2.
+// connMark is what the Drainer knows of a server connection.
 type connMark struct {
 	c  net.Conn
-	h2 atomic.Bool
+	h2 atomic.Bool // it speaks HTTP/2: set once, by its first request
+
+	// Guarded by the Drainer's mu.
+	st        http.ConnState
+	isH2      bool      // h2, as counted in the Drainer's h2
+	idleSince time.Time // HTTP/2 only: no stream open since (zero: streams open)
 }
 
 // sawHTTP2 records that c speaks HTTP/2 (its first request says so).
@@ -289,10 +321,10 @@ func (d *Drainer) sawHTTP2(m *connMark) {
 		return
 	}
 	d.mu.Lock()
-	if _, ok := d.conns[m.c]; ok {
-		if _, ok := d.h2[m.c]; !ok {
-			d.h2[m.c] = time.Time{} // a stream is open: this request
-		}
+	if cur, ok := d.conns[m.c]; ok && cur == m && !m.isH2 {
+		m.isH2 = true
+		m.idleSince = time.Time{} // a stream is open: this request
+		d.h2++
 	}
 	d.mu.Unlock()
 }
@@ -301,7 +333,7 @@ func (d *Drainer) sawHTTP2(m *connMark) {
 func (d *Drainer) HTTP2() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.h2)
+	return d.h2
 }
 
 func (d *Drainer) signalLocked() {
@@ -463,9 +495,9 @@ func (d *Drainer) early() []net.Conn {
 	}
 	d.mu.Lock()
 	candidates := make([]entry, 0, len(d.conns))
-	for c, st := range d.conns {
-		if st == http.StateNew || st == http.StateIdle {
-			candidates = append(candidates, entry{c, st})
+	for c, m := range d.conns {
+		if m.st == http.StateNew || m.st == http.StateIdle {
+			candidates = append(candidates, entry{c, m.st})
 		}
 	}
 	d.mu.Unlock()
@@ -482,8 +514,8 @@ func (d *Drainer) early() []net.Conn {
 // those with work under way, idle the others (see Report).
 func (d *Drainer) classifyLocked() (cut, idle int) {
 	cut = len(d.raw)
-	for c, st := range d.conns {
-		if st == http.StateActive || underWay(c, st) {
+	for c, m := range d.conns {
+		if m.st == http.StateActive || underWay(c, m.st) {
 			cut++
 		} else {
 			idle++
@@ -547,8 +579,8 @@ func (d *Drainer) settleHTTP2(ctx context.Context) {
 	for time.Now().Before(limit) {
 		d.mu.Lock()
 		busy := false
-		for _, since := range d.h2 {
-			if since.IsZero() || time.Since(since) < g {
+		for _, m := range d.conns {
+			if m.isH2 && (m.idleSince.IsZero() || time.Since(m.idleSince) < g) {
 				busy = true
 				break
 			}

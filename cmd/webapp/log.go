@@ -5,6 +5,7 @@ import (
 	"io"
 	stdlog "log"
 	"os"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 
@@ -66,6 +67,17 @@ func syslogPriority(l logrus.Level) int {
 
 // newStdLog routes net/http's own messages (TLS handshake errors, panics
 // in handlers) to the logger at warning level.
+// Each message is one Write, logged as it comes: logrus's own
+// WriterLevel would hold a pipe, a goroutine and a 64 KiB line buffer for
+// the process's life.
 func newStdLog(l *logrus.Logger) *stdlog.Logger {
-	return stdlog.New(l.WriterLevel(logrus.WarnLevel), "", 0)
+	return stdlog.New(warnWriter{l}, "", 0)
+}
+
+// warnWriter logs each Write at warning level, without its final newline.
+type warnWriter struct{ l *logrus.Logger }
+
+func (w warnWriter) Write(p []byte) (int, error) {
+	w.l.Warn(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
