@@ -158,9 +158,10 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// TestRunStopExtendsWhileLeaving: with StopTimeout 3s the stop's drain
-// would end at 2.4 s, but its connections are still leaving then (one
-// every 600 ms): it moves its deadline on and tells systemd each time
+// TestRunStopExtendsWhileLeaving: with StopTimeout 5s the stop's drain
+// would end at 4 s, but its connections are still leaving then (one
+// every second, the last at 6 s): it moves its deadline on and tells
+// systemd each time
 // (EXTEND_TIMEOUT_USEC=), every leaving connection says goodbye, and once
 // none leaves any more the one left is cut. At no point would systemd's
 // timer (TimeoutStopSec= from the start, or the latest extension from
@@ -173,7 +174,8 @@ func TestRunStopExtendsWhileLeaving(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hold/", hijacker)
 	mux.HandleFunc("/{$}", hello)
-	const stopTimeout = 3 * time.Second
+	const stopTimeout = 5 * time.Second
+	const every = time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -184,7 +186,7 @@ func TestRunStopExtendsWhileLeaving(t *testing.T) {
 	notify.WaitFor(t, 0, "READY=1", 20*time.Second)
 	var leavers []*holder
 	for i := range 6 {
-		leavers = append(leavers, hold(t, addr, fmt.Sprintf("/hold/%d", 600*(i+1))))
+		leavers = append(leavers, hold(t, addr, fmt.Sprintf("/hold/%d", every.Milliseconds()*int64(i+1))))
 	}
 	stubborn := hold(t, addr, "/hold/-1")
 	from := len(notify.Messages())
@@ -192,7 +194,7 @@ func TestRunStopExtendsWhileLeaving(t *testing.T) {
 	cancel()
 	for i, h := range leavers {
 		if got := <-h.said; got != "bye\n" {
-			t.Errorf("client leaving after %d ms heard %q, want \"bye\\n\" (not cut)", 600*(i+1), got)
+			t.Errorf("client leaving after %v heard %q, want \"bye\\n\" (not cut)", every*time.Duration(i+1), got)
 		}
 	}
 	<-stubborn.said
@@ -222,8 +224,8 @@ func TestRunStopExtendsWhileLeaving(t *testing.T) {
 	if extends == 0 {
 		t.Errorf("no EXTEND_TIMEOUT_USEC= during a drain whose connections were leaving")
 	}
-	if end.Sub(start) < 3600*time.Millisecond {
-		t.Errorf("the stop took %v, want it to wait for the last leaver at 3.6 s", end.Sub(start))
+	if end.Sub(start) < 6*every {
+		t.Errorf("the stop took %v, want it to wait for the last leaver at %v", end.Sub(start), 6*every)
 	}
 	if end.After(killAt) {
 		t.Errorf("Run returned %v after the start, after systemd's timer (%v): it would have been killed", end.Sub(start), killAt.Sub(start))
