@@ -284,6 +284,9 @@ func TestBadCommandLines(t *testing.T) {
 		{"unknown version flag", []string{"version", "--long"}, nil, "flag provided but not defined: -long"},
 		{"reload extra argument", []string{"reload", "--control", "/run/x.sock", "now"}, nil, `reload: unexpected argument "now"`},
 		{"bad health switch", []string{"serve"}, []string{"WEBAPP_FAIL_HEALTH_AFTER=later"}, "WEBAPP_FAIL_HEALTH_AFTER"},
+		{"negative stop timeout", []string{"serve", "--stop-timeout", "-5s"}, nil, "--stop-timeout -5s: must not be negative"},
+		{"bad stop timeout", []string{"serve", "--stop-timeout", "30"}, nil, `--stop-timeout "30": want a duration with a unit`},
+		{"bad drain switch", []string{"serve"}, []string{"WEBAPP_IGNORE_DRAIN=yes"}, `WEBAPP_IGNORE_DRAIN="yes": want 1 or nothing`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
