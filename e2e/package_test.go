@@ -53,7 +53,7 @@ func firstRequest(t *testing.T, p *pkgBox, version string) {
 	if st.service["ActiveState"] != "active" || st.service["MainPID"] != pid {
 		t.Errorf("after the first request webapp.service is %v, answer from pid %s; want active with that MainPID", st.service, pid)
 	}
-	if cl := p.cmdline(t, pid); !strings.HasSuffix(cl, "serve "+editedOpts) {
+	if cl := p.cmdline(t, pid); !strings.HasSuffix(cl, " "+editedOpts) {
 		t.Errorf("webapp runs as %q, want the edited WEBAPP_OPTS %q", cl, editedOpts)
 	}
 	p.optionalOff(t, "after the first request")
@@ -116,7 +116,7 @@ func TestPackageDeb(t *testing.T) {
 			t.Errorf("files in /etc/default after the upgrade: %v, want only webapp", found)
 		}
 		pid := p.state(t).service["MainPID"]
-		if cl := p.cmdline(t, pid); !strings.HasSuffix(cl, "serve "+editedOpts) {
+		if cl := p.cmdline(t, pid); !strings.HasSuffix(cl, " "+editedOpts) {
 			t.Errorf("after the upgrade webapp runs as %q, want the edited WEBAPP_OPTS %q", cl, editedOpts)
 		}
 		p.optionalOff(t, "after the upgrade")
