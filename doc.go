@@ -8,7 +8,10 @@
 // when run without systemd; it sends one READY=1 when all servers serve,
 // swaps in a new binary on reload without dropping a queued, in-flight or
 // kept-alive connection, and on SIGTERM drains all servers within one
-// deadline. Serve is the short form for a single HTTP server.
+// deadline. Serve is the short form for a single HTTP server. Main is
+// Run with the command line a unit needs, for a main of one call:
+// `NAME serve` runs the servers, `NAME reload` (ExecReload=) asks the
+// running generation to swap and waits for the outcome.
 //
 // Each kind of server keeps its protocol's behaviour in one place: how it
 // serves a socket, how it stops taking work at a hand-over, how it drains

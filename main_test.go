@@ -28,6 +28,7 @@ const (
 	childHoldEnv    = "RUN_TEST_HOLD_AT" // udp: the step to hold at
 	childReleaseEnv = "RUN_TEST_RELEASE" // udp: the FIFO whose line ends the hold
 	childFailEnv    = "RUN_TEST_FAIL_AT" // udp: the new-side step to exit at
+	childControlEnv = "RUN_TEST_CONTROL" // main: the control socket
 )
 
 func TestMain(m *testing.M) {
@@ -42,10 +43,23 @@ func TestMain(m *testing.M) {
 		os.Exit(passedChild())
 	case "udp":
 		os.Exit(udpChild())
+	case "main":
+		mainChild() // exits
 	default:
 		fmt.Fprintf(os.Stderr, "%s=%q: no such child\n", childEnv, os.Getenv(childEnv))
 		os.Exit(2)
 	}
+}
+
+// mainChild is a service whose main is one baton.Main call, as in the
+// README's quick start: serve, reload and version by its command line.
+func mainChild() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from pid %d\n", os.Getpid())
+	})
+	baton.Main(baton.Options{Control: os.Getenv(childControlEnv), Version: "1.2.3"},
+		baton.HTTP(baton.Socket{Name: "http", Address: "127.0.0.1:0"}, &http.Server{Handler: mux}))
 }
 
 // childServer describes one server of the passed child.
