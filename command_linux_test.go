@@ -2,6 +2,7 @@ package baton_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -27,9 +28,12 @@ func TestMainCommand(t *testing.T) {
 	subreaper(t)
 	notify := notifytest.Listen(t)
 	addr, f := tcpSocket(t)
-	control := filepath.Join(t.TempDir(), "control.sock")
+	dir := t.TempDir()
+	control := filepath.Join(dir, "control.sock")
+	events := filepath.Join(dir, "events")
+	failFile := filepath.Join(dir, "fail")
 	svc := startService(t, "main", []string{"http"}, []*os.File{f}, nil, nil,
-		"NOTIFY_SOCKET="+notify.Addr(), childControlEnv+"="+control)
+		"NOTIFY_SOCKET="+notify.Addr(), childControlEnv+"="+control, childEventsEnv+"="+events, childFailEnv2+"="+failFile)
 	notify.WaitFor(t, 0, "READY=1", 15*time.Second)
 	if code, body := get(t, "http://"+addr+"/"); code != 200 || body != fmt.Sprintf("hello from pid %d\n", svc.pid) {
 		t.Fatalf("GET / = %d %q, want 200 from pid %d", code, body, svc.pid)
@@ -58,8 +62,21 @@ func TestMainCommand(t *testing.T) {
 		}
 	}
 
-	// The reload: exit 0 once the new generation serves, which says its pid.
+	// A reload whose new generation fails: exit 1 with the reason, and the
+	// old generation goes on serving.
+	if err := os.WriteFile(failFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	code, out, errOut := runMain(t, []string{"reload", "--control", control})
+	if code != 1 || !strings.Contains(errOut, "reload failed") || !strings.Contains(errOut, "exited before it was ready") {
+		t.Errorf("reload of a failing binary: exit %d, stdout %q, stderr %q; want exit 1 saying the new generation exited before it was ready", code, out, errOut)
+	}
+	if code, body := get(t, "http://"+addr+"/"); code != 200 || body != fmt.Sprintf("hello from pid %d\n", svc.pid) {
+		t.Fatalf("after the failed reload GET / = %d %q, want 200 from pid %d", code, body, svc.pid)
+	}
+
+	// The reload: exit 0 once the new generation serves, which says its pid.
+	code, out, errOut = runMain(t, []string{"reload", "--control", control})
 	if code != 0 {
 		t.Fatalf("reload: exit %d, stdout %q, stderr %q; want 0", code, out, errOut)
 	}
@@ -89,6 +106,61 @@ func TestMainCommand(t *testing.T) {
 	notify.WaitFor(t, from, "STOPPING=1", 10*time.Second)
 	if code := gen.exit(t, 15*time.Second); code != 0 {
 		t.Errorf("the new generation exited with %d on SIGTERM, want 0", code)
+	}
+
+	// The events of both generations, in each one's order.
+	b, err := os.ReadFile(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byPID := map[int][]eventLine{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e eventLine
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("event line %q: %v", line, err)
+		}
+		byPID[e.PID] = append(byPID[e.PID], e)
+	}
+	kinds := func(es []eventLine) string {
+		var k []string
+		for _, e := range es {
+			k = append(k, e.Kind)
+		}
+		return strings.Join(k, " ")
+	}
+	old, cur := byPID[svc.pid], byPID[newPID]
+	if got, want := kinds(old), "started ready reload-started reload-failed reload-started reload-committed drain-started drain-finished"; got != want {
+		t.Errorf("first generation's events: %s\nwant %s", got, want)
+	}
+	if got, want := kinds(cur), "started ready drain-started drain-finished"; got != want {
+		t.Errorf("second generation's events: %s\nwant %s", got, want)
+	}
+	for _, e := range old {
+		if e.Generation != 1 {
+			t.Errorf("first generation's %s: Generation %d, want 1", e.Kind, e.Generation)
+		}
+		switch e.Kind {
+		case "reload-failed":
+			if e.FailedReloads != 1 || e.Reloads != 0 || !strings.Contains(e.Err, "exited before it was ready") {
+				t.Errorf("reload-failed: %+v, want 1 failed, 0 reloads and the reason in Err", e)
+			}
+		case "reload-committed":
+			if e.NewPID != newPID || e.Reloads != 1 || e.FailedReloads != 1 {
+				t.Errorf("reload-committed: %+v, want NewPID %d, 1 reload, 1 failed", e, newPID)
+			}
+		case "drain-started", "drain-finished":
+			if e.Stopping || e.Cut != 0 {
+				t.Errorf("first generation's %s: %+v, want the drain after a hand-over, nothing cut", e.Kind, e)
+			}
+		}
+	}
+	for _, e := range cur {
+		if e.Generation != 2 || e.Reloads != 1 || e.FailedReloads != 1 {
+			t.Errorf("second generation's %s: %+v, want generation 2 with the service's 1 reload and 1 failed one", e.Kind, e)
+		}
+		if (e.Kind == "drain-started" || e.Kind == "drain-finished") && !e.Stopping {
+			t.Errorf("second generation's %s: %+v, want a stop", e.Kind, e)
+		}
 	}
 }
 

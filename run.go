@@ -69,7 +69,8 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	}
 	defer set.Close()
 
-	g := &group{opts: opts, set: set}
+	lin := inheritedLineage(handoff != nil, opts.OnEvent)
+	g := &group{opts: opts, set: set, lin: lin}
 	dopts := drain.Options{IdleGrace: opts.IdleGrace, Logger: log}
 	for _, s := range servers {
 		if !set.Has(s.sock.Name) {
@@ -109,12 +110,22 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		Resume:   g.resume,
 		OnCommit: g.stopAccepting,
 		OnStep:   opts.OnHandoverStep,
+		OnStart: func() {
+			lin.emit(Event{Kind: EventReloadStarted, Message: "reload: starting " + opts.Path})
+		},
+		OnOutcome: func(res upgrade.Result, err error) {
+			if err != nil {
+				lin.emit(Event{Kind: EventReloadFailed, Message: fmt.Sprintf("reload failed after %v: %v", res.Duration.Round(time.Millisecond), err), Duration: res.Duration, Err: err})
+				return
+			}
+			lin.emit(Event{Kind: EventReloadCommitted, Message: fmt.Sprintf("reload: pid %d took over in %v", res.PID, res.Duration.Round(time.Millisecond)), NewPID: res.PID, Duration: res.Duration})
+		},
 	}, func(firstFD int) (upgrade.Handover, error) {
 		files, env := set.Export(firstFD)
 		if len(files) == 0 {
 			return upgrade.Handover{}, errors.New("no socket left to hand on")
 		}
-		return upgrade.Handover{Files: files, Env: env}, nil
+		return upgrade.Handover{Files: files, Env: append(env, lin.handoverEnv()...)}, nil
 	})
 	if err != nil {
 		return err
@@ -141,6 +152,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		}
 	}
 
+	lin.emit(Event{Kind: EventStarted, Message: fmt.Sprintf("started: generation %d, sockets from %s", lin.generation, set.Source())})
 	// Prove the service healthy before taking a single connection.
 	readyCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = health(readyCtx)
@@ -195,10 +207,11 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	}
 	cancel()
 	log.Infof("%s", what)
+	lin.emit(Event{Kind: EventReady, Message: what})
 
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
-	startWatchdog(wdCtx, notifier, health, log)
+	startWatchdog(wdCtx, notifier, lin.watched(health), log)
 	controlDone := make(chan struct{})
 	if control != nil {
 		go func() {
@@ -281,6 +294,7 @@ type group struct {
 	opts    Options
 	set     *activation.Set
 	servers []*Server
+	lin     *lineage
 
 	drainOnce sync.Once
 }
@@ -377,12 +391,16 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 	status := func() systemd.State {
 		return systemd.Status(fmt.Sprintf("draining: %d connections remain", g.connections()))
 	}
+	open := g.connections()
+	var msg string
 	if stopping {
 		notifier.Notify(systemd.Stopping, status())
-		log.Infof("stopping: draining %d connections (deadline %v)", g.connections(), timeout)
+		msg = fmt.Sprintf("stopping: draining %d connections (deadline %v)", open, timeout)
 	} else {
-		log.Infof("handed over: draining %d connections (deadline %v)", g.connections(), timeout)
+		msg = fmt.Sprintf("handed over: draining %d connections (deadline %v)", open, timeout)
 	}
+	log.Infof("%s", msg)
+	g.lin.emit(Event{Kind: EventDrainStarted, Message: msg, Connections: open, Stopping: stopping})
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -435,13 +453,17 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 		}
 	}
 	close(done)
-	took := time.Since(start).Round(time.Millisecond)
+	elapsed := time.Since(start)
+	took := elapsed.Round(time.Millisecond)
 	if len(errs) > 0 {
 		if stopping {
 			notifier.Notify(systemd.Status(fmt.Sprintf("stopped: %d connections cut at the %v deadline", cut, timeout)))
 		}
-		return fmt.Errorf("stopped after %v: %d connections cut at the deadline (%s): %w", took, cut, strings.Join(cuts, ", "), errors.Join(errs...))
+		err := fmt.Errorf("stopped after %v: %d connections cut at the deadline (%s): %w", took, cut, strings.Join(cuts, ", "), errors.Join(errs...))
+		g.lin.emit(Event{Kind: EventDrainFinished, Message: err.Error(), Duration: elapsed, Cut: cut, Stopping: stopping, Err: err})
+		return err
 	}
 	log.Infof("stopped after %v, no connection cut", took)
+	g.lin.emit(Event{Kind: EventDrainFinished, Message: fmt.Sprintf("stopped after %v, no connection cut", took), Duration: elapsed, Stopping: stopping})
 	return nil
 }

@@ -76,6 +76,12 @@ type Options struct {
 	// generation has taken over. Tell long-lived exchanges (streams,
 	// websockets) to finish there.
 	OnDrain func()
+	// OnEvent, if set, is called with each Event of the service: started,
+	// ready, reloads and their outcome, drains and what they cut,
+	// watchdog failures. It is called synchronously and must not block;
+	// the Logger gets the same as a message. A place for structured logs
+	// and metrics.
+	OnEvent func(Event)
 	// Version is shown in the status line.
 	Version string
 	// Logger receives progress and problems. Nil discards them.

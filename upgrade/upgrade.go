@@ -90,6 +90,12 @@ type Options struct {
 	// OnStep, if set, is called synchronously as the old generation
 	// passes each step of the hand-over (a place to log or trace it).
 	OnStep func(Step)
+	// OnStart and OnOutcome, if set, are called synchronously when an
+	// upgrade starts a new generation and when it has succeeded (err nil)
+	// or failed; the Result's Duration is set either way. An upgrade that
+	// joins one under way calls neither.
+	OnStart   func()
+	OnOutcome func(Result, error)
 }
 
 // Step names a point of the hand-over, as the old generation passes it
@@ -225,6 +231,9 @@ func (u *Upgrader) attempt(ctx context.Context, files []File) (Result, error) {
 	n := u.opts.Notifier
 	n.Notify(systemd.Reloading(), systemd.Status("reloading: starting "+u.opts.Path))
 	u.logf("upgrade: starting %s", u.opts.Path)
+	if u.opts.OnStart != nil {
+		u.opts.OnStart()
+	}
 	pid, err := u.run(ctx, start, files)
 	if err != nil {
 		err = fmt.Errorf("upgrade: %w", err)
@@ -232,10 +241,16 @@ func (u *Upgrader) attempt(ctx context.Context, files []File) (Result, error) {
 		if u.opts.Logger != nil {
 			u.opts.Logger.Warnf("%v; still serving as pid %d", err, os.Getpid())
 		}
+		if u.opts.OnOutcome != nil {
+			u.opts.OnOutcome(Result{Duration: time.Since(start)}, err)
+		}
 		return Result{}, err
 	}
 	res := Result{PID: pid, Duration: time.Since(start)}
 	u.logf("upgrade: pid %d took over in %v", pid, res.Duration.Round(time.Millisecond))
+	if u.opts.OnOutcome != nil {
+		u.opts.OnOutcome(res, nil)
+	}
 	return res, nil
 }
 
