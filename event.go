@@ -40,9 +40,33 @@ const (
 	EventWatchdogRecovered EventKind = "watchdog-recovered"
 )
 
+// messageIDs are the events' journal MESSAGE_IDs, one per kind, stable
+// across versions (journalctl MESSAGE_ID=... finds every event of a kind).
+var messageIDs = map[EventKind]string{
+	EventStarted:           "264879228b1447afa7ff93c6e2f4f255",
+	EventReady:             "ba24b9ad858543e59b448b171436e8fa",
+	EventReloadStarted:     "630dad3dd9c24e859b4f8de27ab56d77",
+	EventReloadCommitted:   "a5d37d247b9c46669ae3ae8a8f9dd5d4",
+	EventReloadFailed:      "d7693603f0b24a32911d2cb55e3c2cc5",
+	EventDrainStarted:      "c0c07f604db6492bab90420c94e3f235",
+	EventDrainFinished:     "abc8124f4cd14e2db942f807acf4a5fd",
+	EventWatchdogFailed:    "b91d72ddb4c7464283a1afd8975700f7",
+	EventWatchdogRecovered: "c7014fb6871a4be3a25d2465cec0fb92",
+}
+
+// MessageID is the kind's journal MESSAGE_ID: 128 bits in hex, stable
+// across versions. An unknown kind has none.
+func (k EventKind) MessageID() string { return messageIDs[k] }
+
+// Warning reports whether an event is a problem: a failed reload, a
+// failing health check, a drain that cut connections.
+func (e Event) Warning() bool {
+	return e.Kind == EventReloadFailed || e.Kind == EventWatchdogFailed || e.Cut > 0
+}
+
 // Event is something that happened to the service, for logs and metrics
-// (Options.OnEvent). The Logger gets Message too; an Event carries the
-// same as fields.
+// (Options.OnEvent): its Message, and the same as fields. Without OnEvent
+// the Logger gets the Message.
 type Event struct {
 	Kind    EventKind
 	Time    time.Time
@@ -82,14 +106,15 @@ type lineage struct {
 	failedReloads int
 	mu            chan struct{} // a lock: reload outcomes come from several goroutines
 	onEvent       func(Event)
+	log           Logger
 	pid           int
 	lastReload    *Event // the latest reload outcome of this generation
 }
 
 // inheritedLineage reads the variables of a hand-over; a fresh start is
 // generation 1 with no reload.
-func inheritedLineage(handedOver bool, onEvent func(Event)) *lineage {
-	l := &lineage{generation: 1, mu: make(chan struct{}, 1), onEvent: onEvent, pid: os.Getpid()}
+func inheritedLineage(handedOver bool, onEvent func(Event), log Logger) *lineage {
+	l := &lineage{generation: 1, mu: make(chan struct{}, 1), onEvent: onEvent, log: log, pid: os.Getpid()}
 	if !handedOver {
 		return l
 	}
@@ -134,7 +159,8 @@ func (l *lineage) watched(check func(context.Context) error) func(context.Contex
 	}
 }
 
-// emit fills in the generation's fields and hands e to OnEvent.
+// emit fills in the generation's fields and hands e to OnEvent, or its
+// message to the Logger.
 func (l *lineage) emit(e Event) {
 	l.mu <- struct{}{}
 	switch e.Kind {
@@ -150,7 +176,12 @@ func (l *lineage) emit(e Event) {
 		l.lastReload = &last
 	}
 	<-l.mu
-	if l.onEvent != nil {
+	switch {
+	case l.onEvent != nil:
 		l.onEvent(e)
+	case e.Warning():
+		l.log.Warnf("%s", e.Message)
+	default:
+		l.log.Infof("%s", e.Message)
 	}
 }

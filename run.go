@@ -69,7 +69,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	}
 	defer set.Close()
 
-	lin := inheritedLineage(handoff != nil, opts.OnEvent)
+	lin := inheritedLineage(handoff != nil, opts.OnEvent, log)
 	g := &group{opts: opts, set: set, lin: lin}
 	dopts := drain.Options{IdleGrace: opts.IdleGrace, Logger: log}
 	for _, s := range servers {
@@ -111,14 +111,14 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		OnCommit: g.stopAccepting,
 		OnStep:   opts.OnHandoverStep,
 		OnStart: func() {
-			lin.emit(Event{Kind: EventReloadStarted, Message: "reload: starting " + opts.Path})
+			lin.emit(Event{Kind: EventReloadStarted, Message: "upgrade: starting " + opts.Path})
 		},
 		OnOutcome: func(res upgrade.Result, err error) {
 			if err != nil {
-				lin.emit(Event{Kind: EventReloadFailed, Message: fmt.Sprintf("reload failed after %v: %v", res.Duration.Round(time.Millisecond), err), Duration: res.Duration, Err: err})
+				lin.emit(Event{Kind: EventReloadFailed, Message: fmt.Sprintf("%v; still serving as pid %d", err, os.Getpid()), Duration: res.Duration, Err: err})
 				return
 			}
-			lin.emit(Event{Kind: EventReloadCommitted, Message: fmt.Sprintf("reload: pid %d took over in %v", res.PID, res.Duration.Round(time.Millisecond)), NewPID: res.PID, Duration: res.Duration})
+			lin.emit(Event{Kind: EventReloadCommitted, Message: fmt.Sprintf("upgrade: pid %d took over in %v", res.PID, res.Duration.Round(time.Millisecond)), NewPID: res.PID, Duration: res.Duration})
 		},
 	}, func(firstFD int) (upgrade.Handover, error) {
 		files, env := set.Export(firstFD)
@@ -206,7 +206,6 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		log.Warnf("notify: %v", err)
 	}
 	cancel()
-	log.Infof("%s", what)
 	lin.emit(Event{Kind: EventReady, Message: what})
 
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
@@ -387,7 +386,7 @@ func (g *group) describe() string {
 // deadline. stopping says whether the service is stopping (SIGTERM)
 // rather than handing over to a new generation.
 func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
-	log, timeout := g.opts.Logger, g.opts.DrainTimeout
+	timeout := g.opts.DrainTimeout
 	status := func() systemd.State {
 		return systemd.Status(fmt.Sprintf("draining: %d connections remain", g.connections()))
 	}
@@ -399,7 +398,6 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 	} else {
 		msg = fmt.Sprintf("handed over: draining %d connections (deadline %v)", open, timeout)
 	}
-	log.Infof("%s", msg)
 	g.lin.emit(Event{Kind: EventDrainStarted, Message: msg, Connections: open, Stopping: stopping})
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -463,7 +461,6 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 		g.lin.emit(Event{Kind: EventDrainFinished, Message: err.Error(), Duration: elapsed, Cut: cut, Stopping: stopping, Err: err})
 		return err
 	}
-	log.Infof("stopped after %v, no connection cut", took)
 	g.lin.emit(Event{Kind: EventDrainFinished, Message: fmt.Sprintf("stopped after %v, no connection cut", took), Duration: elapsed, Stopping: stopping})
 	return nil
 }

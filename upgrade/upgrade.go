@@ -93,7 +93,8 @@ type Options struct {
 	// OnStart and OnOutcome, if set, are called synchronously when an
 	// upgrade starts a new generation and when it has succeeded (err nil)
 	// or failed; the Result's Duration is set either way. An upgrade that
-	// joins one under way calls neither.
+	// joins one under way calls neither. With them set, the start and the
+	// outcome are not logged: the caller reports them.
 	OnStart   func()
 	OnOutcome func(Result, error)
 }
@@ -230,26 +231,27 @@ func (u *Upgrader) attempt(ctx context.Context, files []File) (Result, error) {
 	start := time.Now()
 	n := u.opts.Notifier
 	n.Notify(systemd.Reloading(), systemd.Status("reloading: starting "+u.opts.Path))
-	u.logf("upgrade: starting %s", u.opts.Path)
 	if u.opts.OnStart != nil {
 		u.opts.OnStart()
+	} else {
+		u.logf("upgrade: starting %s", u.opts.Path)
 	}
 	pid, err := u.run(ctx, start, files)
 	if err != nil {
 		err = fmt.Errorf("upgrade: %w", err)
 		n.Notify(systemd.Ready, systemd.Status("reload failed: "+strings.TrimPrefix(err.Error(), "upgrade: ")))
-		if u.opts.Logger != nil {
-			u.opts.Logger.Warnf("%v; still serving as pid %d", err, os.Getpid())
-		}
 		if u.opts.OnOutcome != nil {
 			u.opts.OnOutcome(Result{Duration: time.Since(start)}, err)
+		} else if u.opts.Logger != nil {
+			u.opts.Logger.Warnf("%v; still serving as pid %d", err, os.Getpid())
 		}
 		return Result{}, err
 	}
 	res := Result{PID: pid, Duration: time.Since(start)}
-	u.logf("upgrade: pid %d took over in %v", pid, res.Duration.Round(time.Millisecond))
 	if u.opts.OnOutcome != nil {
 		u.opts.OnOutcome(res, nil)
+	} else {
+		u.logf("upgrade: pid %d took over in %v", pid, res.Duration.Round(time.Millisecond))
 	}
 	return res, nil
 }

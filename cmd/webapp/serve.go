@@ -184,6 +184,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stderrFile, _ := stderr.(*os.File)
+	ev := newEvents(log, stderrFile)
 	version := webappVersion()
 	handler := hello.New(version, cfg.failHealthAfter)
 	newHTTPServer := func() *http.Server {
@@ -240,6 +242,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Reload:        hup,
 		HealthPath:    "/healthz",
 		OnDrain:       rpc.drain,
+		OnEvent:       ev.handle,
 		Version:       version,
 		Logger:        log,
 		OnHandoverStep: func(s upgrade.Step) {
