@@ -2,11 +2,13 @@ package baton
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-dev/baton/activation"
@@ -71,6 +73,13 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 
 	lin := inheritedLineage(handoff != nil, opts.OnEvent, log)
 	g := &group{opts: opts, set: set, lin: lin}
+	started := time.Now()
+	var state atomic.Value // for Status: what Run is doing
+	state.Store("starting")
+	// Closed at a stop: the control socket refuses reloads from then on
+	// but still answers status requests while the drain lasts.
+	stopping := make(chan struct{})
+	defer context.AfterFunc(ctx, func() { close(stopping) })()
 	dopts := drain.Options{IdleGrace: opts.IdleGrace, Logger: log}
 	for _, s := range servers {
 		if !set.Has(s.sock.Name) {
@@ -120,6 +129,14 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 			}
 			lin.emit(Event{Kind: EventReloadCommitted, Message: fmt.Sprintf("upgrade: pid %d took over in %v", res.PID, res.Duration.Round(time.Millisecond)), NewPID: res.PID, Duration: res.Duration})
 		},
+		Status: func() string {
+			b, err := json.Marshal(g.statusOf(started, &state))
+			if err != nil {
+				return "{}"
+			}
+			return string(b)
+		},
+		Stopping: stopping,
 	}, func(firstFD int) (upgrade.Handover, error) {
 		files, env := set.Export(firstFD)
 		if len(files) == 0 {
@@ -206,16 +223,20 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		log.Warnf("notify: %v", err)
 	}
 	cancel()
+	state.Store("serving")
 	lin.emit(Event{Kind: EventReady, Message: what})
 
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 	startWatchdog(wdCtx, notifier, lin.watched(health), log)
 	controlDone := make(chan struct{})
+	// The control socket lasts until Run returns: during a stop's drain
+	// it answers status requests (reloads are refused once stopping).
+	controlCtx, endControl := context.WithCancel(context.Background())
 	if control != nil {
 		go func() {
 			defer close(controlDone)
-			if err := upgrader.ServeControl(ctx, control); err != nil && !errors.Is(err, upgrade.ErrHandedOver) {
+			if err := upgrader.ServeControl(controlCtx, control); err != nil && !errors.Is(err, upgrade.ErrHandedOver) {
 				log.Errorf("control socket: %v", err)
 			}
 		}()
@@ -225,6 +246,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	// After a hand-over the reload command must hear the outcome before
 	// this generation exits (the control socket closed at the commit).
 	defer func() {
+		endControl()
 		select {
 		case <-controlDone:
 		case <-time.After(5 * time.Second):
@@ -236,7 +258,13 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		case <-ctx.Done():
 			stopWatchdog()
 			// Handed over just now? Then the service is not stopping.
-			return g.stop(notifier, !isClosed(upgrader.HandedOver()))
+			handedOver := isClosed(upgrader.HandedOver())
+			if handedOver {
+				state.Store("handed-over")
+			} else {
+				state.Store("stopping")
+			}
+			return g.stop(notifier, !handedOver)
 		case err := <-serveErr:
 			if err != nil {
 				notifier.Notify(systemd.Status("failed: " + err.Error()))
@@ -248,6 +276,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 			go upgrader.Upgrade(ctx) // it logs the outcome
 		case <-upgrader.HandedOver():
 			stopWatchdog()
+			state.Store("handed-over")
 			return g.stop(notifier, false)
 		}
 	}

@@ -281,6 +281,7 @@ func (k *httpKind) resume()                 {}
 func (k *httpKind) stopAccepting()          { k.d.StopAccepting() }
 func (k *httpKind) release(context.Context) {}
 func (k *httpKind) connections() int        { return k.d.Connections() }
+func (k *httpKind) inFlight() int           { return k.d.InFlight() }
 
 func (k *httpKind) drain(ctx context.Context) (drain.Report, error) { return k.d.Shutdown(ctx) }
 
@@ -312,6 +313,7 @@ func (k *grpcKind) resume()                 {}
 func (k *grpcKind) stopAccepting()          { k.d.StopAccepting() }
 func (k *grpcKind) release(context.Context) {}
 func (k *grpcKind) connections() int        { return k.d.Connections() }
+func (k *grpcKind) inFlight() int           { return k.d.InFlight() }
 
 func (k *grpcKind) drain(ctx context.Context) (drain.Report, error) {
 	rep, err := k.d.Shutdown(ctx)
@@ -358,6 +360,7 @@ func (k *streamKind) resume()                 {}
 func (k *streamKind) stopAccepting()          { k.d.StopAccepting() }
 func (k *streamKind) release(context.Context) {}
 func (k *streamKind) connections() int        { return k.d.Connections() }
+func (k *streamKind) inFlight() int           { return k.d.InFlight() }
 
 func (k *streamKind) drain(ctx context.Context) (drain.Report, error) { return k.d.Shutdown(ctx) }
 

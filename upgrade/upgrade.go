@@ -97,6 +97,15 @@ type Options struct {
 	// outcome are not logged: the caller reports them.
 	OnStart   func()
 	OnOutcome func(Result, error)
+	// Status, if set, answers a status request on the control socket
+	// (see RequestStatus): one line of text (JSON, say), at most a few
+	// kilobytes. Without it a status request gets an error.
+	Status func() string
+	// Stopping, if set, is closed when the service begins to stop: from
+	// then on a reload request is refused (ErrStopping) and one under way
+	// is abandoned, while status requests are still answered as long as
+	// ServeControl's context lasts.
+	Stopping <-chan struct{}
 }
 
 // Step names a point of the hand-over, as the old generation passes it
