@@ -111,6 +111,7 @@ var packagedPaths = []string{
 	"/usr/lib/systemd/system/webapp.service",
 	"/usr/lib/systemd/system/webapp-https.socket",
 	"/usr/lib/systemd/system/webapp-grpc.socket",
+	"/usr/lib/systemd/system/webapp-metrics.socket",
 	"/usr/lib/systemd/system/webapp-udp.socket",
 	"/etc/webapp",
 	"/etc/default/webapp",
@@ -122,7 +123,7 @@ var packagedPaths = []string{
 }
 
 // webappUnits are the units the packages install.
-var webappUnits = []string{"webapp.socket", "webapp-https.socket", "webapp-grpc.socket", "webapp-udp.socket", "webapp.service"}
+var webappUnits = []string{"webapp.socket", "webapp-https.socket", "webapp-grpc.socket", "webapp-udp.socket", "webapp-metrics.socket", "webapp.service"}
 
 // optionalOff checks that the optional sockets are shipped disabled and
 // stay off: neither enabled nor started by the package or by webapp.service.

@@ -48,6 +48,7 @@ type serveConfig struct {
 	listenHTTPS     string
 	listenGRPC      string
 	listenUDP       string
+	listenMetrics   string
 	tlsCert         string
 	tlsKey          string
 	drainTimeout    time.Duration
@@ -68,6 +69,7 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.listenHTTPS, "listen-https", "", "fallback `address` of the https socket (TLS: HTTP/2 and HTTP/1.1); empty: none")
 	fs.StringVar(&c.listenGRPC, "listen-grpc", "", "fallback `address` of the grpc socket (gRPC over h2c); empty: none")
 	fs.StringVar(&c.listenUDP, "listen-udp", "", "fallback `address` of the udp socket (host:port, or a /path for a unixgram socket); empty: none")
+	fs.StringVar(&c.listenMetrics, "listen-metrics", "", "fallback `address` of the metrics socket (Prometheus /metrics and /debug/pprof/: keep it private); empty: none")
 	fs.StringVar(&c.tlsCert, "tls-cert", defaultCertFile, "the https certificate `file` (PEM), when neither a reload nor $CREDENTIALS_DIRECTORY has it")
 	fs.StringVar(&c.tlsKey, "tls-key", defaultKeyFile, "the https key `file` (PEM), read with the certificate")
 	cl.duration(&c.drainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, cut connections still open after this `duration` (keep it below TimeoutStopSec=)")
@@ -83,7 +85,7 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 		return nil, cl.errorf("--listen %q: %v", c.listen, err)
 	}
 	seen := map[string]string{c.listen: "listen"}
-	for _, l := range []struct{ flag, addr string }{{"listen-https", c.listenHTTPS}, {"listen-grpc", c.listenGRPC}, {"listen-udp", c.listenUDP}} {
+	for _, l := range []struct{ flag, addr string }{{"listen-https", c.listenHTTPS}, {"listen-grpc", c.listenGRPC}, {"listen-udp", c.listenUDP}, {"listen-metrics", c.listenMetrics}} {
 		if l.addr == "" {
 			continue
 		}
@@ -186,9 +188,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	stderrFile, _ := stderr.(*os.File)
 	ev := newEvents(log, stderrFile)
+	met := newMetrics()
+	ev.also = met.event
 	version := webappVersion()
-	handler := hello.New(version, cfg.failHealthAfter)
-	newHTTPServer := func() *http.Server {
+	helloHandler := hello.New(version, cfg.failHealthAfter)
+	newHTTPServer := func(handler http.Handler) *http.Server {
 		return &http.Server{
 			Handler:           handler,
 			ReadHeaderTimeout: hello.ReadHeaderTimeout,
@@ -200,7 +204,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
-	plain := newHTTPServer()
+	plain := newHTTPServer(met.count("http", helloHandler))
 	plain.Protocols = &protocols
 
 	httpsSock := listenSpec("https", cfg.listenHTTPS, false)
@@ -219,7 +223,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if warning != "" {
 			log.Warnf("https: %s", warning)
 		}
-		srv := newHTTPServer()
+		srv := newHTTPServer(met.count("https", helloHandler))
 		srv.TLSConfig = cert.tlsConfig()
 		return baton.HTTP(httpsSock, srv), nil
 	})
@@ -229,6 +233,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	grpcSock.Optional = true
 	udpSock := listenSpec("udp", cfg.listenUDP, true)
 	udpSock.Optional = true
+	metricsSock := listenSpec("metrics", cfg.listenMetrics, false)
+	metricsSock.Optional = true
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -256,6 +262,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		https,
 		baton.GRPC(grpcSock, rpc.Server),
 		baton.Datagram(udpSock, hello.Echo()),
+		baton.HTTP(metricsSock, newHTTPServer(met.handler())),
 	)
 	if err != nil {
 		log.Errorf("%v", err)
