@@ -275,6 +275,8 @@ func TestBadCommandLines(t *testing.T) {
 		{"bad duration", []string{"serve", "--drain-timeout", "soon"}, nil, `--drain-timeout "soon": want a duration with a unit`},
 		{"zero drain", []string{"serve", "--drain-timeout", "0s"}, nil, "--drain-timeout 0s: must be positive"},
 		{"negative grace", []string{"serve", "--idle-grace", "-1s"}, nil, "--idle-grace -1s"},
+		{"negative shutdown delay", []string{"serve", "--shutdown-delay", "-1s"}, nil, "--shutdown-delay -1s: must not be negative"},
+		{"shutdown delay without unit", []string{"serve", "--shutdown-delay", "2"}, nil, `--shutdown-delay "2": want a duration with a unit`},
 		{"grace past deadline", []string{"serve", "--idle-grace", "5s", "--drain-timeout", "2s"}, nil, "must be shorter than --drain-timeout"},
 		{"bad log format", []string{"serve", "--log-format", "xml"}, nil, `--log-format "xml"`},
 		{"bad log level", []string{"serve", "--log-level", "loud"}, nil, `--log-level "loud"`},
