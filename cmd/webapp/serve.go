@@ -242,6 +242,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	reload, err := asInit(cfg, hup, log)
+	if err != nil {
+		return err
+	}
 	err = baton.Run(ctx, baton.Options{
 		DrainTimeout:  cfg.drainTimeout,
 		ShutdownDelay: cfg.shutdownDelay,
@@ -250,7 +254,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ReloadTimeout: cfg.reloadTimeout,
 		Control:       cfg.control,
 		Args:          append([]string{"serve"}, args...),
-		Reload:        hup,
+		Reload:        reload,
 		HealthPath:    "/healthz",
 		OnDrain:       rpc.drain,
 		Version:       version,
