@@ -36,6 +36,7 @@ run: build ## start webapp on $(ADDR) without systemd (SIGHUP swaps, Ctrl-C drai
 test: deps ## run the whole test suite (installs what it needs)
 	$(MAKE) lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) deploy-check
 	$(MAKE) fuzz
 	$(MAKE) bench-smoke
 
@@ -60,6 +61,7 @@ lint: staticcheck ## go vet, gofmt, go mod tidy, staticcheck and shellcheck
 	@cd bench && $(GO) mod tidy -diff || { echo "bench/go.mod or bench/go.sum is not tidy: run go mod tidy in bench"; exit 1; }
 	$(STATICCHECK) ./...
 	cd bench && $(STATICCHECK) ./...
+	$(MAKE) deploy-lint
 
 staticcheck: $(STATICCHECK)
 $(STATICCHECK):
@@ -79,4 +81,5 @@ clean: ## remove build output
 
 -include packaging/packaging.mk
 -include bench/bench.mk
+-include deploy/deploy.mk
 -include internal/ticker/proto.mk
