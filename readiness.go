@@ -17,6 +17,10 @@ import (
 // the service as a whole keeps serving, and the new generation's
 // Readiness is ready from its first connection.
 //
+// Readiness is not a health check: do not name its path in
+// Options.HealthPath, which must answer 2xx before Run serves (and so
+// before Readiness is ready) and during the shutdown delay.
+//
 // The zero value is not ready. A Readiness serves one Run at a time and
 // must not be copied.
 type Readiness struct {
