@@ -23,7 +23,7 @@ import (
 // reload (package upgrade keeps BATON_* from it), which then runs the same
 // child.
 const (
-	childEnv        = "RUN_TEST_CHILD"   // example, passed or udp
+	childEnv        = "RUN_TEST_CHILD"   // example, passed, udp or ready
 	childServersEnv = "RUN_TEST_SERVERS" // passed: the servers, as JSON
 	childHoldEnv    = "RUN_TEST_HOLD_AT" // udp: the step to hold at
 	childReleaseEnv = "RUN_TEST_RELEASE" // udp: the FIFO whose line ends the hold
@@ -47,6 +47,8 @@ func TestMain(m *testing.M) {
 		os.Exit(udpChild())
 	case "main":
 		mainChild() // exits
+	case "ready":
+		os.Exit(readyChild())
 	default:
 		fmt.Fprintf(os.Stderr, "%s=%q: no such child\n", childEnv, os.Getenv(childEnv))
 		os.Exit(2)

@@ -32,9 +32,11 @@ import (
 //     the watchdog while healthy when WatchdogSec= is set;
 //   - swaps in a new binary on every value from Options.Reload and on every
 //     request on the control socket (`webapp reload`);
-//   - when ctx ends (the caller's SIGTERM), sends STOPPING=1 and drains
-//     every server within one DrainTimeout; after a hand-over it drains
-//     the same way without STOPPING=1.
+//   - when ctx ends (the caller's SIGTERM), turns Options.Readiness not
+//     ready and keeps serving for Options.ShutdownDelay (zero by
+//     default), then sends STOPPING=1 and drains every server within one
+//     DrainTimeout; after a hand-over it drains the same way at once,
+//     without STOPPING=1, and leaves Readiness ready.
 //
 // Run returns nil after a clean drain, an error wrapping drain.ErrCut
 // when the deadline cut connections, and other errors when the service
@@ -47,6 +49,9 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	log := opts.Logger
 	if err := checkServers(servers); err != nil {
 		return err
+	}
+	if opts.ShutdownDelay < 0 {
+		return fmt.Errorf("baton: ShutdownDelay %v: must not be negative (zero drains at once)", opts.ShutdownDelay)
 	}
 	notifier, err := systemd.Open()
 	if err != nil && !errors.Is(err, systemd.ErrNotSupervised) {
@@ -189,6 +194,9 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		}
 	}
 	g.serve(serveErr)
+	// A new generation is ready from its first connection: the service
+	// as a whole stays ready across a hand-over.
+	opts.Readiness.set(readyServing)
 	if handoff != nil {
 		// We accept beside the old generation until it has made us the
 		// main process (MAINPID=).
@@ -256,17 +264,19 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	for {
 		select {
 		case <-ctx.Done():
-			stopWatchdog()
 			// Handed over just now? Then the service is not stopping.
-			handedOver := isClosed(upgrader.HandedOver())
-			if handedOver {
-				state.Store("handed-over")
-			} else {
+			isStop := !isClosed(upgrader.HandedOver())
+			if isStop {
 				state.Store("stopping")
+				g.delayShutdown(notifier, serveErr)
+			} else {
+				state.Store("handed-over")
 			}
-			return g.stop(notifier, !handedOver)
+			stopWatchdog()
+			return g.stop(notifier, isStop)
 		case err := <-serveErr:
 			if err != nil {
+				opts.Readiness.set(readyStopping)
 				notifier.Notify(systemd.Status("failed: " + err.Error()))
 				g.stop(notifier, true)
 				return fmt.Errorf("serve: %w", err)
@@ -409,6 +419,34 @@ func (g *group) describe() string {
 		parts = append(parts, part)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// delayShutdown turns readiness off and keeps serving for the
+// ShutdownDelay, so that balancers stop sending new connections before
+// the servers stop accepting. A server failing meanwhile ends the delay
+// (its error is logged: the drain follows).
+func (g *group) delayShutdown(notifier *systemd.Notifier, serveErr <-chan error) {
+	g.opts.Readiness.set(readyStopping)
+	d := g.opts.ShutdownDelay
+	if d <= 0 {
+		return
+	}
+	what := fmt.Sprintf("stopping: not ready, still serving for %v before the drain", d)
+	notifier.Notify(systemd.Status(what))
+	g.opts.Logger.Infof("%s", what)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return
+		case err := <-serveErr:
+			if err != nil {
+				g.opts.Logger.Errorf("serve: %v: draining now", err)
+				return
+			}
+		}
+	}
 }
 
 // stop drains this generation: every server at once, within one

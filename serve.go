@@ -43,6 +43,21 @@ type Options struct {
 	DrainTimeout time.Duration
 	// IdleGrace is drain.Options.IdleGrace.
 	IdleGrace time.Duration
+	// ShutdownDelay is how long a stop (the end of Run's context) keeps
+	// accepting and serving, with Readiness not ready and a STATUS= line
+	// saying so, before the drain begins: time for load balancers and
+	// Kubernetes to stop sending new connections. Zero (the default)
+	// drains at once, which is right under systemd alone: the socket
+	// outlives the process. A hand-over is not delayed. Behind a
+	// health-checking balancer, set at least its check interval times
+	// its fall count, plus a margin; under Kubernetes, the time endpoint
+	// removal takes to reach every node (a few seconds). ShutdownDelay
+	// plus DrainTimeout must fit TimeoutStopSec= or
+	// terminationGracePeriodSeconds. Negative is an error.
+	ShutdownDelay time.Duration
+	// Readiness, if set, is made ready when the servers serve and not
+	// ready when a stop begins (see Readiness). Nil tracks none.
+	Readiness *Readiness
 	// ReloadTimeout bounds the start of a new generation; keep it below
 	// TimeoutStartSec=. Zero means upgrade.DefaultTimeout.
 	ReloadTimeout time.Duration

@@ -23,8 +23,9 @@ import (
 )
 
 const serveUsage = `usage: webapp serve [--listen ADDR] [--listen-https ADDR] [--listen-grpc ADDR] [--listen-udp ADDR]
-                    [--tls-cert FILE] [--tls-key FILE] [--drain-timeout D] [--idle-grace D]
-                    [--reload-timeout D] [--control PATH] [--log-format text|json] [--log-level L]
+                    [--tls-cert FILE] [--tls-key FILE] [--shutdown-delay D] [--drain-timeout D]
+                    [--idle-grace D] [--reload-timeout D] [--control PATH]
+                    [--log-format text|json] [--log-level L]
 
 Serves the sockets systemd passes by name (FileDescriptorName=), or binds
 the --listen addresses without systemd:
@@ -40,6 +41,11 @@ and --tls-key. With none of them, webapp holds the https
 socket without serving it and says so; a file that is unreadable, garbled
 or not a pair stops the start.
 
+GET /healthz is liveness (the process works); GET /readyz is readiness:
+200 while serving, 503 from the moment SIGTERM arrives, while webapp
+keeps serving for --shutdown-delay before it drains (set it behind a
+health-checking load balancer or under Kubernetes; see man webapp).
+
 flags:`
 
 // serveConfig is the parsed command line of webapp serve.
@@ -52,6 +58,7 @@ type serveConfig struct {
 	tlsCert         string
 	tlsKey          string
 	drainTimeout    time.Duration
+	shutdownDelay   time.Duration
 	idleGrace       time.Duration
 	logFormat       string
 	logLevel        string
@@ -73,6 +80,7 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.tlsCert, "tls-cert", defaultCertFile, "the https certificate `file` (PEM), when neither a reload nor $CREDENTIALS_DIRECTORY has it")
 	fs.StringVar(&c.tlsKey, "tls-key", defaultKeyFile, "the https key `file` (PEM), read with the certificate")
 	cl.duration(&c.drainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, cut connections still open after this `duration` (keep it below TimeoutStopSec=)")
+	cl.duration(&c.shutdownDelay, "shutdown-delay", 0, "on SIGTERM, answer /readyz with 503 but keep accepting and serving for this `duration` before the drain, so that load balancers take this instance out first (0: drain at once; keep it plus --drain-timeout below TimeoutStopSec= or terminationGracePeriodSeconds)")
 	cl.duration(&c.idleGrace, "idle-grace", drain.DefaultIdleGrace, "keep answering kept-alive connections this `duration` into a drain before closing idle ones")
 	cl.duration(&c.reloadTimeout, "reload-timeout", upgrade.DefaultTimeout, "on reload, give up on a new generation not ready within this `duration` (keep it below TimeoutStartSec=)")
 	fs.StringVar(&c.control, "control", baton.ControlPath(), "unix socket `path` on which `webapp reload` reaches this service (default $RUNTIME_DIRECTORY/control.sock; none outside systemd)")
@@ -110,6 +118,8 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	switch {
 	case c.drainTimeout <= 0:
 		return nil, cl.errorf("--drain-timeout %v: must be positive", c.drainTimeout)
+	case c.shutdownDelay < 0:
+		return nil, cl.errorf("--shutdown-delay %v: must not be negative", c.shutdownDelay)
 	case c.idleGrace < 0:
 		return nil, cl.errorf("--idle-grace %v: must not be negative", c.idleGrace)
 	case c.reloadTimeout <= 0:
@@ -191,7 +201,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	met := newMetrics()
 	ev.also = met.event
 	version := webappVersion()
-	helloHandler := hello.New(version, cfg.failHealthAfter)
+	var readiness baton.Readiness
+	helloHandler := withReadyz(hello.New(version, cfg.failHealthAfter), &readiness)
 	newHTTPServer := func(handler http.Handler) *http.Server {
 		return &http.Server{
 			Handler:           handler,
@@ -239,13 +250,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	reload, err := asInit(cfg, hup, log)
+	if err != nil {
+		return err
+	}
 	err = baton.Run(ctx, baton.Options{
 		DrainTimeout:  cfg.drainTimeout,
+		ShutdownDelay: cfg.shutdownDelay,
+		Readiness:     &readiness,
 		IdleGrace:     cfg.idleGrace,
 		ReloadTimeout: cfg.reloadTimeout,
 		Control:       cfg.control,
 		Args:          append([]string{"serve"}, args...),
-		Reload:        hup,
+		Reload:        reload,
 		HealthPath:    "/healthz",
 		OnDrain:       rpc.drain,
 		OnEvent:       ev.handle,
@@ -269,4 +286,21 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errReported
 	}
 	return nil
+}
+
+// withReadyz serves GET /readyz from the service's readiness, with
+// webapp's headers, and everything else from h (internal/hello, which
+// stays the benchmarks' baseline).
+func withReadyz(h http.Handler, r *baton.Readiness) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	ready := r.Handler()
+	pid := strconv.Itoa(os.Getpid())
+	version := webappVersion()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("X-Webapp-Pid", pid)
+		w.Header().Set("X-Webapp-Version", version)
+		ready.ServeHTTP(w, req)
+	})
+	return mux
 }
