@@ -68,6 +68,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		return err
 	}
 	defer set.Close()
+	storeBound(opts, notifier, set)
 
 	g := &group{opts: opts, set: set}
 	dopts := drain.Options{IdleGrace: opts.IdleGrace, Logger: log}
@@ -109,6 +110,8 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		Resume:   g.resume,
 		OnCommit: g.stopAccepting,
 		OnStep:   opts.OnHandoverStep,
+
+		NotifyReload: opts.NotifyReload,
 	}, func(firstFD int) (upgrade.Handover, error) {
 		files, env := set.Export(firstFD)
 		if len(files) == 0 {
