@@ -90,13 +90,15 @@ var usrDirs = []string{"/usr/bin", "/usr/lib/systemd", "/usr/share/doc", "/usr/s
 
 // TestPackageDeb installs, upgrades, downgrades, removes and purges the deb
 // under the box's systemd, the upgrades under load.
-func TestPackageDeb(t *testing.T) {
+func TestPackageDeb(t *testing.T) { onEachSystemd(t, testPackageDeb) }
+
+func testPackageDeb(t *testing.T, sd systemdtest.Systemd) {
 	systemdtest.Require(t)
 	needTool(t, "dpkg")
 	needTool(t, "deb-systemd-helper")
 	deb1 := buildPackage(t, "deb", pkgV1)
 	deb2 := buildPackage(t, "deb", pkgV2)
-	p := bootPackageBox(t)
+	p := bootPackageBox(t, sd)
 	deb1, deb2 = p.copyPackage(t, deb1), p.copyPackage(t, deb2)
 	var edited string
 
@@ -165,7 +167,7 @@ func TestPackageRPM(t *testing.T) {
 	needTool(t, "rpm")
 	rpm1 := buildPackage(t, "rpm", pkgV1)
 	rpm2 := buildPackage(t, "rpm", pkgV2)
-	p := bootPackageBox(t)
+	p := bootPackageBox(t, systemdtest.Systemd{})
 	rpm1, rpm2 = p.copyPackage(t, rpm1), p.copyPackage(t, rpm2)
 	var edited string
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/internal/load"
+	"github.com/baton-dev/baton/systemd/systemdtest"
 )
 
 // reloadEvent is what one reload of TestReloadUnderLoad saw.
@@ -28,7 +29,9 @@ type reloadEvent struct {
 // reports another version first. No request fails; two 2 s requests in
 // flight at each reload complete on the old generation; MainPID changes
 // every time and the new version answers; systemd never restarts webapp.
-func TestReloadUnderLoad(t *testing.T) {
+func TestReloadUnderLoad(t *testing.T) { onEachSystemd(t, testReloadUnderLoad) }
+
+func testReloadUnderLoad(t *testing.T, sd systemdtest.Systemd) {
 	const (
 		reloads = 50
 		slowMS  = 2000
@@ -40,7 +43,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	for _, mode := range []load.Mode{load.KeepAlive, load.NewConnection} {
 		t.Run(mode.String(), func(t *testing.T) {
-			s := startService(t, serviceOptions{})
+			s := startService(t, serviceOptions{Systemd: sd})
 			first, _ := s.get(t, "/")
 			startPID := first.Header.Get("X-Webapp-Pid")
 
@@ -238,9 +241,11 @@ type failOutcome struct {
 // shipped unit, and with a drop-in whose ExecReload= runs a good build kept
 // elsewhere, so that the swap itself meets the broken binary. The broken
 // servers are shell scripts that exec the good build for `reload` only.
-func TestReloadFailure(t *testing.T) {
+func TestReloadFailure(t *testing.T) { onEachSystemd(t, testReloadFailure) }
+
+func testReloadFailure(t *testing.T, sd systemdtest.Systemd) {
 	const reloadTimeout = 3 * time.Second
-	s := startService(t, serviceOptions{ServiceDropIn: "Environment=WEBAPP_OPTS=--reload-timeout=" + reloadTimeout.String()})
+	s := startService(t, serviceOptions{Systemd: sd, ServiceDropIn: "Environment=WEBAPP_OPTS=--reload-timeout=" + reloadTimeout.String()})
 	good := buildWebapp(t, "")
 	s.box.CopyFile(t, good, goodClient, 0o755)
 	fixed := buildWebapp(t, "2.0.0-e2e-fixed")
@@ -424,9 +429,11 @@ chmod 755 /usr/bin/.webapp.new && mv -f /usr/bin/.webapp.new /usr/bin/webapp`,
 // starting a generation of its own and the last one's being MainPID, only
 // those generations answer, one webapp process is left once the old ones
 // have drained, and no request fails.
-func TestReloadConcurrent(t *testing.T) {
+func TestReloadConcurrent(t *testing.T) { onEachSystemd(t, testReloadConcurrent) }
+
+func testReloadConcurrent(t *testing.T, sd systemdtest.Systemd) {
 	const n = 10
-	s := startService(t, serviceOptions{})
+	s := startService(t, serviceOptions{Systemd: sd})
 	first, _ := s.get(t, "/")
 	startPID := first.Header.Get("X-Webapp-Pid")
 	cursor, err := s.journalCursor(context.Background())
