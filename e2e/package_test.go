@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/baton-dev/baton/internal/load"
 	"github.com/baton-dev/baton/systemd/systemdtest"
@@ -101,6 +103,27 @@ func testPackageDeb(t *testing.T, sd systemdtest.Systemd) {
 	p := bootPackageBox(t, sd)
 	deb1, deb2 = p.copyPackage(t, deb1), p.copyPackage(t, deb2)
 	var edited string
+
+	if sd.Root != "" {
+		// The Debian root has its release's lintian: the package must be
+		// clean by that release's rules too, with every override needed.
+		t.Run("lintian", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			version, _, _ := p.box.Exec(ctx, "lintian", "--version")
+			out, stderr, err := p.box.Exec(ctx, "lintian", "--fail-on", "error,warning", "--display-info", deb2)
+			out += stderr
+			if err != nil {
+				t.Fatalf("%s: lintian --fail-on error,warning: %v\n%s", strings.TrimSpace(version), err, out)
+			}
+			for _, tag := range []string{"unused-override", "mismatched-override"} {
+				if strings.Contains(out, tag) {
+					t.Errorf("%s reports %s: fix packaging/lintian-overrides\n%s", strings.TrimSpace(version), tag, out)
+				}
+			}
+			t.Logf("%s on %s:\n%s", strings.TrimSpace(version), deb2, out)
+		})
+	}
 
 	if !t.Run("install", func(t *testing.T) {
 		p.run(t, "dpkg", "-i", deb1)
