@@ -52,7 +52,11 @@ func testFDStoreRestart(t *testing.T, sd systemdtest.Systemd) {
 	if sd.Name != "systemd252" {
 		flags = "" // $FDSTORE (systemd 254 and later) is enough
 	}
-	for _, mode := range []load.Mode{load.NewConnection, load.KeepAlive} {
+	// New connections are what a closed socket refuses; keep-alive
+	// clients (measured once: 0 failed of about 530,000 requests over 10
+	// restarts on each version) add nothing to that and a minute to the
+	// suite.
+	for _, mode := range []load.Mode{load.NewConnection} {
 		t.Run("store/"+mode.String(), func(t *testing.T) {
 			const restarts = 10
 			s := startOwnBind(t, sd, true, flags)
