@@ -67,7 +67,10 @@ func buildWebapp(t testing.TB, version string) string {
 // booted from a root systemdtest.DebianRoot builds on first use).
 func onEachSystemd(t *testing.T, f func(t *testing.T, sd systemdtest.Systemd)) {
 	for _, sd := range systemdtest.Versions(t) {
-		t.Run(sd.Name, func(t *testing.T) { f(t, sd) })
+		t.Run(sd.Name, func(t *testing.T) {
+			sd.Require(t)
+			f(t, sd)
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 package systemdtest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -24,6 +25,31 @@ func TestParseSystemdVersion(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("parseSystemdVersion(%q) = %q, %v, want %q, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+func TestSystemdRequire(t *testing.T) {
+	t.Setenv("CI", "true")
+	r := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Systemd{Name: "systemd257", err: errors.New("no mirror")}.Require(r)
+	}()
+	<-done
+	if !strings.Contains(r.fatal, "no mirror") {
+		t.Errorf("Require with CI=true and a root that failed to build: fatal %q, want the reason", r.fatal)
+	}
+	t.Setenv("CI", "")
+	r = &recorder{TB: t}
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		Systemd{Name: "systemd257", err: errors.New("no mirror")}.Require(r)
+	}()
+	<-done
+	if !strings.Contains(r.skip, "no mirror") || r.fatal != "" {
+		t.Errorf("Require off CI: skip %q fatal %q, want a skip with the reason", r.skip, r.fatal)
 	}
 }
 
@@ -61,6 +87,7 @@ func TestVersions(t *testing.T) {
 	for _, sd := range Versions(t) {
 		t.Run(sd.Name, func(t *testing.T) {
 			t.Parallel()
+			sd.Require(t)
 			b := Boot(t, Options{Root: sd.Root})
 			if got := fmt.Sprintf("systemd%d", b.SystemdVersion()); got != sd.Name {
 				t.Fatalf("box booted from root %q runs %s, want %s", sd.Root, got, sd.Name)
