@@ -68,6 +68,10 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		return err
 	}
 	defer set.Close()
+	if err := checkStored(ctx, opts, notifier, set, specs); err != nil {
+		notifier.Notify(systemd.Status("start failed: " + err.Error()))
+		return err
+	}
 	storeBound(opts, notifier, set)
 
 	g := &group{opts: opts, set: set}

@@ -86,8 +86,14 @@ type Options struct {
 	// back by name instead of binding again: the sockets stay open across
 	// the restart, and connections wait in their backlog instead of being
 	// refused. The unit needs FileDescriptorStoreMax=. systemd 254 and
-	// later announce it with $FDSTORE, which turns this on by itself;
-	// systemd 252 does not, hence this switch.
+	// later announce it with $FDSTORE, which turns the storing on by
+	// itself; systemd 252 does not, hence this switch. With FDStore set,
+	// Run also takes every socket passed to it as one from the store, and
+	// a socket passed back on an address other than its Socket's Address
+	// (the configured address changed before a restart) fails the start
+	// after removing it from the store (FDSTOREREMOVE=1), so that the next
+	// start (Restart=on-failure) binds the new address: do not set it for
+	// sockets a .socket unit passes.
 	FDStore bool
 	// NotifyReload is for a unit with Type=notify-reload (systemd 253 and
 	// later), whose `systemctl reload` sends SIGHUP (a value on Reload)

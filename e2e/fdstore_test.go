@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/baton-dev/baton/internal/load"
 	"github.com/baton-dev/baton/systemd/systemdtest"
@@ -93,4 +96,42 @@ func testFDStoreRestart(t *testing.T, sd systemdtest.Systemd) {
 		}
 		t.Logf("%s, no fd store: %d restarts, %d requests, %d failed (refused %d) %+v", sd.Name, restarts, res.Requests, res.Failed(), res.Failures.Refused, res.Failures)
 	})
+}
+
+// TestFDStoreAddressChange: with --fd-store, a restart after the address
+// was changed gets the old socket back from the store; webapp removes it
+// from the store (FDSTOREREMOVE=1) and fails that start with the reason,
+// and the automatic restart binds and stores the new address.
+func TestFDStoreAddressChange(t *testing.T) { onEachSystemd(t, testFDStoreAddressChange) }
+
+func testFDStoreAddressChange(t *testing.T, sd systemdtest.Systemd) {
+	t.Parallel()
+	s := startOwnBind(t, sd, true, "--fd-store")
+	newPort := systemdtest.Port(t)
+	s.box.WriteFile(t, "/etc/systemd/system/webapp-own.service.d/move.conf", []byte(fmt.Sprintf(
+		"[Service]\nRestart=on-failure\nRestartSec=200ms\nExecStart=\nExecStart=/usr/bin/webapp serve --listen 127.0.0.1:%d --fd-store\n", newPort)), 0o644)
+	s.box.Systemctl(t, "daemon-reload")
+	_, stderr, err := s.box.Exec(context.Background(), "systemctl", "restart", "webapp-own.service")
+	t.Logf("systemctl restart after moving --listen: %v %s", err, strings.TrimSpace(stderr))
+	moved := &service{box: s.box, port: newPort, url: fmt.Sprintf("http://127.0.0.1:%d", newPort)}
+	waitFor(t, 20*time.Second, "webapp to serve the new address", func() (bool, string) {
+		p := s.box.Show(t, "webapp-own.service", "ActiveState", "NFileDescriptorStore", "NRestarts")
+		c := &http.Client{Timeout: 2 * time.Second}
+		resp, err := c.Get(moved.url + "/")
+		if err != nil {
+			return false, fmt.Sprintf("%v; %v", p, err)
+		}
+		resp.Body.Close()
+		return p["ActiveState"] == "active" && p["NFileDescriptorStore"] == "1", fmt.Sprint(p)
+	})
+	j := s.box.Journal(t, "-u", "webapp-own.service", "-o", "cat")
+	if !strings.Contains(j, "removed it from the store") {
+		t.Errorf("%s: the journal does not say the stale socket was removed from the store:\n%s", sd.Name, j)
+	}
+	c := &http.Client{Timeout: 2 * time.Second}
+	if resp, err := c.Get(s.url + "/"); err == nil {
+		resp.Body.Close()
+		t.Errorf("%s: the old address %s still answers after the move", sd.Name, s.url)
+	}
+	t.Logf("%s: %v", sd.Name, s.box.Show(t, "webapp-own.service", "ActiveState", "NFileDescriptorStore", "NRestarts", "Result"))
 }
