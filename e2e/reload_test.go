@@ -633,6 +633,13 @@ while :; do
 		a0= a1=
 		{ IFS= read -r -d '' a0; IFS= read -r -d '' a1; } 2>/dev/null </proc/$p/cmdline
 		[ "$a0 $a1" = "/usr/bin/webapp serve" ] || continue
+		# A generation's child forked to run the trampoline shell has its
+		# parent's command line and environment until it execs: not a
+		# generation.
+		read -r _ _ _ pp _ 2>/dev/null </proc/$p/stat
+		b0= b1=
+		{ IFS= read -r -d '' b0; IFS= read -r -d '' b1; } 2>/dev/null </proc/$pp/cmdline
+		[ "$b0 $b1" = "/usr/bin/webapp serve" ] && continue
 		parent=-
 		while IFS= read -r -d '' kv; do
 			case $kv in BATON_UPGRADE_PARENT=*) parent=${kv#*=};; esac
