@@ -46,7 +46,12 @@ func storeBound(opts Options, notifier *systemd.Notifier, set *activation.Set) {
 		stored = append(stored, name)
 	}
 	if len(stored) > 0 {
-		opts.Logger.Infof("stored the bound sockets %s in systemd's file descriptor store: the next start after a restart takes them back", strings.Join(stored, ", "))
+		if told {
+			opts.Logger.Infof("gave the bound sockets %s to systemd's file descriptor store (FileDescriptorStoreMax=%d): the next start after a restart takes them back", strings.Join(stored, ", "), capacity)
+		} else {
+			// systemd 252 and 253 do not say whether the unit has a store.
+			opts.Logger.Infof("gave the bound sockets %s to systemd's file descriptor store: the next start after a restart takes them back if the unit sets FileDescriptorStoreMax=", strings.Join(stored, ", "))
+		}
 	}
 }
 

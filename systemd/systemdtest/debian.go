@@ -95,19 +95,6 @@ func DebianRoot(suite string) (string, error) {
 	return dir, err
 }
 
-// RequireDebianRoot is DebianRoot under the project's policy: where the
-// root cannot be built (not root, no mirror reachable, ...) it fails the
-// test when CI is true and otherwise skips it with one line saying why.
-func RequireDebianRoot(t testing.TB, suite string) string {
-	t.Helper()
-	Require(t)
-	dir, err := DebianRoot(suite)
-	if err != nil {
-		requireWith(t, fmt.Errorf("the Debian %s root for the box cannot be built: %w", suite, err))
-	}
-	return dir
-}
-
 // Versions returns the systemd versions the end-to-end tests run on: the
 // host's and Debian 13's (built by DebianRoot on first use). It applies
 // Require's policy first. Where the Debian root cannot be built, the
