@@ -790,17 +790,19 @@ func TestUpgradeNotifyReload(t *testing.T) {
 		if _, err := u.Upgrade(context.Background()); err == nil {
 			t.Fatal("Upgrade() with a new generation that exits = nil, want an error")
 		}
-		var status string
+		// The datagram is read in the background: wait for it.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, _, err := s.notify.Wait(ctx, 0, func(m notifytest.Message) bool {
+			v, _ := m.Get("STATUS")
+			return strings.HasPrefix(v, "reload failed: ")
+		}); err != nil {
+			t.Errorf("no STATUS=reload failed: <why>: %v", err)
+		}
 		for _, m := range s.notify.Messages() {
 			if m.Has("READY=1") || m.Has("RELOADING=1") {
 				t.Errorf("a failed notify-reload swap sent %v, want neither READY=1 nor RELOADING=1", m)
 			}
-			if v, ok := m.Get("STATUS"); ok {
-				status = v
-			}
-		}
-		if !strings.HasPrefix(status, "reload failed: ") {
-			t.Errorf("last STATUS=%q, want reload failed: <why>", status)
 		}
 	})
 }
