@@ -7,7 +7,7 @@ ADDR ?= 127.0.0.1:8080
 # Test binaries for the sandbox and the packages are static.
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -buildid='
 # Debian packages the test suite needs; `make deps` installs what is missing.
-APT_PACKAGES := systemd-container nghttp2-client haproxy nginx-light
+APT_PACKAGES := systemd-container nghttp2-client mmdebstrap haproxy nginx-light
 # Packages whose daemon the install would start (the fleet test runs its
 # own): a policy-rc.d keeps them stopped during the install, and they are
 # disabled after it.
@@ -83,6 +83,10 @@ deps: ## install the Debian packages the tests need (as root)
 	if [ -n "$$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
 	for d in $(APT_DAEMONS); do systemctl disable --quiet $$d.service 2>/dev/null || true; done; \
 	exit $$rc
+	@# The Debian 13 root (systemd 257) of the e2e tests, built once and cached
+	@# under /var/tmp (systemdtest.DebianRoot); booting it checks it.
+	@if [ "$$(id -u)" = 0 ]; then $(GO) test -count=1 -run '^TestVersions$$' ./systemd/systemdtest >/dev/null || \
+	  { echo "make deps: the Debian 13 root for the e2e tests failed to build or boot:"; $(GO) test -count=1 -v -run '^TestVersions$$' ./systemd/systemdtest; exit 1; }; fi
 
 clean: ## remove build output
 	rm -rf $(BIN) dist

@@ -75,6 +75,11 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		return err
 	}
 	defer set.Close()
+	if err := checkStored(ctx, opts, notifier, set, specs); err != nil {
+		notifier.Notify(systemd.Status("start failed: " + err.Error()))
+		return err
+	}
+	storeBound(opts, notifier, set)
 
 	lin := inheritedLineage(handoff != nil, opts.OnEvent, log)
 	g := &group{opts: opts, set: set, lin: lin}
@@ -141,7 +146,8 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 			}
 			return string(b)
 		},
-		Stopping: stopping,
+		Stopping:     stopping,
+		NotifyReload: opts.NotifyReload,
 	}, func(firstFD int) (upgrade.Handover, error) {
 		files, env := set.Export(firstFD)
 		if len(files) == 0 {

@@ -101,6 +101,25 @@ type Options struct {
 	Version string
 	// Logger receives progress and problems. Nil discards them.
 	Logger Logger
+	// FDStore gives the sockets Run binds itself (no .socket unit passed
+	// them) to systemd's file descriptor store (FDSTORE=1, FDNAME=<socket
+	// name>), so that the next start after `systemctl restart` gets them
+	// back by name instead of binding again: the sockets stay open across
+	// the restart, and connections wait in their backlog instead of being
+	// refused. The unit needs FileDescriptorStoreMax=. systemd 254 and
+	// later announce it with $FDSTORE, which turns the storing on by
+	// itself; systemd 252 does not, hence this switch. With FDStore set,
+	// Run also takes every socket passed to it as one from the store, and
+	// a socket passed back on an address other than its Socket's Address
+	// (the configured address changed before a restart) fails the start
+	// after removing it from the store (FDSTOREREMOVE=1), so that the next
+	// start (Restart=on-failure) binds the new address: do not set it for
+	// sockets a .socket unit passes.
+	FDStore bool
+	// NotifyReload is for a unit with Type=notify-reload (systemd 253 and
+	// later), whose `systemctl reload` sends SIGHUP (a value on Reload)
+	// and waits for READY=1: see upgrade.Options.NotifyReload.
+	NotifyReload bool
 	// OnHandoverStep, if set, is called synchronously at each step of a
 	// hand-over, in the old generation and in the new one (see
 	// upgrade.Step): a place to log or trace it.

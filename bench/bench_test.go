@@ -132,11 +132,16 @@ func TestBench(t *testing.T) {
 		defer func() { protoSkipped = t.Skipped() }()
 		rep.Protocols = runProtocols(t, env)
 	})
+	skipped257 := false
+	t.Run("systemd257", func(t *testing.T) {
+		defer func() { skipped257 = t.Skipped() }()
+		rep.Reload257 = runSystemd257(t, env)
+	})
 	rep.Took = time.Since(started)
 	rep.Machine.LoadAfter = LoadAverage()
 	// protocols is skipped off CI when h2load or ghz cannot be had.
 	if t.Failed() || rep.Steady == nil || rep.Stop == nil || rep.Reload == nil || rep.Restart == nil || len(rep.Alternatives) == 0 ||
-		rep.Drain == nil || (!protoSkipped && rep.Protocols == nil) {
+		rep.Drain == nil || (!protoSkipped && rep.Protocols == nil) || (!skipped257 && len(rep.Reload257) != len(reload257Variants)) {
 		t.Errorf("a scenario did not run to its end: the report below is incomplete")
 	}
 
@@ -300,7 +305,7 @@ func writeAll(t *testing.T, rep *Report, report, charts, rel string, bin time.Du
 	if rep.Stop != nil {
 		chart("stop", func(p string) error { return StopChart(p, rep.Stop) })
 	}
-	for _, d := range append([]*Disruption{rep.Reload, rep.Restart}, rep.Alternatives...) {
+	for _, d := range append(append([]*Disruption{rep.Reload, rep.Restart}, rep.Alternatives...), rep.Reload257...) {
 		if d == nil {
 			continue
 		}

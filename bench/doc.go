@@ -26,7 +26,8 @@
 //     github.com/cloudflare/tableflip's documented upgrade pattern
 //     (cmd/flipapp), next to webapp's own swap without systemd.
 //
-// Scenarios 6 and 7 use clients nobody here wrote:
+// Scenarios 6 and 7 use clients nobody here wrote (scenario 8 is
+// scenario 2 again under systemd 257):
 //
 //  6. every protocol through reloads and then restarts under the real
 //     systemd: h2load (Debian's nghttp2-client) over h2c on the http
@@ -42,7 +43,10 @@
 //     connections (idle after being busy, or kept busy through the drain)
 //     and webapp.v1.Ticker/Ticks streams open: time to exit, what the log
 //     says was cut, and how the streams ended (UNAVAILABLE "draining,
-//     retry").
+//     retry");
+//  8. reload under Debian 13's systemd 257 (a sandbox booted from the
+//     root systemdtest.DebianRoot builds): the shipped ExecReload= client
+//     against the Type=notify-reload drop-in, same load as scenario 2.
 //
 // The sandbox installs webapp.service and the four socket units from
 // systemd/units, moves each socket to a free port with a drop-in, and

@@ -29,6 +29,9 @@ type Report struct {
 	Alternatives []*Disruption
 	Protocols    *Protocols // scenario 6
 	Drain        *Drain     // scenario 7
+	// Reload257 is scenario 8: reloads under systemd 257 through
+	// ExecReload= and with Type=notify-reload, in that order.
+	Reload257 []*Disruption
 }
 
 // Machine describes where the benchmark ran.

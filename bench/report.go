@@ -77,6 +77,9 @@ func (r *Report) WriteMarkdown(w io.Writer, chartDir string) error {
 	if d := r.Drain; d != nil {
 		writeDrain(b, d, caption)
 	}
+	if len(r.Reload257) > 0 {
+		r.writeReload257(b, caption, chart)
+	}
 	r.writeMisses(b)
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -124,6 +127,9 @@ func (r *Report) writeHeadline(b *strings.Builder, caption string) {
 				modeName(res.Mode), fmtDur(d.Margin), fmtRatio(ratio), fmtDur(Around(res).P99), fmtDur(res.Steady.P99), TargetP99, mark(ratio <= TargetP99))
 		}
 		fmt.Fprintf(b, "| reload wall time (`systemctl reload`), p50 / max | %s | |\n", wallTimes(d))
+	}
+	for _, d := range r.Reload257 {
+		fmt.Fprintf(b, "| %s: failed requests; wall time p50 / max | %s; %s | 0 %s |\n", d.Title, failedOf(d), wallTimes(d), mark(d.Failed() == 0 && d.EventErrors() == 0))
 	}
 	if d := r.Restart; d != nil {
 		fmt.Fprintf(b, "| `systemctl restart webapp.service` under load: failed requests | %s | 0 %s |\n", failedOf(d), mark(d.Failed() == 0 && d.EventErrors() == 0))
@@ -535,7 +541,7 @@ func (r *Report) writeMisses(b *strings.Builder) {
 			}
 		}
 	}
-	for _, d := range append([]*Disruption{r.Reload, r.Restart}, r.Alternatives...) {
+	for _, d := range append(append([]*Disruption{r.Reload, r.Restart}, r.Alternatives...), r.Reload257...) {
 		if d == nil || !d.ZeroFailures {
 			continue
 		}

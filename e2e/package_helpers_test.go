@@ -78,9 +78,9 @@ type pkgBox struct {
 	files map[string]string
 }
 
-func bootPackageBox(t *testing.T) *pkgBox {
+func bootPackageBox(t *testing.T, sd systemdtest.Systemd) *pkgBox {
 	t.Helper()
-	box := systemdtest.Boot(t, systemdtest.Options{})
+	box := systemdtest.Boot(t, systemdtest.Options{Root: sd.Root})
 	port := systemdtest.Port(t)
 	p := &pkgBox{box: box, port: port, url: fmt.Sprintf("http://127.0.0.1:%d/", port), files: map[string]string{}}
 	// The box's root is the host's: files of webapp the host has (an

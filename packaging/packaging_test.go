@@ -189,6 +189,7 @@ var (
 		"/usr/lib/systemd/system/webapp-metrics.socket",
 		"/usr/lib/systemd/system/webapp-udp.socket",
 		"/usr/share/man/man1/webapp.1.gz",
+		"/usr/share/doc/webapp/examples/webapp-notify-reload.conf",
 	}
 	debFiles = append([]string{
 		"/etc/default/webapp",

@@ -25,7 +25,7 @@ import (
 const serveUsage = `usage: webapp serve [--listen ADDR] [--listen-https ADDR] [--listen-grpc ADDR] [--listen-udp ADDR]
                     [--tls-cert FILE] [--tls-key FILE] [--shutdown-delay D] [--drain-timeout D]
                     [--idle-grace D] [--reload-timeout D] [--control PATH]
-                    [--log-format text|json] [--log-level L]
+                    [--log-format text|json] [--log-level L] [--fd-store] [--notify-reload]
 
 Serves the sockets systemd passes by name (FileDescriptorName=), or binds
 the --listen addresses without systemd:
@@ -66,6 +66,8 @@ type serveConfig struct {
 	control         string
 	failHealthAfter time.Duration
 	faultFile       string
+	fdStore         bool
+	notifyReload    bool
 }
 
 func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
@@ -86,6 +88,8 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.control, "control", baton.ControlPath(), "unix socket `path` on which `webapp reload` reaches this service (default $RUNTIME_DIRECTORY/control.sock; none outside systemd)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: error, warn, info or debug")
+	fs.BoolVar(&c.fdStore, "fd-store", false, "give the sockets bound here (no .socket unit) to systemd's file descriptor store, so that a restart gets them back and refuses nothing (needs FileDescriptorStoreMax=; automatic where systemd sets $FDSTORE, 254 and later)")
+	fs.BoolVar(&c.notifyReload, "notify-reload", false, "the unit is Type=notify-reload (systemd 253 and later): SIGHUP from `systemctl reload` swaps the binary, and READY=1 with RELOADING=1 of the new generation ends the reload")
 	if err := cl.parse(args, stdout); err != nil {
 		return nil, err
 	}
@@ -268,6 +272,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		OnEvent:       ev.handle,
 		Version:       version,
 		Logger:        log,
+		FDStore:       cfg.fdStore,
+		NotifyReload:  cfg.notifyReload,
 		OnHandoverStep: func(s upgrade.Step) {
 			log.Debugf("hand-over: %s", s)
 			if cfg.faultFile != "" {
