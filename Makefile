@@ -7,7 +7,11 @@ ADDR ?= 127.0.0.1:8080
 # Test binaries for the sandbox and the packages are static.
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -buildid='
 # Debian packages the test suite needs; `make deps` installs what is missing.
-APT_PACKAGES := systemd-container nghttp2-client python3-websockets
+APT_PACKAGES := systemd-container nghttp2-client mmdebstrap haproxy nginx-light python3-websockets
+# Packages whose daemon the install would start (the fleet test runs its
+# own): a policy-rc.d keeps them stopped during the install, and they are
+# disabled after it.
+APT_DAEMONS := haproxy nginx
 TEST_TIMEOUT ?= 40m
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 5s
@@ -36,6 +40,7 @@ run: build ## start webapp on $(ADDR) without systemd (SIGHUP swaps, Ctrl-C drai
 test: deps ## run the whole test suite (installs what it needs)
 	$(MAKE) lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) deploy-check
 	$(MAKE) fuzz
 	$(MAKE) bench-smoke
 
@@ -60,6 +65,7 @@ lint: staticcheck ## go vet, gofmt, go mod tidy, staticcheck and shellcheck
 	@cd bench && $(GO) mod tidy -diff || { echo "bench/go.mod or bench/go.sum is not tidy: run go mod tidy in bench"; exit 1; }
 	$(STATICCHECK) ./...
 	cd bench && $(STATICCHECK) ./...
+	$(MAKE) deploy-lint
 
 staticcheck: $(STATICCHECK)
 $(STATICCHECK):
@@ -71,12 +77,21 @@ deps: ## install the Debian packages the tests need (as root)
 	if [ "$$(id -u)" != 0 ]; then echo "make deps: missing Debian packages: $$missing (run make deps as root)"; exit 0; fi; \
 	echo "make deps: installing $$missing"; \
 	export DEBIAN_FRONTEND=noninteractive; \
+	policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1; fi; \
 	apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing; }
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing; }; rc=$$?; \
+	if [ -n "$$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	for d in $(APT_DAEMONS); do systemctl disable --quiet $$d.service 2>/dev/null || true; done; \
+	exit $$rc
+	@# The Debian 13 root (systemd 257) of the e2e tests, built once and cached
+	@# under /var/tmp (systemdtest.DebianRoot); booting it checks it.
+	@if [ "$$(id -u)" = 0 ]; then $(GO) test -count=1 -run '^TestVersions$$' ./systemd/systemdtest >/dev/null || \
+	  { echo "make deps: the Debian 13 root for the e2e tests failed to build or boot:"; $(GO) test -count=1 -v -run '^TestVersions$$' ./systemd/systemdtest; exit 1; }; fi
 
 clean: ## remove build output
 	rm -rf $(BIN) dist
 
 -include packaging/packaging.mk
 -include bench/bench.mk
+-include deploy/deploy.mk
 -include internal/ticker/proto.mk

@@ -23,11 +23,14 @@ import (
 // reload (package upgrade keeps BATON_* from it), which then runs the same
 // child.
 const (
-	childEnv        = "RUN_TEST_CHILD"   // example, passed or udp
+	childEnv        = "RUN_TEST_CHILD"   // example, passed, udp or ready
 	childServersEnv = "RUN_TEST_SERVERS" // passed: the servers, as JSON
 	childHoldEnv    = "RUN_TEST_HOLD_AT" // udp: the step to hold at
 	childReleaseEnv = "RUN_TEST_RELEASE" // udp: the FIFO whose line ends the hold
 	childFailEnv    = "RUN_TEST_FAIL_AT" // udp: the new-side step to exit at
+	childControlEnv = "RUN_TEST_CONTROL" // main: the control socket
+	childEventsEnv  = "RUN_TEST_EVENTS"  // main: the file events are appended to, as JSON lines
+	childFailEnv2   = "RUN_TEST_FAIL"    // main: a file; a new generation that removes it exits 3
 )
 
 func TestMain(m *testing.M) {
@@ -42,10 +45,56 @@ func TestMain(m *testing.M) {
 		os.Exit(passedChild())
 	case "udp":
 		os.Exit(udpChild())
+	case "main":
+		mainChild() // exits
+	case "ready":
+		os.Exit(readyChild())
 	default:
 		fmt.Fprintf(os.Stderr, "%s=%q: no such child\n", childEnv, os.Getenv(childEnv))
 		os.Exit(2)
 	}
+}
+
+// mainChild is a service whose main is one baton.Main call, as in the
+// README's quick start: serve, reload and version by its command line.
+func mainChild() {
+	if f := os.Getenv(childFailEnv2); f != "" && os.Getenv("BATON_GENERATION") != "" && os.Remove(f) == nil {
+		fmt.Fprintln(os.Stderr, "main child: failing as asked")
+		os.Exit(3)
+	}
+	var onEvent func(baton.Event)
+	if path := os.Getenv(childEventsEnv); path != "" {
+		onEvent = func(e baton.Event) {
+			line := eventLine{Kind: string(e.Kind), PID: e.PID, Generation: e.Generation, Reloads: e.Reloads, FailedReloads: e.FailedReloads,
+				NewPID: e.NewPID, Connections: e.Connections, Cut: e.Cut, Stopping: e.Stopping, Message: e.Message}
+			if e.Err != nil {
+				line.Err = e.Err.Error()
+			}
+			b, _ := json.Marshal(line)
+			// One write per line, O_APPEND: generations write to it at once.
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+			if err == nil {
+				f.Write(append(b, '\n'))
+				f.Close()
+			}
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from pid %d\n", os.Getpid())
+	})
+	baton.Main(baton.Options{Control: os.Getenv(childControlEnv), Version: "1.2.3", OnEvent: onEvent},
+		baton.HTTP(baton.Socket{Name: "http", Address: "127.0.0.1:0"}, &http.Server{Handler: mux}))
+}
+
+// eventLine is a baton.Event as the main child writes it.
+type eventLine struct {
+	Kind                           string
+	PID, Generation                int
+	Reloads, FailedReloads, NewPID int
+	Connections, Cut               int
+	Stopping                       bool
+	Err, Message                   string
 }
 
 // childServer describes one server of the passed child.

@@ -2,6 +2,7 @@ package baton
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -31,13 +32,15 @@ import (
 //     the watchdog while healthy when WatchdogSec= is set;
 //   - swaps in a new binary on every value from Options.Reload and on every
 //     request on the control socket (`webapp reload`);
-//   - when ctx ends (the caller's SIGTERM), sends STOPPING=1 and drains
-//     every server within one deadline (DrainTimeout, kept inside
-//     StopTimeout; moved on while connections are still leaving, which
-//     systemd hears as EXTEND_TIMEOUT_USEC=), with STATUS= counting what
-//     is left; after a hand-over it drains the same way, within
-//     DrainTimeout, without STOPPING=1. Draining(ctx) is closed as a drain
-//     begins, for the long-lived exchanges to end.
+//   - when ctx ends (the caller's SIGTERM), turns Options.Readiness not
+//     ready and keeps serving for Options.ShutdownDelay (zero by
+//     default), then sends STOPPING=1 and drains every server within one
+//     deadline (DrainTimeout, kept inside StopTimeout; moved on while
+//     connections are still leaving, which systemd hears as
+//     EXTEND_TIMEOUT_USEC=), with STATUS= counting what is left; after a
+//     hand-over it drains the same way at once, within DrainTimeout,
+//     without STOPPING=1, and leaves Readiness ready. Draining(ctx) is
+//     closed as a drain begins, for the long-lived exchanges to end.
 //
 // Run returns nil after a clean drain, an error wrapping drain.ErrCut
 // when the deadline cut connections, and other errors when the service
@@ -50,6 +53,9 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	log := opts.Logger
 	if err := checkServers(servers); err != nil {
 		return err
+	}
+	if opts.ShutdownDelay < 0 {
+		return fmt.Errorf("baton: ShutdownDelay %v: must not be negative (zero drains at once)", opts.ShutdownDelay)
 	}
 	notifier, err := systemd.Open()
 	if err != nil && !errors.Is(err, systemd.ErrNotSupervised) {
@@ -73,8 +79,21 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		return err
 	}
 	defer set.Close()
+	if err := checkStored(ctx, opts, notifier, set, specs); err != nil {
+		notifier.Notify(systemd.Status("start failed: " + err.Error()))
+		return err
+	}
+	storeBound(opts, notifier, set)
 
-	g := &group{opts: opts, set: set}
+	lin := inheritedLineage(handoff != nil, opts.OnEvent, log)
+	g := &group{opts: opts, set: set, lin: lin}
+	started := time.Now()
+	var state atomic.Value // for Status: what Run is doing
+	state.Store("starting")
+	// Closed at a stop: the control socket refuses reloads from then on
+	// but still answers status requests while the drain lasts.
+	stopping := make(chan struct{})
+	defer context.AfterFunc(ctx, func() { close(stopping) })()
 	dopts := drain.Options{IdleGrace: opts.IdleGrace, Logger: log}
 	for _, s := range servers {
 		if !set.Has(s.sock.Name) {
@@ -114,12 +133,31 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		Resume:   g.resume,
 		OnCommit: g.stopAccepting,
 		OnStep:   opts.OnHandoverStep,
+		OnStart: func() {
+			lin.emit(Event{Kind: EventReloadStarted, Message: "upgrade: starting " + opts.Path})
+		},
+		OnOutcome: func(res upgrade.Result, err error) {
+			if err != nil {
+				lin.emit(Event{Kind: EventReloadFailed, Message: fmt.Sprintf("%v; still serving as pid %d", err, os.Getpid()), Duration: res.Duration, Err: err})
+				return
+			}
+			lin.emit(Event{Kind: EventReloadCommitted, Message: fmt.Sprintf("upgrade: pid %d took over in %v", res.PID, res.Duration.Round(time.Millisecond)), NewPID: res.PID, Duration: res.Duration})
+		},
+		Status: func() string {
+			b, err := json.Marshal(g.statusOf(started, &state))
+			if err != nil {
+				return "{}"
+			}
+			return string(b)
+		},
+		Stopping:     stopping,
+		NotifyReload: opts.NotifyReload,
 	}, func(firstFD int) (upgrade.Handover, error) {
 		files, env := set.Export(firstFD)
 		if len(files) == 0 {
 			return upgrade.Handover{}, errors.New("no socket left to hand on")
 		}
-		return upgrade.Handover{Files: files, Env: env}, nil
+		return upgrade.Handover{Files: files, Env: append(env, lin.handoverEnv()...)}, nil
 	})
 	if err != nil {
 		return err
@@ -146,6 +184,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		}
 	}
 
+	lin.emit(Event{Kind: EventStarted, Message: fmt.Sprintf("started: generation %d, sockets from %s", lin.generation, set.Source())})
 	// Prove the service healthy before taking a single connection.
 	readyCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = health(readyCtx)
@@ -165,6 +204,9 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		}
 	}
 	g.serve(serveErr)
+	// A new generation is ready from its first connection: the service
+	// as a whole stays ready across a hand-over.
+	opts.Readiness.set(readyServing)
 	if handoff != nil {
 		// We accept beside the old generation until it has made us the
 		// main process (MAINPID=).
@@ -199,16 +241,20 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		log.Warnf("notify: %v", err)
 	}
 	cancel()
-	log.Infof("%s", what)
+	state.Store("serving")
+	lin.emit(Event{Kind: EventReady, Message: what})
 
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
-	startWatchdog(wdCtx, notifier, health, log)
+	startWatchdog(wdCtx, notifier, lin.watched(health), log)
 	controlDone := make(chan struct{})
+	// The control socket lasts until Run returns: during a stop's drain
+	// it answers status requests (reloads are refused once stopping).
+	controlCtx, endControl := context.WithCancel(context.Background())
 	if control != nil {
 		go func() {
 			defer close(controlDone)
-			if err := upgrader.ServeControl(ctx, control); err != nil && !errors.Is(err, upgrade.ErrHandedOver) {
+			if err := upgrader.ServeControl(controlCtx, control); err != nil && !errors.Is(err, upgrade.ErrHandedOver) {
 				log.Errorf("control socket: %v", err)
 			}
 		}()
@@ -218,6 +264,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	// After a hand-over the reload command must hear the outcome before
 	// this generation exits (the control socket closed at the commit).
 	defer func() {
+		endControl()
 		select {
 		case <-controlDone:
 		case <-time.After(5 * time.Second):
@@ -227,11 +274,20 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	for {
 		select {
 		case <-ctx.Done():
-			stopWatchdog()
 			// Handed over just now? Then the service is not stopping.
-			return g.stop(notifier, !isClosed(upgrader.HandedOver()))
+			isStop := !isClosed(upgrader.HandedOver())
+			if isStop {
+				g.stopBegan = time.Now()
+				state.Store("stopping")
+				g.delayShutdown(notifier, serveErr)
+			} else {
+				state.Store("handed-over")
+			}
+			stopWatchdog()
+			return g.stop(notifier, isStop)
 		case err := <-serveErr:
 			if err != nil {
+				opts.Readiness.set(readyStopping)
 				notifier.Notify(systemd.Status("failed: " + err.Error()))
 				g.stop(notifier, true)
 				return fmt.Errorf("serve: %w", err)
@@ -241,6 +297,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 			go upgrader.Upgrade(ctx) // it logs the outcome
 		case <-upgrader.HandedOver():
 			stopWatchdog()
+			state.Store("handed-over")
 			return g.stop(notifier, false)
 		}
 	}
@@ -286,8 +343,10 @@ type group struct {
 	opts    Options
 	set     *activation.Set
 	servers []*Server
+	lin     *lineage
 
 	drainOnce sync.Once
+	stopBegan time.Time // when the stop began, before any shutdown delay
 }
 
 // serve starts every server on its sockets.
@@ -414,12 +473,40 @@ func (g *group) describe() string {
 	return strings.Join(parts, ", ")
 }
 
+// delayShutdown turns readiness off and keeps serving for the
+// ShutdownDelay, so that balancers stop sending new connections before
+// the servers stop accepting. A server failing meanwhile ends the delay
+// (its error is logged: the drain follows).
+func (g *group) delayShutdown(notifier *systemd.Notifier, serveErr <-chan error) {
+	g.opts.Readiness.set(readyStopping)
+	d := g.opts.ShutdownDelay
+	if d <= 0 {
+		return
+	}
+	what := fmt.Sprintf("stopping: not ready, still serving for %v before the drain", d)
+	notifier.Notify(systemd.Status(what))
+	g.opts.Logger.Infof("%s", what)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return
+		case err := <-serveErr:
+			if err != nil {
+				g.opts.Logger.Errorf("serve: %v: draining now", err)
+				return
+			}
+		}
+	}
+}
+
 // stop drains this generation: every server at once, within one
 // deadline. stopping says whether the service is stopping (SIGTERM)
 // rather than handing over to a new generation.
 //
-// A stop's deadline is DrainTimeout, or StopTimeout less a margin when
-// that is sooner. While connections are leaving, a stop near its deadline
+// A stop's deadline is DrainTimeout, or StopTimeout less a margin (and
+// less the shutdown delay) when that is sooner. While connections are leaving, a stop near its deadline
 // moves it on by a step, and each time the count goes down it tells
 // systemd how long it still needs (EXTEND_TIMEOUT_USEC=, the time left
 // plus the margin), so that systemd's own timeout never fires during a
@@ -428,19 +515,28 @@ func (g *group) describe() string {
 func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 	log, budget := g.opts.Logger, g.opts.DrainTimeout
 	margin := stopMargin(g.opts.StopTimeout)
-	if stopping && g.opts.StopTimeout > 0 && g.opts.StopTimeout-margin < budget {
-		budget = g.opts.StopTimeout - margin
+	if stopping && g.opts.StopTimeout > 0 {
+		// The shutdown delay, if any, has used some of systemd's time.
+		left := g.opts.StopTimeout - margin
+		if !g.stopBegan.IsZero() {
+			left -= time.Since(g.stopBegan)
+		}
+		budget = max(0, min(budget, left))
 	}
-	step := max(time.Second, budget/4)
+	// A drain whose connections leave at least once a step goes on.
+	step := max(2*time.Second, budget/4)
 	status := func() systemd.State {
 		return systemd.Status(fmt.Sprintf("draining: %d connections remain, %d long-lived (WebSocket, stream, gRPC)", g.connections(), g.longLived()))
 	}
+	open := g.connections()
+	var msg string
 	if stopping {
 		notifier.Notify(systemd.Stopping, status())
-		log.Infof("stopping: draining %d connections, %d long-lived (deadline %v)", g.connections(), g.longLived(), budget)
+		msg = fmt.Sprintf("stopping: draining %d connections, %d long-lived (deadline %v)", open, g.longLived(), budget)
 	} else {
-		log.Infof("handed over: draining %d connections, %d long-lived (deadline %v)", g.connections(), g.longLived(), budget)
+		msg = fmt.Sprintf("handed over: draining %d connections, %d long-lived (deadline %v)", open, g.longLived(), budget)
 	}
+	g.lin.emit(Event{Kind: EventDrainStarted, Message: msg, Connections: open, Stopping: stopping})
 	start := time.Now()
 	cctx, cancelCause := context.WithCancelCause(context.Background())
 	cancel := func() { cancelCause(context.DeadlineExceeded) }
@@ -518,13 +614,16 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 		}
 	}
 	close(done)
-	took := time.Since(start).Round(time.Millisecond)
+	elapsed := time.Since(start)
+	took := elapsed.Round(time.Millisecond)
 	if len(errs) > 0 {
 		if stopping {
 			notifier.Notify(systemd.Status(fmt.Sprintf("stopped: %d connections cut at the %v deadline", cut, time.Duration(final.Load()).Round(time.Millisecond))))
 		}
-		return fmt.Errorf("stopped after %v: %d connections cut at the deadline (%s): %w", took, cut, strings.Join(cuts, ", "), errors.Join(errs...))
+		err := fmt.Errorf("stopped after %v: %d connections cut at the deadline (%s): %w", took, cut, strings.Join(cuts, ", "), errors.Join(errs...))
+		g.lin.emit(Event{Kind: EventDrainFinished, Message: err.Error(), Duration: elapsed, Cut: cut, Stopping: stopping, Err: err})
+		return err
 	}
-	log.Infof("stopped after %v, no connection cut", took)
+	g.lin.emit(Event{Kind: EventDrainFinished, Message: fmt.Sprintf("stopped after %v, no connection cut", took), Duration: elapsed, Stopping: stopping})
 	return nil
 }

@@ -160,7 +160,7 @@ func contains(list []string, s string) bool {
 
 // TestRunStopExtendsWhileLeaving: with StopTimeout 5s the stop's drain
 // would end at 4 s, but its connections are still leaving then (one
-// every second, the last at 6 s): it moves its deadline on and tells
+// every second, the last at 5 s): it moves its deadline on and tells
 // systemd each time
 // (EXTEND_TIMEOUT_USEC=), every leaving connection says goodbye, and once
 // none leaves any more the one left is cut. At no point would systemd's
@@ -185,7 +185,8 @@ func TestRunStopExtendsWhileLeaving(t *testing.T) {
 	}()
 	notify.WaitFor(t, 0, "READY=1", 20*time.Second)
 	var leavers []*holder
-	for i := range 6 {
+	const n = 5
+	for i := range n {
 		leavers = append(leavers, hold(t, addr, fmt.Sprintf("/hold/%d", every.Milliseconds()*int64(i+1))))
 	}
 	stubborn := hold(t, addr, "/hold/-1")
@@ -224,8 +225,8 @@ func TestRunStopExtendsWhileLeaving(t *testing.T) {
 	if extends == 0 {
 		t.Errorf("no EXTEND_TIMEOUT_USEC= during a drain whose connections were leaving")
 	}
-	if end.Sub(start) < 6*every {
-		t.Errorf("the stop took %v, want it to wait for the last leaver at %v", end.Sub(start), 6*every)
+	if end.Sub(start) < n*every {
+		t.Errorf("the stop took %v, want it to wait for the last leaver at %v", end.Sub(start), n*every)
 	}
 	if end.After(killAt) {
 		t.Errorf("Run returned %v after the start, after systemd's timer (%v): it would have been killed", end.Sub(start), killAt.Sub(start))

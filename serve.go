@@ -46,11 +46,27 @@ type Options struct {
 	DrainTimeout time.Duration
 	// StopTimeout is the unit's TimeoutStopSec=, which systemd does not
 	// pass to the service. When set, a stop's drain ends before it: at
-	// StopTimeout less a second (less a fifth when that is shorter), if
-	// that comes before DrainTimeout. Zero means unknown.
+	// StopTimeout less a second (less a fifth when that is shorter),
+	// counted from the SIGTERM (so ShutdownDelay included), if that comes
+	// before DrainTimeout. Zero means unknown.
 	StopTimeout time.Duration
 	// IdleGrace is drain.Options.IdleGrace.
 	IdleGrace time.Duration
+	// ShutdownDelay is how long a stop (the end of Run's context) keeps
+	// accepting and serving, with Readiness not ready and a STATUS= line
+	// saying so, before the drain begins: time for load balancers and
+	// Kubernetes to stop sending new connections. Zero (the default)
+	// drains at once, which is right under systemd alone: the socket
+	// outlives the process. A hand-over is not delayed. Behind a
+	// health-checking balancer, set at least its check interval times
+	// its fall count, plus a margin; under Kubernetes, the time endpoint
+	// removal takes to reach every node (a few seconds). ShutdownDelay
+	// plus DrainTimeout must fit TimeoutStopSec= or
+	// terminationGracePeriodSeconds. Negative is an error.
+	ShutdownDelay time.Duration
+	// Readiness, if set, is made ready when the servers serve and not
+	// ready when a stop begins (see Readiness). Nil tracks none.
+	Readiness *Readiness
 	// ReloadTimeout bounds the start of a new generation; keep it below
 	// TimeoutStartSec=. Zero means upgrade.DefaultTimeout.
 	ReloadTimeout time.Duration
@@ -85,10 +101,35 @@ type Options struct {
 	// see Draining (gRPC streams) to finish there; HTTP handlers and
 	// Stream handlers have Draining(ctx).
 	OnDrain func()
+	// OnEvent, if set, is called with each Event of the service: started,
+	// ready, reloads and their outcome, drains and what they cut,
+	// watchdog failures. It is called synchronously and must not block;
+	// the Logger gets the same as a message. A place for structured logs
+	// and metrics.
+	OnEvent func(Event)
 	// Version is shown in the status line.
 	Version string
 	// Logger receives progress and problems. Nil discards them.
 	Logger Logger
+	// FDStore gives the sockets Run binds itself (no .socket unit passed
+	// them) to systemd's file descriptor store (FDSTORE=1, FDNAME=<socket
+	// name>), so that the next start after `systemctl restart` gets them
+	// back by name instead of binding again: the sockets stay open across
+	// the restart, and connections wait in their backlog instead of being
+	// refused. The unit needs FileDescriptorStoreMax=. systemd 254 and
+	// later announce it with $FDSTORE, which turns the storing on by
+	// itself; systemd 252 does not, hence this switch. With FDStore set,
+	// Run also takes every socket passed to it as one from the store, and
+	// a socket passed back on an address other than its Socket's Address
+	// (the configured address changed before a restart) fails the start
+	// after removing it from the store (FDSTOREREMOVE=1), so that the next
+	// start (Restart=on-failure) binds the new address: do not set it for
+	// sockets a .socket unit passes.
+	FDStore bool
+	// NotifyReload is for a unit with Type=notify-reload (systemd 253 and
+	// later), whose `systemctl reload` sends SIGHUP (a value on Reload)
+	// and waits for READY=1: see upgrade.Options.NotifyReload.
+	NotifyReload bool
 	// OnHandoverStep, if set, is called synchronously at each step of a
 	// hand-over, in the old generation and in the new one (see
 	// upgrade.Step): a place to log or trace it.

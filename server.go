@@ -286,6 +286,7 @@ func (k *httpKind) stopAccepting()          { k.d.StopAccepting() }
 func (k *httpKind) release(context.Context) {}
 func (k *httpKind) connections() int        { return k.d.Connections() }
 func (k *httpKind) longLived() int          { return k.d.Raw() }
+func (k *httpKind) inFlight() int           { return k.d.InFlight() }
 
 func (k *httpKind) drain(ctx context.Context) (drain.Report, error) { return k.d.Shutdown(ctx) }
 
@@ -318,6 +319,7 @@ func (k *grpcKind) stopAccepting()          { k.d.StopAccepting() }
 func (k *grpcKind) release(context.Context) {}
 func (k *grpcKind) connections() int        { return k.d.Connections() }
 func (k *grpcKind) longLived() int          { return k.d.Connections() }
+func (k *grpcKind) inFlight() int           { return k.d.InFlight() }
 
 func (k *grpcKind) drain(ctx context.Context) (drain.Report, error) {
 	rep, err := k.d.Shutdown(ctx)
@@ -363,6 +365,7 @@ func (k *streamKind) stopAccepting()          { k.d.StopAccepting() }
 func (k *streamKind) release(context.Context) {}
 func (k *streamKind) connections() int        { return k.d.Connections() }
 func (k *streamKind) longLived() int          { return k.d.Connections() }
+func (k *streamKind) inFlight() int           { return k.d.InFlight() }
 
 func (k *streamKind) drain(ctx context.Context) (drain.Report, error) { return k.d.Shutdown(ctx) }
 

@@ -64,6 +64,14 @@
 //	[Service]
 //	ExecStart=/usr/bin/webapp serve
 //
+// Descriptors the service gave to systemd's file descriptor store
+// (systemd.Notifier.Store, FDSTORE=1 with FDNAME=) come back the same way
+// after a restart: in LISTEN_FDS, named by their FDNAME= in
+// LISTEN_FDNAMES, so a Spec of that name takes them and the Set's Source
+// is Systemd. A service without a .socket unit binds its Spec's Address on
+// its first start, stores the socket, and takes it back by name from then
+// on.
+//
 // A second socket unit for the same service (say admin.socket with
 // FileDescriptorName=admin and Service=webapp.service, listed in Sockets=
 // of the service) adds a second name; ListenStream= twice in one unit

@@ -52,7 +52,7 @@ type config struct {
 	// --drain-timeout.
 	drainRounds, drainConns, drainStreams int
 	drainTimeout                          time.Duration
-	// Scenario 8: WebSocket and SSE clients, reloads and restarts, and
+	// Scenario 9: WebSocket and SSE clients, reloads and restarts, and
 	// the reloads of the contrast.
 	liveWS, liveSSE                                int
 	liveReloads, liveRestarts, liveContrastReloads int
@@ -138,6 +138,11 @@ func TestBench(t *testing.T) {
 		defer func() { protoSkipped = t.Skipped() }()
 		rep.Protocols = runProtocols(t, env)
 	})
+	skipped257 := false
+	t.Run("systemd257", func(t *testing.T) {
+		defer func() { skipped257 = t.Skipped() }()
+		rep.Reload257 = runSystemd257(t, env)
+	})
 	liveSkipped := false
 	t.Run("longlived", func(t *testing.T) {
 		defer func() { liveSkipped = t.Skipped() }()
@@ -150,7 +155,8 @@ func TestBench(t *testing.T) {
 	// scenarios (-run 'TestBench/longlived') writes what it measured.
 	filtered := strings.Contains(flag.Lookup("test.run").Value.String(), "/")
 	if t.Failed() || !filtered && (rep.Steady == nil || rep.Stop == nil || rep.Reload == nil || rep.Restart == nil || len(rep.Alternatives) == 0 ||
-		rep.Drain == nil || (!protoSkipped && rep.Protocols == nil) || (!liveSkipped && rep.LongLived == nil)) {
+		rep.Drain == nil || (!protoSkipped && rep.Protocols == nil) || (!skipped257 && len(rep.Reload257) != len(reload257Variants)) ||
+		(!liveSkipped && rep.LongLived == nil)) {
 		t.Errorf("a scenario did not run to its end: the report below is incomplete")
 	}
 
@@ -314,7 +320,7 @@ func writeAll(t *testing.T, rep *Report, report, charts, rel string, bin time.Du
 	if rep.Stop != nil {
 		chart("stop", func(p string) error { return StopChart(p, rep.Stop) })
 	}
-	for _, d := range append([]*Disruption{rep.Reload, rep.Restart}, rep.Alternatives...) {
+	for _, d := range append(append([]*Disruption{rep.Reload, rep.Restart}, rep.Alternatives...), rep.Reload257...) {
 		if d == nil {
 			continue
 		}

@@ -169,7 +169,35 @@ func timeline(title, noun string, res *load.Result, bin time.Duration) (*plot.Pl
 		sc.GlyphStyle.Color = red
 		sc.GlyphStyle.Radius = vg.Points(3)
 		p.Add(sc)
-		p.Legend.Add(fmt.Sprintf("failed request (%d)", res.Failed()), sc)
+		p.Legend.Add(fmt.Sprintf("failed request (%d; at most %d marks per %v, counts per %s above)", res.Failed(), maxMarksPerBin, bin, noun), sc)
+		// The count of each disruption's failures, over its band: the
+		// marks alone cannot show a storm of thousands.
+		var at plotter.XYs
+		var counts []string
+		for _, e := range res.Events {
+			from, to := e.Start-time.Second, e.End()+time.Second
+			n := 0
+			for _, f := range fails {
+				if f.Start >= from && f.Start <= to {
+					n++
+				}
+			}
+			if n > 0 {
+				at = append(at, plotter.XY{X: e.Start.Seconds(), Y: ymax / 4})
+				counts = append(counts, fmt.Sprintf("%d failed", n))
+			}
+		}
+		if len(at) > 0 {
+			labels, err := plotter.NewLabels(plotter.XYLabels{XYs: at, Labels: counts})
+			if err != nil {
+				return nil, err
+			}
+			for i := range labels.TextStyle {
+				labels.TextStyle[i].Color = red
+				labels.TextStyle[i].Font.Size = vg.Points(8)
+			}
+			p.Add(labels)
+		}
 	}
 	return p, nil
 }
@@ -301,7 +329,9 @@ func StopChart(path string, s *Stop) error {
 
 // saveRows draws plots as aligned rows of one SVG.
 func saveRows(path string, plots [][]*plot.Plot) error {
-	c := vgsvg.New(chartWidth, rowHeight*vg.Length(len(plots)))
+	// The fonts go in the SVG: a viewer without them would draw other
+	// ones, whose widths overflow the titles and the legends.
+	c := vgsvg.NewWith(vgsvg.UseWH(chartWidth, rowHeight*vg.Length(len(plots))), vgsvg.EmbedFonts(true))
 	dc := draw.New(c)
 	tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadY: vg.Centimeter, PadTop: vg.Points(4), PadBottom: vg.Points(4), PadLeft: vg.Points(4), PadRight: vg.Points(8)}
 	canvases := plot.Align(plots, tiles, dc)

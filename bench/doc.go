@@ -26,7 +26,8 @@
 //     github.com/cloudflare/tableflip's documented upgrade pattern
 //     (cmd/flipapp), next to webapp's own swap without systemd.
 //
-// Scenarios 6 to 8 use clients nobody here wrote:
+// Scenarios 6, 7 and 9 use clients nobody here wrote (scenario 8 is
+// scenario 2 again under systemd 257):
 //
 //  6. every protocol through reloads and then restarts under the real
 //     systemd: h2load (Debian's nghttp2-client) over h2c on the http
@@ -43,7 +44,10 @@
 //     and webapp.v1.Ticker/Ticks streams open: time to exit, what the log
 //     says was cut, and how the streams ended (UNAVAILABLE "draining,
 //     retry");
-//  8. long-lived connections under the real systemd: WebSocket clients
+//  8. reload under Debian 13's systemd 257 (a sandbox booted from the
+//     root systemdtest.DebianRoot builds): the shipped ExecReload= client
+//     against the Type=notify-reload drop-in, same load as scenario 2.
+//  9. long-lived connections under the real systemd: WebSocket clients
 //     on webapp's GET /ws (Debian's python3-websockets, several asyncio
 //     processes; a numbered message every 100 ms, reconnecting and
 //     resending what was not echoed) and server-sent-event clients on

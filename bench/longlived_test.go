@@ -16,7 +16,7 @@ import (
 	"github.com/baton-dev/baton/systemd/systemdtest"
 )
 
-// runLongLived is scenario 8: webapp's WebSocket echo (GET /ws) and
+// runLongLived is scenario 9: webapp's WebSocket echo (GET /ws) and
 // server-sent events (GET /events) under the real systemd, loaded by
 // Debian's python3-websockets and Python's http.client (package
 // livetest), through reloads and restarts; then the contrast, the same

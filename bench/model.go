@@ -30,7 +30,10 @@ type Report struct {
 	Alternatives []*Disruption
 	Protocols    *Protocols // scenario 6
 	Drain        *Drain     // scenario 7
-	LongLived    *LongLived // scenario 8
+	// Reload257 is scenario 8: reloads under systemd 257 through
+	// ExecReload= and with Type=notify-reload, in that order.
+	Reload257 []*Disruption
+	LongLived *LongLived // scenario 9
 }
 
 // Machine describes where the benchmark ran.
@@ -367,7 +370,7 @@ type DrainCase struct {
 	AfterGoaway map[string]int
 }
 
-// LongLived is scenario 8: WebSocket and server-sent-event clients
+// LongLived is scenario 9: WebSocket and server-sent-event clients
 // through reloads and restarts under systemd, with webapp's drain signal
 // and without it.
 type LongLived struct {

@@ -77,6 +77,9 @@ func (r *Report) WriteMarkdown(w io.Writer, chartDir string) error {
 	if d := r.Drain; d != nil {
 		writeDrain(b, d, caption)
 	}
+	if len(r.Reload257) > 0 {
+		r.writeReload257(b, caption, chart)
+	}
 	if l := r.LongLived; l != nil {
 		writeLongLived(b, l, caption)
 	}
@@ -127,6 +130,9 @@ func (r *Report) writeHeadline(b *strings.Builder, caption string) {
 				modeName(res.Mode), fmtDur(d.Margin), fmtRatio(ratio), fmtDur(Around(res).P99), fmtDur(res.Steady.P99), TargetP99, mark(ratio <= TargetP99))
 		}
 		fmt.Fprintf(b, "| reload wall time (`systemctl reload`), p50 / max | %s | |\n", wallTimes(d))
+	}
+	for _, d := range r.Reload257 {
+		fmt.Fprintf(b, "| %s: failed requests; wall time p50 / max | %s; %s | 0 %s |\n", d.Title, failedOf(d), wallTimes(d), mark(d.Failed() == 0 && d.EventErrors() == 0))
 	}
 	if d := r.Restart; d != nil {
 		fmt.Fprintf(b, "| `systemctl restart webapp.service` under load: failed requests | %s | 0 %s |\n", failedOf(d), mark(d.Failed() == 0 && d.EventErrors() == 0))
@@ -237,7 +243,7 @@ func worstAdded(d *Disruption) string {
 
 func writeSteady(b *strings.Builder, s *Steady, caption, chart string) {
 	fmt.Fprintf(b, "## 1. Steady-state cost: webapp against plain net/http\n\n")
-	fmt.Fprintf(b, "webapp with all four of its servers (`webapp serve --listen --listen-https --listen-grpc --listen-udp --tls-cert --tls-key`, no systemd: its own sockets, the drain wrapper, the health probe; HTTPS, gRPC and UDP bound and served, idle), a plain `net/http` server with the same handler and server timeouts (`bench/cmd/plainhttp`), webapp's four servers without baton (`plainhttp --h2c --listen-https --listen-grpc --listen-udp`: the same handler and http.Server settings, h2c included, a TLS server with the same handler, a `grpc.Server` with the same services and the same UDP echo, each served by its own library on a socket it binds: what a service serving the same pays without baton), and webapp serving its http socket alone (`webapp serve --listen`: what the other three servers cost) all run for the whole scenario and are loaded one at a time on their http socket. In each mode, each round loads them in the order A B C D D C B A for %s each, which server is A rotating from round to round, so that a change of the machine's speed within a round weighs on all alike. The ratio is webapp's requests per second over the plain server's in the same round, each over its two runs; its median, interquartile range and range are over the %d rounds. Latencies are over both runs of a round; the table gives their median (min–max) over the rounds. Server CPU time is the server process's user and system time (all threads, `/proc/PID/stat`, 10 ms ticks) over its runs of the round, divided by their requests; its ratio is the plain server's CPU per request over webapp's, so that, like the throughput ratio, less than 1 means webapp costs more. The ratios against the four servers without baton are formed the same way; the last two rows of each mode compare webapp with four servers to webapp with one (no target).\n\n", fmtDur(s.Duration), s.Rounds)
+	fmt.Fprintf(b, "webapp with all four of its servers and its metrics (`webapp serve --listen --listen-https --listen-grpc --listen-udp --listen-metrics --tls-cert --tls-key`, no systemd: its own sockets, the drain wrapper, the health probe, every request counted for Prometheus; HTTPS, gRPC, UDP and the metrics socket bound and served, idle), a plain `net/http` server with the same handler and server timeouts (`bench/cmd/plainhttp`), webapp's four servers without baton (`plainhttp --h2c --listen-https --listen-grpc --listen-udp`: the same handler and http.Server settings, h2c included, a TLS server with the same handler, a `grpc.Server` with the same services and the same UDP echo, each served by its own library on a socket it binds: what a service serving the same pays without baton), and webapp serving its http socket alone (`webapp serve --listen`: what the other three servers cost) all run for the whole scenario and are loaded one at a time on their http socket. In each mode, each round loads them in the order A B C D D C B A for %s each, which server is A rotating from round to round, so that a change of the machine's speed within a round weighs on all alike. The ratio is webapp's requests per second over the plain server's in the same round, each over its two runs; its median, interquartile range and range are over the %d rounds. Latencies are over both runs of a round; the table gives their median (min–max) over the rounds. Server CPU time is the server process's user and system time (all threads, `/proc/PID/stat`, 10 ms ticks) over its runs of the round, divided by their requests; its ratio is the plain server's CPU per request over webapp's, so that, like the throughput ratio, less than 1 means webapp costs more. The ratios against the four servers without baton are formed the same way; the last two rows of each mode compare webapp with four servers to webapp with one (no target).\n\n", fmtDur(s.Duration), s.Rounds)
 	fmt.Fprintf(b, "| mode | server | requests/s | p50 | p99 | server CPU per request | failed |\n|---|---|---|---|---|---|---|\n")
 	for _, m := range s.Modes {
 		for _, srv := range []struct {
@@ -553,7 +559,7 @@ func (r *Report) writeMisses(b *strings.Builder) {
 			}
 		}
 	}
-	for _, d := range append([]*Disruption{r.Reload, r.Restart}, r.Alternatives...) {
+	for _, d := range append(append([]*Disruption{r.Reload, r.Restart}, r.Alternatives...), r.Reload257...) {
 		if d == nil || !d.ZeroFailures {
 			continue
 		}

@@ -288,9 +288,9 @@ func plural(n int64, one, many string) string {
 	return many
 }
 
-// writeLongLived writes scenario 8.
+// writeLongLived writes scenario 9.
 func writeLongLived(b *strings.Builder, l *LongLived, caption string) {
-	fmt.Fprintf(b, "## 8. Long-lived connections through reloads and restarts\n\n")
+	fmt.Fprintf(b, "## 9. Long-lived connections through reloads and restarts\n\n")
 	fmt.Fprintf(b, "webapp under the real systemd (webapp.socket and webapp.service from `systemd/units`, the socket moved to a free port) with WebSocket clients on `GET /ws` (Debian's python3-websockets, asyncio, 125 clients a process), each sending a numbered message every %s, reconnecting when closed and resending what was not echoed, and server-sent-event clients on `GET /events` (Python's http.client, one thread each) resuming with `Last-Event-ID`. At a drain webapp's handlers see `baton.Draining(r.Context())`: `/ws` echoes what it has read and closes with 1001 (going away), `/events` ends after the current event. A close is clean when it is 1001 with the closing handshake; abnormal is any other (1006: the connection cut without a close frame). The reconnect is from the return of `systemctl reload` to each client's first connection to the new MainPID (negative: before it returned), over every reload and client; the old generation's exit is from the same moment. The contrast switches the drain signal off (a test switch of webapp) with a 2 s drain deadline.\n\n", fmtDur(l.Interval))
 	fmt.Fprintf(b, "| case | clients | events | messages sent / echoed / lost | closes clean / abnormal | SSE ids missing / repeated | reconnect to the new pid: median, p90, max | old generation exited, median (max) | drains that cut |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range l.Cases {

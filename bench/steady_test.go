@@ -65,10 +65,10 @@ func runSteady(t *testing.T, e *benchEnv) *Steady {
 	cfg := e.cfg
 	certFile, keyFile := writeTestCertificate(t)
 	port := func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(systemdtest.Port(t))) }
-	https, grpc, udp := port(), port(), port()
+	https, grpc, udp, metrics := port(), port(), port(), port()
 	allFour := func(addr string) []string {
 		return []string{"serve", "--listen", addr, "--listen-https", https, "--listen-grpc", grpc, "--listen-udp", udp,
-			"--tls-cert", certFile, "--tls-key", keyFile}
+			"--listen-metrics", metrics, "--tls-cert", certFile, "--tls-key", keyFile}
 	}
 	type server struct {
 		name string

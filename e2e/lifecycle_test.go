@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/internal/load"
+	"github.com/baton-dev/baton/systemd/systemdtest"
 )
 
 // The start/stop/restart half of the lifecycle (DESIGN.md, "The
@@ -19,7 +20,9 @@ import (
 // TestLifecycleSocketActivation: the first connection to webapp.socket
 // starts webapp.service, which takes its listener by the name the socket
 // gives it and refuses a socket named otherwise.
-func TestLifecycleSocketActivation(t *testing.T) {
+func TestLifecycleSocketActivation(t *testing.T) { onEachSystemd(t, testLifecycleSocketActivation) }
+
+func testLifecycleSocketActivation(t *testing.T, sd systemdtest.Systemd) {
 	t.Parallel()
 	tests := []struct {
 		name   string
@@ -33,7 +36,7 @@ func TestLifecycleSocketActivation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := startService(t, serviceOptions{NoStart: true})
+			s := startService(t, serviceOptions{Systemd: sd, NoStart: true})
 			s.box.WriteFile(t, "/etc/systemd/system/webapp.socket.d/name.conf",
 				[]byte("[Socket]\nFileDescriptorName="+tt.fdName+"\n"), 0o644)
 			s.box.Systemctl(t, "daemon-reload")
@@ -86,9 +89,11 @@ func TestLifecycleSocketActivation(t *testing.T) {
 
 // TestLifecycleStopDrains: `systemctl stop` with a 2 s request in flight
 // waits for it, and webapp, not systemd, ends the stop.
-func TestLifecycleStopDrains(t *testing.T) {
+func TestLifecycleStopDrains(t *testing.T) { onEachSystemd(t, testLifecycleStopDrains) }
+
+func testLifecycleStopDrains(t *testing.T, sd systemdtest.Systemd) {
 	t.Parallel()
-	s := startService(t, serviceOptions{})
+	s := startService(t, serviceOptions{Systemd: sd})
 	s.get(t, "/") // starts webapp.service; its connection closes
 	start := time.Now()
 	inflight := s.getInFlight(t, "/slow?ms=2000", 15*time.Second)
@@ -166,11 +171,13 @@ func TestLifecycleStopDeadline(t *testing.T) {
 // TestLifecycleRestartUnderLoad: `systemctl restart webapp.service` while
 // 32 clients send requests fails none of them, in either client mode: the
 // socket that systemd holds queues new connections while no webapp runs.
-func TestLifecycleRestartUnderLoad(t *testing.T) {
+func TestLifecycleRestartUnderLoad(t *testing.T) { onEachSystemd(t, testLifecycleRestartUnderLoad) }
+
+func testLifecycleRestartUnderLoad(t *testing.T, sd systemdtest.Systemd) {
 	const restarts = 10
 	for _, mode := range []load.Mode{load.KeepAlive, load.NewConnection} {
 		t.Run(mode.String(), func(t *testing.T) {
-			s := startService(t, serviceOptions{})
+			s := startService(t, serviceOptions{Systemd: sd})
 			s.get(t, "/")
 			gens := []string{s.mainPID(t)}
 			res := restartUnderLoad(t, s, "webapp.service", mode, restarts, &gens)

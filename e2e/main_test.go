@@ -62,6 +62,18 @@ func buildWebapp(t testing.TB, version string) string {
 	return out
 }
 
+// onEachSystemd runs f as one subtest per systemd the tests cover,
+// named after it: systemd252 (the host's) and systemd257 (Debian 13's,
+// booted from a root systemdtest.DebianRoot builds on first use).
+func onEachSystemd(t *testing.T, f func(t *testing.T, sd systemdtest.Systemd)) {
+	for _, sd := range systemdtest.Versions(t) {
+		t.Run(sd.Name, func(t *testing.T) {
+			sd.Require(t)
+			f(t, sd)
+		})
+	}
+}
+
 // unit reads a shipped unit file.
 func unit(t testing.TB, name string) []byte {
 	t.Helper()
@@ -82,6 +94,8 @@ type service struct {
 
 // serviceOptions adjust the installation.
 type serviceOptions struct {
+	// Systemd is the systemd to boot: the zero value is the host's.
+	Systemd systemdtest.Systemd
 	// Version of the binary (see buildWebapp).
 	Version string
 	// ServiceDropIn is extra [Service] text for a drop-in of webapp.service
@@ -95,7 +109,7 @@ type serviceOptions struct {
 // units with ListenStream= on a free port, and starts webapp.socket.
 func startService(t *testing.T, opts serviceOptions) *service {
 	t.Helper()
-	box := systemdtest.Boot(t, systemdtest.Options{})
+	box := systemdtest.Boot(t, systemdtest.Options{Root: opts.Systemd.Root})
 	port := systemdtest.Port(t)
 	s := &service{box: box, port: port, url: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	box.CopyFile(t, buildWebapp(t, opts.Version), "/usr/bin/webapp", 0o755)

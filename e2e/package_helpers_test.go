@@ -78,9 +78,9 @@ type pkgBox struct {
 	files map[string]string
 }
 
-func bootPackageBox(t *testing.T) *pkgBox {
+func bootPackageBox(t *testing.T, sd systemdtest.Systemd) *pkgBox {
 	t.Helper()
-	box := systemdtest.Boot(t, systemdtest.Options{})
+	box := systemdtest.Boot(t, systemdtest.Options{Root: sd.Root})
 	port := systemdtest.Port(t)
 	p := &pkgBox{box: box, port: port, url: fmt.Sprintf("http://127.0.0.1:%d/", port), files: map[string]string{}}
 	// The box's root is the host's: files of webapp the host has (an
@@ -111,6 +111,7 @@ var packagedPaths = []string{
 	"/usr/lib/systemd/system/webapp.service",
 	"/usr/lib/systemd/system/webapp-https.socket",
 	"/usr/lib/systemd/system/webapp-grpc.socket",
+	"/usr/lib/systemd/system/webapp-metrics.socket",
 	"/usr/lib/systemd/system/webapp-udp.socket",
 	"/etc/webapp",
 	"/etc/default/webapp",
@@ -122,7 +123,7 @@ var packagedPaths = []string{
 }
 
 // webappUnits are the units the packages install.
-var webappUnits = []string{"webapp.socket", "webapp-https.socket", "webapp-grpc.socket", "webapp-udp.socket", "webapp.service"}
+var webappUnits = []string{"webapp.socket", "webapp-https.socket", "webapp-grpc.socket", "webapp-udp.socket", "webapp-metrics.socket", "webapp.service"}
 
 // optionalOff checks that the optional sockets are shipped disabled and
 // stay off: neither enabled nor started by the package or by webapp.service.

@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/baton-dev/baton/internal/load"
 	"github.com/baton-dev/baton/systemd/systemdtest"
@@ -90,15 +92,38 @@ var usrDirs = []string{"/usr/bin", "/usr/lib/systemd", "/usr/share/doc", "/usr/s
 
 // TestPackageDeb installs, upgrades, downgrades, removes and purges the deb
 // under the box's systemd, the upgrades under load.
-func TestPackageDeb(t *testing.T) {
+func TestPackageDeb(t *testing.T) { onEachSystemd(t, testPackageDeb) }
+
+func testPackageDeb(t *testing.T, sd systemdtest.Systemd) {
 	systemdtest.Require(t)
 	needTool(t, "dpkg")
 	needTool(t, "deb-systemd-helper")
 	deb1 := buildPackage(t, "deb", pkgV1)
 	deb2 := buildPackage(t, "deb", pkgV2)
-	p := bootPackageBox(t)
+	p := bootPackageBox(t, sd)
 	deb1, deb2 = p.copyPackage(t, deb1), p.copyPackage(t, deb2)
 	var edited string
+
+	if sd.Root != "" {
+		// The Debian root has its release's lintian: the package must be
+		// clean by that release's rules too, with every override needed.
+		t.Run("lintian", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			version, _, _ := p.box.Exec(ctx, "lintian", "--version")
+			out, stderr, err := p.box.Exec(ctx, "lintian", "--fail-on", "error,warning", "--display-info", deb2)
+			out += stderr
+			if err != nil {
+				t.Fatalf("%s: lintian --fail-on error,warning: %v\n%s", strings.TrimSpace(version), err, out)
+			}
+			for _, tag := range []string{"unused-override", "mismatched-override"} {
+				if strings.Contains(out, tag) {
+					t.Errorf("%s reports %s: fix packaging/lintian-overrides\n%s", strings.TrimSpace(version), tag, out)
+				}
+			}
+			t.Logf("%s on %s:\n%s", strings.TrimSpace(version), deb2, out)
+		})
+	}
 
 	if !t.Run("install", func(t *testing.T) {
 		p.run(t, "dpkg", "-i", deb1)
@@ -165,7 +190,7 @@ func TestPackageRPM(t *testing.T) {
 	needTool(t, "rpm")
 	rpm1 := buildPackage(t, "rpm", pkgV1)
 	rpm2 := buildPackage(t, "rpm", pkgV2)
-	p := bootPackageBox(t)
+	p := bootPackageBox(t, systemdtest.Systemd{})
 	rpm1, rpm2 = p.copyPackage(t, rpm1), p.copyPackage(t, rpm2)
 	var edited string
 

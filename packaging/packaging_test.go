@@ -186,8 +186,10 @@ var (
 		"/usr/lib/systemd/system/webapp.socket",
 		"/usr/lib/systemd/system/webapp-https.socket",
 		"/usr/lib/systemd/system/webapp-grpc.socket",
+		"/usr/lib/systemd/system/webapp-metrics.socket",
 		"/usr/lib/systemd/system/webapp-udp.socket",
 		"/usr/share/man/man1/webapp.1.gz",
+		"/usr/share/doc/webapp/examples/webapp-notify-reload.conf",
 	}
 	debFiles = append([]string{
 		"/etc/default/webapp",
@@ -336,7 +338,7 @@ func TestUnitsVerify(t *testing.T) {
 	copySystemUnits(t, unitDir)
 	env := []string{"MANPATH=" + filepath.Join(root, "usr/share/man"), "SYSTEMD_LOG_COLOR=0"}
 
-	units := []string{"webapp.socket", "webapp-https.socket", "webapp-grpc.socket", "webapp-udp.socket", "webapp.service"}
+	units := []string{"webapp.socket", "webapp-https.socket", "webapp-grpc.socket", "webapp-udp.socket", "webapp-metrics.socket", "webapp.service"}
 	// verify exits 0 on some errors (an unknown Type=): the output is what
 	// counts. --root makes it check the packaged /usr/bin/webapp; MANPATH
 	// lets it find the packaged webapp(1) for Documentation=.
@@ -489,6 +491,7 @@ func TestSocketSettings(t *testing.T) {
 		{"webapp.socket", "ListenStream", "127.0.0.1:8080", "http", "", "sockets.target"},
 		{"webapp-https.socket", "ListenStream", "127.0.0.1:8443", "https", "webapp.service", "sockets.target webapp.service"},
 		{"webapp-grpc.socket", "ListenStream", "127.0.0.1:9090", "grpc", "webapp.service", "sockets.target webapp.service"},
+		{"webapp-metrics.socket", "ListenStream", "127.0.0.1:9100", "metrics", "webapp.service", "sockets.target webapp.service"},
 		{"webapp-udp.socket", "ListenDatagram", "127.0.0.1:8125", "udp", "webapp.service", "sockets.target webapp.service"},
 	}
 	for _, tt := range tests {
@@ -780,7 +783,7 @@ func TestDebScriptsOfflineRoot(t *testing.T) {
 	}
 	optionalLinks := func() []string {
 		var found []string
-		for _, u := range []string{"webapp-https.socket", "webapp-grpc.socket", "webapp-udp.socket"} {
+		for _, u := range []string{"webapp-https.socket", "webapp-grpc.socket", "webapp-udp.socket", "webapp-metrics.socket"} {
 			for _, dir := range []string{"sockets.target.wants", "webapp.service.wants"} {
 				if l := filepath.Join(root, "etc/systemd/system", dir, u); linkTo(l) != "" {
 					found = append(found, l)
@@ -813,8 +816,8 @@ func TestDebScriptsOfflineRoot(t *testing.T) {
 	}
 	script("prerm", "remove")
 	units, err := filepath.Glob(filepath.Join(root, "usr/lib/systemd/system/webapp*"))
-	if err != nil || len(units) != 5 {
-		t.Fatalf("unit files in the package: %v (%v), want 5", units, err)
+	if err != nil || len(units) != 6 {
+		t.Fatalf("unit files in the package: %v (%v), want 6", units, err)
 	}
 	for _, u := range units { // dpkg removes the files before postrm
 		if err := os.Remove(u); err != nil {

@@ -21,6 +21,26 @@
 // (which matches os.ErrNotExist) when NOTIFY_SOCKET is unset, and callers may
 // go on with the nil notifier it returns.
 //
+// # File descriptor store
+//
+// Store hands descriptors to systemd's file descriptor store (FDSTORE=1,
+// FDNAME=); systemd keeps them while the service restarts and passes them
+// to the next start in LISTEN_FDS and LISTEN_FDNAMES, so a service that
+// binds its own listener without a .socket unit can store it once and
+// take it back by name (activation.Listen) after every restart: the
+// socket never closes, and connections wait in its backlog instead of
+// being refused. RemoveStored (FDSTOREREMOVE=1) drops a name. The unit
+// needs FileDescriptorStoreMax=; systemd 254 and later also set $FDSTORE
+// to it (StoreCapacity), systemd 252 does not. Measured on 252 and 257:
+// the store survives `systemctl restart` and is emptied by `systemctl
+// stop`; without FileDescriptorStoreMax= systemd closes what it is sent
+// and logs "Cannot store more fds than FileDescriptorStoreMax=0".
+//
+//	[Service]
+//	Type=notify
+//	FileDescriptorStoreMax=4
+//	ExecStart=/usr/bin/webapp serve --fd-store
+//
 // # Watchdog
 //
 // With WatchdogSec= in the unit, systemd sets WATCHDOG_USEC (and

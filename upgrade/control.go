@@ -184,8 +184,31 @@ func (u *Upgrader) reply(ctx context.Context, c *net.UnixConn) string {
 		}
 		return "error " + err.Error()
 	}
-	if verb == verbPID {
+	switch verb {
+	case verbPID:
 		return fmt.Sprintf("ok %d 0", os.Getpid())
+	case verbStatus:
+		if u.opts.Status == nil {
+			return "error this service answers no status requests"
+		}
+		return "status " + oneLine(u.opts.Status())
+	}
+	if stopping := u.opts.Stopping; stopping != nil {
+		select {
+		case <-stopping:
+			return "error canceled: the service is stopping"
+		default:
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-stopping:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 	}
 	if len(files) > 0 {
 		u.logf("upgrade: reload request with files %s", strings.Join(names, ", "))
@@ -354,13 +377,38 @@ func MainPID(ctx context.Context, path string) (int, error) {
 	return r.PID, err
 }
 
+// RequestStatus asks the generation serving on the control socket at path
+// for its status line (Options.Status).
+func RequestStatus(ctx context.Context, path string) (string, error) {
+	line, err := requestLine(ctx, path, verbStatus, nil)
+	if err != nil {
+		return "", err
+	}
+	if st, ok := strings.CutPrefix(line, "status "); ok {
+		return st, nil
+	}
+	if _, err := parseAnswer(line, path); err != nil {
+		return "", err
+	}
+	return "", fmt.Errorf("upgrade: unexpected answer %.80q from %s", line, path)
+}
+
 // request sends the request line req (without its newline) to the
 // control socket at path, with the descriptors of files, and reads the
 // answer.
 func request(ctx context.Context, path, req string, files []File) (Result, error) {
-	fds, err := rawFDs(files)
+	line, err := requestLine(ctx, path, req, files)
 	if err != nil {
 		return Result{}, err
+	}
+	return parseAnswer(line, path)
+}
+
+// requestLine is request up to the answer line, without its newline.
+func requestLine(ctx context.Context, path, req string, files []File) (string, error) {
+	fds, err := rawFDs(files)
+	if err != nil {
+		return "", err
 	}
 	// The descriptors are in use until they are sent.
 	defer runtime.KeepAlive(files)
@@ -368,10 +416,10 @@ func request(ctx context.Context, path, req string, files []File) (Result, error
 	c, err := d.DialContext(ctx, "unix", path)
 	if errors.Is(err, os.ErrPermission) {
 		// The socket file's mode let only the service's user in.
-		return Result{}, fmt.Errorf("%w: cannot connect to %s (run as root or as the service's user): %w", ErrDenied, path, err)
+		return "", fmt.Errorf("%w: cannot connect to %s (run as root or as the service's user): %w", ErrDenied, path, err)
 	}
 	if err != nil {
-		return Result{}, fmt.Errorf("upgrade: cannot reach the running service at %s: %w", path, err)
+		return "", fmt.Errorf("upgrade: cannot reach the running service at %s: %w", path, err)
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
@@ -381,18 +429,18 @@ func request(ctx context.Context, path, req string, files []File) (Result, error
 	werr := writeMsg(c.(*net.UnixConn), []byte(req+"\n"), fds)
 	line, err := bufio.NewReader(io.LimitReader(c, maxAnswer)).ReadString('\n')
 	if err == io.EOF && len(line) == maxAnswer {
-		return Result{}, fmt.Errorf("upgrade: unexpected answer from %s: more than %d bytes without a newline", path, maxAnswer)
+		return "", fmt.Errorf("upgrade: unexpected answer from %s: more than %d bytes without a newline", path, maxAnswer)
 	}
 	if err != nil && werr != nil {
-		return Result{}, fmt.Errorf("upgrade: %s: %w", path, werr)
+		return "", fmt.Errorf("upgrade: %s: %w", path, werr)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return Result{}, fmt.Errorf("upgrade: no answer from %s: %w", path, context.Cause(ctx))
+			return "", fmt.Errorf("upgrade: no answer from %s: %w", path, context.Cause(ctx))
 		}
-		return Result{}, fmt.Errorf("upgrade: %s: %w", path, err)
+		return "", fmt.Errorf("upgrade: %s: %w", path, err)
 	}
-	return parseAnswer(strings.TrimSuffix(line, "\n"), path)
+	return strings.TrimSuffix(line, "\n"), nil
 }
 
 // parseAnswer reads the answer line (without its newline) of the service

@@ -21,9 +21,9 @@ func TestControlAnswers(t *testing.T) {
 	}{
 		{"pid", "pid\n", fmt.Sprintf("ok %d 0\n", os.Getpid()), false},
 		{"reload", "reload\n", "error cannot start the new binary: ", true},
-		{"unknown", "restart\n", "error unknown request \"restart\": want reload\n", false},
-		{"carriage return", "reload\r\n", "error unknown request \"reload\\r\": want reload\n", false},
-		{"longest line", strings.Repeat("x", maxRequest-1) + "\n", "error unknown request \"" + strings.Repeat("x", 64) + "\": want reload\n", false},
+		{"unknown", "restart\n", "error unknown request \"restart\": want reload, pid or status\n", false},
+		{"carriage return", "reload\r\n", "error unknown request \"reload\\r\": want reload, pid or status\n", false},
+		{"longest line", strings.Repeat("x", maxRequest-1) + "\n", "error unknown request \"" + strings.Repeat("x", 64) + "\": want reload, pid or status\n", false},
 		{"line too long", strings.Repeat("x", maxRequest) + "\n", tooLong, false},
 		{"no newline, long", long, tooLong, false},
 		{"reload then too long", "reload" + long + "\n", tooLong, false},

@@ -159,6 +159,11 @@
 //	# systemctl reload waits for ExecReload= at most this long.
 //	TimeoutStartSec=60s
 //
+// With Type=notify-reload (systemd 253 and later) and no ExecReload=,
+// `systemctl reload` sends SIGHUP and waits for RELOADING=1 and READY=1;
+// Options.NotifyReload sends both with the announcement of the new
+// generation, and a failed swap leaves the reload to TimeoutStartSec=.
+//
 // systemd 252 has no Type=notify-reload; `ExecReload=kill -HUP $MAINPID`
 // would return before the swap is done, which is why the reload command
 // waits for the outcome.

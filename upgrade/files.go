@@ -78,6 +78,7 @@ func reloadLine(names []string) string {
 const (
 	verbReload = "reload"
 	verbPID    = "pid"
+	verbStatus = "status"
 )
 
 // parseRequest reads a request line (without its newline): "pid",
@@ -85,12 +86,12 @@ const (
 // by ':'. Anything else is an error meant for the answer line.
 func parseRequest(line string) (verb string, names []string, err error) {
 	switch line {
-	case verbPID, verbReload:
+	case verbPID, verbReload, verbStatus:
 		return line, nil, nil
 	}
 	list, ok := strings.CutPrefix(line, verbReload+" ")
 	if !ok {
-		return "", nil, fmt.Errorf("unknown request %.64q: want reload", line)
+		return "", nil, fmt.Errorf("unknown request %.64q: want reload, pid or status", line)
 	}
 	names = strings.Split(list, ":")
 	if err := checkFileNames(names); err != nil {

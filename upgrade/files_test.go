@@ -306,7 +306,7 @@ func TestControlRefusesBadFiles(t *testing.T) {
 		{"17 names", "reload " + names16 + ":q\n", regs[:16], "error bad request: 17 files: at most 16\n"},
 		{"a name twice", "reload a:a\n", regs[:2], "error bad request: file name \"a\": given twice\n"},
 		{"pid with a descriptor", "pid\n", regs[:1], "error bad request: it names no files but carries 1 descriptor\n"},
-		{"unknown verb", "restart tls.crt\n", regs[:1], "error unknown request \"restart tls.crt\": want reload\n"},
+		{"unknown verb", "restart tls.crt\n", regs[:1], "error unknown request \"restart tls.crt\": want reload, pid or status\n"},
 		{"no newline", "reload tls.crt", regs[:1], "error bad request: 14 bytes without a newline\n"},
 	}
 	// The poller and the like, once.

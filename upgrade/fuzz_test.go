@@ -201,7 +201,9 @@ func expectAnswer(req []byte, n int, withDir bool) (string, bool) {
 	switch {
 	case line == "pid" && n == 0:
 		return fmt.Sprintf("ok %d 0", os.Getpid()), false
-	case line == "pid" || line == "reload":
+	case line == "status" && n == 0:
+		return "error this service answers no status requests", false
+	case line == "pid" || line == "reload" || line == "status":
 	case strings.HasPrefix(line, "reload "):
 		names = strings.Split(line[len("reload "):], ":")
 		seen := map[string]bool{}
@@ -246,7 +248,7 @@ func FuzzParseRequest(f *testing.F) {
 		"reload", "pid", "reload tls.crt:tls.key", "reload ", "reload  a", "reload a:", "reload :a", "reload a::b",
 		"reload a:a", "reload a b", "reload a\tb", "reload a\nb", "reload é", "reload a:b:c:d:e:f:g:h:i:j:k:l:m:n:o:p",
 		"reload a:b:c:d:e:f:g:h:i:j:k:l:m:n:o:p:q", "reload " + strings.Repeat("n", 255), "reload " + strings.Repeat("n", 256),
-		"pid a", "reload\x00", "RELOAD a", "",
+		"pid a", "status", "status a", "reload\x00", "RELOAD a", "",
 	} {
 		f.Add(s)
 	}
@@ -262,9 +264,9 @@ func FuzzParseRequest(f *testing.F) {
 			return
 		}
 		switch verb {
-		case verbPID:
-			if line != "pid" || names != nil {
-				t.Errorf("parseRequest(%q) = %q, %q; want pid only for \"pid\"", line, verb, names)
+		case verbPID, verbStatus:
+			if line != verb || names != nil {
+				t.Errorf("parseRequest(%q) = %q, %q; want %s only for %q", line, verb, names, verb, verb)
 			}
 			return
 		case verbReload:

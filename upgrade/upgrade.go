@@ -90,6 +90,33 @@ type Options struct {
 	// OnStep, if set, is called synchronously as the old generation
 	// passes each step of the hand-over (a place to log or trace it).
 	OnStep func(Step)
+	// OnStart and OnOutcome, if set, are called synchronously when an
+	// upgrade starts a new generation and when it has succeeded (err nil)
+	// or failed; the Result's Duration is set either way. An upgrade that
+	// joins one under way calls neither. With them set, the start and the
+	// outcome are not logged: the caller reports them.
+	OnStart   func()
+	OnOutcome func(Result, error)
+	// Status, if set, answers a status request on the control socket
+	// (see RequestStatus): one line of text (JSON, say), at most a few
+	// kilobytes. Without it a status request gets an error.
+	Status func() string
+	// Stopping, if set, is closed when the service begins to stop: from
+	// then on a reload request is refused (ErrStopping) and one under way
+	// is abandoned, while status requests are still answered as long as
+	// ServeControl's context lasts.
+	Stopping <-chan struct{}
+	// NotifyReload is for a unit with Type=notify-reload (systemd 253 and
+	// later): `systemctl reload` sends the reload signal and waits for
+	// RELOADING=1 and READY=1. RELOADING=1 (with MONOTONIC_USEC=) then goes
+	// out only in the datagram that announces the new generation
+	// (MAINPID=, READY=1), which ends the reload; a failed swap sends its
+	// STATUS= without READY=1, and systemd fails the reload when
+	// TimeoutStartSec= runs out. Measured on systemd 257: READY=1 always
+	// ends a reload as a success (ERRNO= is ignored), and once RELOADING=1
+	// has arrived without READY=1 the timeout no longer ends the reload
+	// (the unit stays "reloading"); before RELOADING=1 it does.
+	NotifyReload bool
 }
 
 // Step names a point of the hand-over, as the old generation passes it
@@ -223,19 +250,38 @@ func (u *Upgrader) upgrade(ctx context.Context, files []File) (Result, error) {
 func (u *Upgrader) attempt(ctx context.Context, files []File) (Result, error) {
 	start := time.Now()
 	n := u.opts.Notifier
-	n.Notify(systemd.Reloading(), systemd.Status("reloading: starting "+u.opts.Path))
-	u.logf("upgrade: starting %s", u.opts.Path)
+	if u.opts.NotifyReload {
+		n.Notify(systemd.Status("reloading: starting " + u.opts.Path))
+	} else {
+		n.Notify(systemd.Reloading(), systemd.Status("reloading: starting "+u.opts.Path))
+	}
+	if u.opts.OnStart != nil {
+		u.opts.OnStart()
+	} else {
+		u.logf("upgrade: starting %s", u.opts.Path)
+	}
 	pid, err := u.run(ctx, start, files)
 	if err != nil {
 		err = fmt.Errorf("upgrade: %w", err)
-		n.Notify(systemd.Ready, systemd.Status("reload failed: "+strings.TrimPrefix(err.Error(), "upgrade: ")))
-		if u.opts.Logger != nil {
+		failed := systemd.Status("reload failed: " + strings.TrimPrefix(err.Error(), "upgrade: "))
+		if u.opts.NotifyReload {
+			n.Notify(failed) // systemd's reload timeout fails the reload
+		} else {
+			n.Notify(systemd.Ready, failed)
+		}
+		if u.opts.OnOutcome != nil {
+			u.opts.OnOutcome(Result{Duration: time.Since(start)}, err)
+		} else if u.opts.Logger != nil {
 			u.opts.Logger.Warnf("%v; still serving as pid %d", err, os.Getpid())
 		}
 		return Result{}, err
 	}
 	res := Result{PID: pid, Duration: time.Since(start)}
-	u.logf("upgrade: pid %d took over in %v", pid, res.Duration.Round(time.Millisecond))
+	if u.opts.OnOutcome != nil {
+		u.opts.OnOutcome(res, nil)
+	} else {
+		u.logf("upgrade: pid %d took over in %v", pid, res.Duration.Round(time.Millisecond))
+	}
 	return res, nil
 }
 
@@ -419,8 +465,13 @@ func (u *Upgrader) run(ctx context.Context, start time.Time, passed []File) (pid
 		return lost("exited")
 	}
 	n := u.opts.Notifier
-	if err := n.Notify(systemd.MainPID(pid), systemd.Ready,
-		systemd.Status(fmt.Sprintf("reloaded: pid %d took over from pid %d", pid, os.Getpid()))); err != nil {
+	announce := []systemd.State{systemd.MainPID(pid), systemd.Ready,
+		systemd.Status(fmt.Sprintf("reloaded: pid %d took over from pid %d", pid, os.Getpid()))}
+	if u.opts.NotifyReload {
+		// RELOADING=1 with READY=1 in one datagram ends the reload.
+		announce = append([]systemd.State{systemd.Reloading()}, announce...)
+	}
+	if err := n.Notify(announce...); err != nil {
 		proc.Terminate()
 		return 0, fmt.Errorf("announcing pid %d: %w (asked it to drain and exit)", pid, err)
 	}

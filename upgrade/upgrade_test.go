@@ -751,3 +751,58 @@ func TestPauseResume(t *testing.T) {
 		})
 	}
 }
+
+// With NotifyReload (Type=notify-reload), RELOADING=1 goes out only with
+// the announcement's READY=1, and a failure sends no READY=1 at all.
+func TestUpgradeNotifyReload(t *testing.T) {
+	t.Run("success", func(t *testing.T) {
+		s := newSetup(t)
+		u := s.upgraderWith(t, "good", 10*time.Second, func(o *upgrade.Options) { o.NotifyReload = true })
+		res, err := u.Upgrade(context.Background())
+		if err != nil {
+			t.Fatalf("Upgrade() = %v", err)
+		}
+		killAtEnd(t, res.PID)
+		var order []string
+		for _, m := range s.notify.Messages() {
+			switch {
+			case m.Has("RELOADING=1") && m.Has("READY=1"):
+				if _, ok := m.Get("MONOTONIC_USEC"); !ok {
+					t.Errorf("RELOADING=1 without MONOTONIC_USEC: %v", m)
+				}
+				if v, _ := m.Get("MAINPID"); v != strconv.Itoa(res.PID) {
+					t.Errorf("READY=1 with MAINPID=%q, want %d", v, res.PID)
+				}
+				order = append(order, "reloading+mainpid+ready")
+			case m.Has("RELOADING=1"), m.Has("READY=1"):
+				order = append(order, "separate:"+m.String())
+			case m.Has("BARRIER=1"):
+				order = append(order, "barrier")
+			}
+		}
+		if got := strings.Join(order, ","); got != "reloading+mainpid+ready,barrier" {
+			t.Errorf("notifications %s, want reloading+mainpid+ready,barrier", got)
+		}
+	})
+	t.Run("failure", func(t *testing.T) {
+		s := newSetup(t)
+		u := s.upgraderWith(t, "exit", 10*time.Second, func(o *upgrade.Options) { o.NotifyReload = true })
+		if _, err := u.Upgrade(context.Background()); err == nil {
+			t.Fatal("Upgrade() with a new generation that exits = nil, want an error")
+		}
+		// The datagram is read in the background: wait for it.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, _, err := s.notify.Wait(ctx, 0, func(m notifytest.Message) bool {
+			v, _ := m.Get("STATUS")
+			return strings.HasPrefix(v, "reload failed: ")
+		}); err != nil {
+			t.Errorf("no STATUS=reload failed: <why>: %v", err)
+		}
+		for _, m := range s.notify.Messages() {
+			if m.Has("READY=1") || m.Has("RELOADING=1") {
+				t.Errorf("a failed notify-reload swap sent %v, want neither READY=1 nor RELOADING=1", m)
+			}
+		}
+	})
+}

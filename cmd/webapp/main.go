@@ -5,6 +5,7 @@
 //
 //	webapp serve [flags]     serve (see webapp serve -h)
 //	webapp reload [flags]    swap the running service's binary and wait
+//	webapp status [flags]    what the running service says of itself
 //	webapp version [--short] print the version, commit, Go version and platform
 //
 // webapp serve serves four sockets, each by its FileDescriptorName= or,
@@ -52,6 +53,7 @@ const usage = `usage: webapp <command> [flags]
 commands:
   serve     serve the systemd sockets http, https, grpc and udp, or --listen addresses
   reload    swap the running webapp for the binary now installed, and wait
+  status    print the running webapp's pid, generation, connections and last reload
   version   print the version, commit, Go version and platform (--short: the version only)
 
 run 'webapp <command> -h' for the flags of a command
@@ -121,6 +123,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stdout, stderr)
 	case "reload":
 		return reload(ctx, args[1:], stdout, stderr)
+	case "status":
+		return statusCommand(ctx, args[1:], stdout)
 	case "version", "--version":
 		return printVersion(args[1:], stdout)
 	case "help", "-h", "-help", "--help":

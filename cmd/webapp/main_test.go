@@ -22,7 +22,8 @@ import (
 
 // TestMain runs the real webapp when the test binary is re-executed as a
 // child with WEBAPP_TEST_MAIN=1, with the child's arguments after "--",
-// and a subreaper with WEBAPP_TEST_REAPER=1 (see reap).
+// a subreaper with WEBAPP_TEST_REAPER=1 (see reap), and a parent that
+// leaves orphans with WEBAPP_TEST_ORPHANS=n (see leaveOrphans).
 func TestMain(m *testing.M) {
 	if os.Getenv("WEBAPP_TEST_MAIN") == "1" {
 		os.Unsetenv("WEBAPP_TEST_MAIN")
@@ -31,6 +32,9 @@ func TestMain(m *testing.M) {
 	}
 	if os.Getenv("WEBAPP_TEST_REAPER") == "1" {
 		os.Exit(reap(os.Args[2:]))
+	}
+	if n := os.Getenv("WEBAPP_TEST_ORPHANS"); n != "" {
+		os.Exit(leaveOrphans(n))
 	}
 	os.Exit(m.Run())
 }
@@ -275,6 +279,8 @@ func TestBadCommandLines(t *testing.T) {
 		{"bad duration", []string{"serve", "--drain-timeout", "soon"}, nil, `--drain-timeout "soon": want a duration with a unit`},
 		{"zero drain", []string{"serve", "--drain-timeout", "0s"}, nil, "--drain-timeout 0s: must be positive"},
 		{"negative grace", []string{"serve", "--idle-grace", "-1s"}, nil, "--idle-grace -1s"},
+		{"negative shutdown delay", []string{"serve", "--shutdown-delay", "-1s"}, nil, "--shutdown-delay -1s: must not be negative"},
+		{"shutdown delay without unit", []string{"serve", "--shutdown-delay", "2"}, nil, `--shutdown-delay "2": want a duration with a unit`},
 		{"grace past deadline", []string{"serve", "--idle-grace", "5s", "--drain-timeout", "2s"}, nil, "must be shorter than --drain-timeout"},
 		{"bad log format", []string{"serve", "--log-format", "xml"}, nil, `--log-format "xml"`},
 		{"bad log level", []string{"serve", "--log-level", "loud"}, nil, `--log-level "loud"`},
@@ -488,4 +494,23 @@ func (c *conn) inFlight(t *testing.T, path string) {
 	if err := waitRead(c.c, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// leaveOrphans is the test binary as a parent that starts n /bin/true
+// and exits at once without waiting for any: running or exited, they
+// are handed to the PID 1 of its namespace. (A shell would reap those
+// that exit before it does.)
+func leaveOrphans(n string) int {
+	count, err := strconv.Atoi(n)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "orphans:", err)
+		return 2
+	}
+	for range count {
+		if _, err := os.StartProcess("/bin/true", []string{"true"}, &os.ProcAttr{}); err != nil {
+			fmt.Fprintln(os.Stderr, "orphans:", err)
+			return 1
+		}
+	}
+	return 0
 }

@@ -24,8 +24,9 @@ import (
 )
 
 const serveUsage = `usage: webapp serve [--listen ADDR] [--listen-https ADDR] [--listen-grpc ADDR] [--listen-udp ADDR]
-                    [--tls-cert FILE] [--tls-key FILE] [--drain-timeout D] [--stop-timeout D] [--idle-grace D]
-                    [--reload-timeout D] [--control PATH] [--log-format text|json] [--log-level L]
+                    [--tls-cert FILE] [--tls-key FILE] [--shutdown-delay D] [--drain-timeout D]
+                    [--stop-timeout D] [--idle-grace D] [--reload-timeout D] [--control PATH]
+                    [--log-format text|json] [--log-level L] [--fd-store] [--notify-reload]
 
 Serves the sockets systemd passes by name (FileDescriptorName=), or binds
 the --listen addresses without systemd:
@@ -41,6 +42,11 @@ and --tls-key. With none of them, webapp holds the https
 socket without serving it and says so; a file that is unreadable, garbled
 or not a pair stops the start.
 
+GET /healthz is liveness (the process works); GET /readyz is readiness:
+200 while serving, 503 from the moment SIGTERM arrives, while webapp
+keeps serving for --shutdown-delay before it drains (set it behind a
+health-checking load balancer or under Kubernetes; see man webapp).
+
 flags:`
 
 // serveConfig is the parsed command line of webapp serve.
@@ -49,10 +55,12 @@ type serveConfig struct {
 	listenHTTPS     string
 	listenGRPC      string
 	listenUDP       string
+	listenMetrics   string
 	tlsCert         string
 	tlsKey          string
 	drainTimeout    time.Duration
 	stopTimeout     time.Duration
+	shutdownDelay   time.Duration
 	idleGrace       time.Duration
 	logFormat       string
 	logLevel        string
@@ -61,6 +69,8 @@ type serveConfig struct {
 	failHealthAfter time.Duration
 	faultFile       string
 	ignoreDrain     bool
+	fdStore         bool
+	notifyReload    bool
 }
 
 func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
@@ -71,15 +81,19 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.listenHTTPS, "listen-https", "", "fallback `address` of the https socket (TLS: HTTP/2 and HTTP/1.1); empty: none")
 	fs.StringVar(&c.listenGRPC, "listen-grpc", "", "fallback `address` of the grpc socket (gRPC over h2c); empty: none")
 	fs.StringVar(&c.listenUDP, "listen-udp", "", "fallback `address` of the udp socket (host:port, or a /path for a unixgram socket); empty: none")
+	fs.StringVar(&c.listenMetrics, "listen-metrics", "", "fallback `address` of the metrics socket (Prometheus /metrics and /debug/pprof/: keep it private); empty: none")
 	fs.StringVar(&c.tlsCert, "tls-cert", defaultCertFile, "the https certificate `file` (PEM), when neither a reload nor $CREDENTIALS_DIRECTORY has it")
 	fs.StringVar(&c.tlsKey, "tls-key", defaultKeyFile, "the https key `file` (PEM), read with the certificate")
 	cl.duration(&c.drainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, cut connections still open after this `duration` (keep it below TimeoutStopSec=)")
 	cl.duration(&c.stopTimeout, "stop-timeout", 0, "the unit's TimeoutStopSec= `duration`: a stop's drain ends a second before it (0: unknown, --drain-timeout alone bounds it)")
+	cl.duration(&c.shutdownDelay, "shutdown-delay", 0, "on SIGTERM, answer /readyz with 503 but keep accepting and serving for this `duration` before the drain, so that load balancers take this instance out first (0: drain at once; keep it plus --drain-timeout below TimeoutStopSec= or terminationGracePeriodSeconds)")
 	cl.duration(&c.idleGrace, "idle-grace", drain.DefaultIdleGrace, "keep answering kept-alive connections this `duration` into a drain before closing idle ones")
 	cl.duration(&c.reloadTimeout, "reload-timeout", upgrade.DefaultTimeout, "on reload, give up on a new generation not ready within this `duration` (keep it below TimeoutStartSec=)")
 	fs.StringVar(&c.control, "control", baton.ControlPath(), "unix socket `path` on which `webapp reload` reaches this service (default $RUNTIME_DIRECTORY/control.sock; none outside systemd)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: error, warn, info or debug")
+	fs.BoolVar(&c.fdStore, "fd-store", false, "give the sockets bound here (no .socket unit) to systemd's file descriptor store, so that a restart gets them back and refuses nothing (needs FileDescriptorStoreMax=; automatic where systemd sets $FDSTORE, 254 and later)")
+	fs.BoolVar(&c.notifyReload, "notify-reload", false, "the unit is Type=notify-reload (systemd 253 and later): SIGHUP from `systemctl reload` swaps the binary, and READY=1 with RELOADING=1 of the new generation ends the reload")
 	if err := cl.parse(args, stdout); err != nil {
 		return nil, err
 	}
@@ -87,7 +101,7 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 		return nil, cl.errorf("--listen %q: %v", c.listen, err)
 	}
 	seen := map[string]string{c.listen: "listen"}
-	for _, l := range []struct{ flag, addr string }{{"listen-https", c.listenHTTPS}, {"listen-grpc", c.listenGRPC}, {"listen-udp", c.listenUDP}} {
+	for _, l := range []struct{ flag, addr string }{{"listen-https", c.listenHTTPS}, {"listen-grpc", c.listenGRPC}, {"listen-udp", c.listenUDP}, {"listen-metrics", c.listenMetrics}} {
 		if l.addr == "" {
 			continue
 		}
@@ -114,6 +128,8 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 		return nil, cl.errorf("--drain-timeout %v: must be positive", c.drainTimeout)
 	case c.stopTimeout < 0:
 		return nil, cl.errorf("--stop-timeout %v: must not be negative", c.stopTimeout)
+	case c.shutdownDelay < 0:
+		return nil, cl.errorf("--shutdown-delay %v: must not be negative", c.shutdownDelay)
 	case c.idleGrace < 0:
 		return nil, cl.errorf("--idle-grace %v: must not be negative", c.idleGrace)
 	case c.reloadTimeout <= 0:
@@ -199,18 +215,24 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stderrFile, _ := stderr.(*os.File)
+	ev := newEvents(log, stderrFile)
+	met := newMetrics()
+	ev.also = met.event
 	version := webappVersion()
+	var readiness baton.Readiness
 	// The long-lived endpoints end cleanly when a drain begins (package
 	// live); every other path is hello's.
 	draining := live.Signal(baton.Draining)
 	if cfg.ignoreDrain {
 		draining = func(context.Context) <-chan struct{} { return nil }
 	}
-	handler := http.NewServeMux()
-	handler.Handle("GET /ws", live.WebSocket(draining))
-	handler.Handle("GET /events", live.Events(draining, live.DefaultInterval))
-	handler.Handle("/", hello.New(version, cfg.failHealthAfter))
-	newHTTPServer := func() *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", live.WebSocket(draining))
+	mux.Handle("GET /events", live.Events(draining, live.DefaultInterval))
+	mux.Handle("/", withReadyz(hello.New(version, cfg.failHealthAfter), &readiness))
+	helloHandler := http.Handler(mux)
+	newHTTPServer := func(handler http.Handler) *http.Server {
 		return &http.Server{
 			Handler:           handler,
 			ReadHeaderTimeout: hello.ReadHeaderTimeout,
@@ -222,7 +244,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
-	plain := newHTTPServer()
+	plain := newHTTPServer(met.count("http", helloHandler))
 	plain.Protocols = &protocols
 
 	httpsSock := listenSpec("https", cfg.listenHTTPS, false)
@@ -241,7 +263,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if warning != "" {
 			log.Warnf("https: %s", warning)
 		}
-		srv := newHTTPServer()
+		srv := newHTTPServer(met.count("https", helloHandler))
 		srv.TLSConfig = cert.tlsConfig()
 		return baton.HTTP(httpsSock, srv), nil
 	})
@@ -251,22 +273,33 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	grpcSock.Optional = true
 	udpSock := listenSpec("udp", cfg.listenUDP, true)
 	udpSock.Optional = true
+	metricsSock := listenSpec("metrics", cfg.listenMetrics, false)
+	metricsSock.Optional = true
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	reload, err := asInit(cfg, hup, log)
+	if err != nil {
+		return err
+	}
 	err = baton.Run(ctx, baton.Options{
 		DrainTimeout:  cfg.drainTimeout,
 		StopTimeout:   cfg.stopTimeout,
+		ShutdownDelay: cfg.shutdownDelay,
+		Readiness:     &readiness,
 		IdleGrace:     cfg.idleGrace,
 		ReloadTimeout: cfg.reloadTimeout,
 		Control:       cfg.control,
 		Args:          append([]string{"serve"}, args...),
-		Reload:        hup,
+		Reload:        reload,
 		HealthPath:    "/healthz",
 		OnDrain:       rpc.drain,
+		OnEvent:       ev.handle,
 		Version:       version,
 		Logger:        log,
+		FDStore:       cfg.fdStore,
+		NotifyReload:  cfg.notifyReload,
 		OnHandoverStep: func(s upgrade.Step) {
 			log.Debugf("hand-over: %s", s)
 			if cfg.faultFile != "" {
@@ -278,6 +311,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		https,
 		baton.GRPC(grpcSock, rpc.Server),
 		baton.Datagram(udpSock, hello.Echo()),
+		baton.HTTP(metricsSock, newHTTPServer(met.handler())),
 	)
 	if errors.Is(err, drain.ErrCut) {
 		// The stop (or the drain after a hand-over) ended at its
@@ -291,4 +325,21 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errReported
 	}
 	return nil
+}
+
+// withReadyz serves GET /readyz from the service's readiness, with
+// webapp's headers, and everything else from h (internal/hello, which
+// stays the benchmarks' baseline).
+func withReadyz(h http.Handler, r *baton.Readiness) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	ready := r.Handler()
+	pid := strconv.Itoa(os.Getpid())
+	version := webappVersion()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("X-Webapp-Pid", pid)
+		w.Header().Set("X-Webapp-Version", version)
+		ready.ServeHTTP(w, req)
+	})
+	return mux
 }

@@ -58,6 +58,11 @@ type Options struct {
 	// DefaultDir. The path may not contain white space, commas or colons
 	// (overlayfs option syntax).
 	Dir string
+	// Root is the lower layer of the box's overlay: empty means the host's
+	// root (and its systemd); a directory from DebianRoot boots that
+	// Debian release's systemd. The path may not contain white space,
+	// commas or colons.
+	Root string
 }
 
 // Box is a running systemd booted by Boot. Its methods may be called from
@@ -67,6 +72,8 @@ type Box struct {
 	name           string
 	dir            string
 	privateNetwork bool
+	lower          string // the overlay's lower layer
+	version        string // systemd's major version inside, e.g. "257"
 
 	lock  *os.File // flock on dir, held while the box is ours
 	st    state    // written during boot only
@@ -114,7 +121,7 @@ func Boot(t testing.TB, opts Options) *Box {
 	if err := b.boot(ctx); err != nil {
 		t.Fatalf("systemdtest: boot box %s: %v", b.name, err)
 	}
-	t.Logf("systemdtest: box %s running after %v (pid1 %d)", b.name, time.Since(start).Round(time.Millisecond), b.st.Init.PID)
+	t.Logf("systemdtest: box %s running systemd %s after %v (pid1 %d, root %s)", b.name, b.version, time.Since(start).Round(time.Millisecond), b.st.Init.PID, b.lower)
 	return b
 }
 
@@ -134,6 +141,18 @@ func newBox(name string, opts Options) (*Box, error) {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
+	lower := "/"
+	if opts.Root != "" {
+		if lower, err = filepath.Abs(opts.Root); err != nil {
+			return nil, err
+		}
+		if strings.ContainsAny(lower, " \t\n,:") {
+			return nil, fmt.Errorf("root %q contains white space, ',' or ':'", lower)
+		}
+		if _, err := os.Stat(filepath.Join(lower, "lib/systemd/systemd")); err != nil {
+			return nil, fmt.Errorf("root %s has no systemd: %w", lower, err)
+		}
+	}
 	prefix := sanitizeName(name, 32)
 	for {
 		name := fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), boxSeq.Add(1))
@@ -150,7 +169,7 @@ func newBox(name string, opts Options) (*Box, error) {
 			_ = os.Remove(dir)
 			return nil, fmt.Errorf("lock state directory: %w", err)
 		}
-		return &Box{name: name, dir: dir, privateNetwork: opts.PrivateNetwork, lock: lock}, nil
+		return &Box{name: name, dir: dir, privateNetwork: opts.PrivateNetwork, lower: lower, lock: lock}, nil
 	}
 }
 
@@ -208,6 +227,7 @@ func (b *Box) boot(ctx context.Context) error {
 			"SYSTEMD_COLORS=0",
 			"BOX_NAME=" + b.name,
 			"BOX_DIR=" + b.dir,
+			"BOX_LOWER=" + b.lower,
 			"BOX_CGROUP_PROCS=" + strings.Join(procsFiles, " "),
 		},
 		Dir:         "/",
@@ -269,6 +289,15 @@ func (b *Box) boot(ctx context.Context) error {
 	default:
 		return b.withConsole(fmt.Errorf("systemctl is-system-running --wait = %q, want running (%w); stderr: %s", sys, err, strings.TrimSpace(stderr)))
 	}
+	vout, _, err := b.Exec(ctx, "systemctl", "--version")
+	if err != nil {
+		return err
+	}
+	v, ok := parseSystemdVersion(vout)
+	if !ok {
+		return fmt.Errorf("systemctl --version in the box: cannot read the version from %q", vout)
+	}
+	b.version = v
 	b.ready.Store(true)
 	return nil
 }
@@ -340,6 +369,14 @@ func (b *Box) logDiagnostics(t testing.TB) {
 // Name returns the box's name: its hostname, and the name of its state
 // directory and cgroups.
 func (b *Box) Name() string { return b.name }
+
+// SystemdVersion returns the major version of the box's systemd, as
+// `systemctl --version` inside reports it: 252 on Debian 12, 257 on
+// Debian 13.
+func (b *Box) SystemdVersion() int {
+	n, _ := strconv.Atoi(b.version)
+	return n
+}
 
 // PID1 returns the host PID of the box's systemd.
 func (b *Box) PID1() int { return b.st.Init.PID }

@@ -26,6 +26,18 @@
 //		if got := box.Show(t, "webapp.service", "ActiveState")["ActiveState"]; got != "active" { ... }
 //	}
 //
+// # Other systemd versions
+//
+// Options.Root replaces the host's root as the overlay's lower layer.
+// DebianRoot builds such a root for a Debian suite with mmdebstrap on first
+// use (Trixie, Debian 13, systemd 257: about 40 s and 400 MB here) and
+// caches it under /var/tmp as baton-<suite>-<hash>; `make deps` builds it
+// ahead. Versions returns the host's systemd and Debian 13's, named
+// "systemd252" and "systemd257" for subtests, and Box.SystemdVersion
+// what the booted box runs; Boot logs it. Where the root cannot be built
+// the policy below applies (fail under CI=true, skip otherwise). The host's
+// systemd-nspawn (252) boots either.
+//
 // Binaries for a box are best built with CGO_ENABLED=0. A box shares the
 // host's network unless Options.PrivateNetwork is set; then the host reaches
 // it only through Box.DialContext (e.g. as an http.Transport's DialContext).

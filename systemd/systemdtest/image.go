@@ -101,8 +101,9 @@ func writeSeed(dir, hostname string) error {
 // cgroups, mounts /run, the tmpfs and the overlay, customises the image and
 // execs systemd-nspawn ("$@"). Every mount dies with the namespace.
 //
-// Environment: BOX_NAME, BOX_DIR (the state directory), BOX_CGROUP_PROCS
-// (cgroup.procs files to join, space separated; paths never contain spaces).
+// Environment: BOX_NAME, BOX_DIR (the state directory), BOX_LOWER (the
+// overlay's lower layer: / or a Debian root), BOX_CGROUP_PROCS (cgroup.procs
+// files to join, space separated; paths never contain spaces).
 const bootScript = `set -eu
 if [ "$(findmnt -n -o PROPAGATION --mountpoint /)" != private ]; then
 	echo "systemdtest: / is not private in the box's mount namespace; refusing to mount" >&2
@@ -112,7 +113,7 @@ for f in $BOX_CGROUP_PROCS; do echo $$ > "$f"; done
 mount -t tmpfs -o mode=0755,size=64m "baton-sdbox-run-$BOX_NAME" /run
 mount -t tmpfs -o mode=0755,size=2g "baton-sdbox-rw-$BOX_NAME" "$BOX_DIR/rw"
 mkdir "$BOX_DIR/rw/upper" "$BOX_DIR/rw/work"
-mount -t overlay -o "lowerdir=/,upperdir=$BOX_DIR/rw/upper,workdir=$BOX_DIR/rw/work" "baton-sdbox-root-$BOX_NAME" "$BOX_DIR/root"
+mount -t overlay -o "lowerdir=$BOX_LOWER,upperdir=$BOX_DIR/rw/upper,workdir=$BOX_DIR/rw/work" "baton-sdbox-root-$BOX_NAME" "$BOX_DIR/root"
 if [ "$(findmnt -n -o FSTYPE --mountpoint "$BOX_DIR/rw")" != tmpfs ] ||
    [ "$(findmnt -n -o FSTYPE --mountpoint "$BOX_DIR/root")" != overlay ]; then
 	echo "systemdtest: tmpfs or overlay not mounted under $BOX_DIR" >&2
