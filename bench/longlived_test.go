@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,9 @@ import (
 	"github.com/baton-dev/baton/internal/livetest"
 	"github.com/baton-dev/baton/systemd/systemdtest"
 )
+
+// cutLine is what webapp's log says of a drain that cut connections.
+var cutLine = regexp.MustCompile(`stopped after [^:]+: \d+ connections cut at the deadline`)
 
 // runLongLived is scenario 9: webapp's WebSocket echo (GET /ws) and
 // server-sent events (GET /events) under the real systemd, loaded by
@@ -126,12 +130,14 @@ func longLivedCase(t *testing.T, e *benchEnv, c LongLivedCase) LongLivedCase {
 	c.Totals = tot
 	c.Reconnects, c.Never = res.Reconnects(gens)
 	j := box.Journal(t, "-u", "webapp.service", "-o", "cat")
-	// A drain that cut says so twice (its event, then webapp's exit).
+	// A drain that cut says so twice (its event, then webapp's exit log),
+	// in the same words.
 	cutLines := map[string]bool{}
-	for _, l := range strings.Split(j, "\n") {
-		if strings.Contains(l, "connections cut at the deadline") {
-			cutLines[l] = true
+	for _, m := range cutLine.FindAllString(j, -1) {
+		if !cutLines[m] {
+			t.Logf("%s: %s", c.Title, m)
 		}
+		cutLines[m] = true
 	}
 	c.CutLines = len(cutLines)
 	slices.Sort(c.OldExit)
