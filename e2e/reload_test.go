@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -640,10 +641,14 @@ while :; do
 		b0= b1=
 		{ IFS= read -r -d '' b0; IFS= read -r -d '' b1; } 2>/dev/null </proc/$pp/cmdline
 		[ "$b0 $b1" = "/usr/bin/webapp serve" ] && continue
-		parent=-
+		parent=- vars=0
 		while IFS= read -r -d '' kv; do
+			vars=$((vars+1))
 			case $kv in BATON_UPGRADE_PARENT=*) parent=${kv#*=};; esac
 		done 2>/dev/null </proc/$p/environ
+		# A process exiting between the two reads has no environment
+		# left to read: it says nothing of its parent.
+		[ "$vars" -gt 0 ] || continue
 		echo "P $p $parent"
 	done 2>/dev/null <"$f"
 	echo E
@@ -678,6 +683,9 @@ func (g *genSampler) stop() (parents map[string]string, listings int, err error)
 			listings++
 		}
 		if f := strings.Fields(line); len(f) == 3 && f[0] == "P" {
+			if prev, ok := parents[f[1]]; ok && prev != f[2] {
+				err = errors.Join(err, fmt.Errorf("process %s listed as started by %s, then by %s", f[1], prev, f[2]))
+			}
 			parents[f[1]] = f[2]
 		}
 	}
