@@ -25,6 +25,21 @@ import (
 // broken server still has a working reload client.
 const goodClient = "/usr/local/lib/webapp-e2e/webapp"
 
+// failReload installs a /usr/bin/webapp that exits at once (its reload
+// command is goodClient, installed by the caller), checks that `systemctl
+// reload` fails with it, and puts the good binary back.
+func (s *service) failReload(t *testing.T, good string) {
+	t.Helper()
+	s.box.Run(t, "sh", "-c", `printf '%s\n' '#!/bin/sh' 'case "$1" in reload) exec `+goodClient+` "$@";; esac' 'exit 3' >/usr/bin/.webapp.new &&
+chmod 755 /usr/bin/.webapp.new && mv -f /usr/bin/.webapp.new /usr/bin/webapp`)
+	if _, _, err := s.box.Exec(t.Context(), "systemctl", "reload", "webapp.service"); err == nil {
+		t.Fatal("systemctl reload with a binary that exits at once succeeded")
+	}
+	if err := s.swapBinary(good); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // reloadOutcome is one `systemctl reload webapp.service`.
 type reloadOutcome struct {
 	Took   time.Duration

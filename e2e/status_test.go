@@ -43,15 +43,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("webapp status after a reload:\n%s\nwant the generation, the state and the reload count", text)
 	}
 
-	// A binary that exits at once: the reload fails.
-	s.box.Run(t, "sh", "-c", `printf '%s\n' '#!/bin/sh' 'case "$1" in reload) exec `+goodClient+` "$@";; esac' 'exit 3' >/usr/bin/.webapp.new &&
-chmod 755 /usr/bin/.webapp.new && mv -f /usr/bin/.webapp.new /usr/bin/webapp`)
-	if _, _, err := s.box.Exec(t.Context(), "systemctl", "reload", "webapp.service"); err == nil {
-		t.Fatal("systemctl reload with a binary that exits at once succeeded")
-	}
-	if err := s.swapBinary(good); err != nil {
-		t.Fatal(err)
-	}
+	s.failReload(t, good) // the reload fails
 	st, text = status()
 	t.Logf("webapp status after a failed reload:\n%s", text)
 	if st.Generation != 2 || st.FailedReloads != 1 || st.LastReload == nil || st.LastReload.OK || !strings.Contains(st.LastReload.Error, "exited before it was ready") {
