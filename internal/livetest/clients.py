@@ -65,7 +65,7 @@ async def ws_client(args, cid, stop, out):
     unacked = {}  # seq -> first sent (time)
     st = {"kind": "ws", "cid": cid, "sent": 0, "resent": 0, "echoed": 0, "dup": 0,
           "clean": 0, "abnormal": 0, "abnormal_what": [], "connect_errors": 0,
-          "connects": [], "closes": []}
+          "connects": [], "closes": [], "last_echoed": 0}
     while not stop.event.is_set():
         try:
             ws = await websockets.connect(url, open_timeout=15, close_timeout=10,
@@ -87,6 +87,7 @@ async def ws_client(args, cid, stop, out):
                 elif s in unacked:
                     del unacked[s]
                     st["echoed"] += 1
+                    st["last_echoed"] = max(st["last_echoed"], s)
                 else:
                     st["dup"] += 1
 
@@ -138,6 +139,9 @@ async def ws_client(args, cid, stop, out):
         if args.no_reconnect:
             break
     st["lost"] = len(unacked)
+    # Unechoed messages older than an echoed one: the server read past
+    # them and dropped them (the server echoes in order).
+    st["lost_before_echo"] = len([q for q in unacked if q < st["last_echoed"]])
     out.append(st)
 
 

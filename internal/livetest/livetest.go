@@ -257,12 +257,15 @@ type WS struct {
 	Sent, Resent, Echoed int
 	Dup                  int // echoes of messages not outstanding
 	Lost                 int // never echoed, resends included
-	Clean                int // closes 1001 with the closing handshake
-	Abnormal             int // any other close (1006: no close frame), errors
-	AbnormalWhat         []string
-	ConnectErrors        int
-	Connects             []Connect
-	CloseCodes           []int
+	// LostBeforeEcho is how many of the lost were sent before a message
+	// that was echoed: dropped by the server after it read past them.
+	LostBeforeEcho int
+	Clean          int // closes 1001 with the closing handshake
+	Abnormal       int // any other close (1006: no close frame), errors
+	AbnormalWhat   []string
+	ConnectErrors  int
+	Connects       []Connect
+	CloseCodes     []int
 }
 
 // SSE is one event-stream client's report.
@@ -303,6 +306,7 @@ type rawReport struct {
 	Echoed        int      `json:"echoed"`
 	Dup           int      `json:"dup"`
 	Lost          int      `json:"lost"`
+	LostBefore    int      `json:"lost_before_echo"`
 	Clean         int      `json:"clean"`
 	Abnormal      int      `json:"abnormal"`
 	AbnormalWhat  []string `json:"abnormal_what"`
@@ -347,7 +351,7 @@ func (r *Result) add(line string) error {
 	}
 	switch raw.Kind {
 	case "ws":
-		w := WS{CID: raw.CID, Sent: raw.Sent, Resent: raw.Resent, Echoed: raw.Echoed, Dup: raw.Dup, Lost: raw.Lost,
+		w := WS{CID: raw.CID, Sent: raw.Sent, Resent: raw.Resent, Echoed: raw.Echoed, Dup: raw.Dup, Lost: raw.Lost, LostBeforeEcho: raw.LostBefore,
 			Clean: raw.Clean, Abnormal: raw.Abnormal, AbnormalWhat: raw.AbnormalWhat, ConnectErrors: raw.ConnectErrors,
 			Connects: connects(raw.Connects)}
 		for _, c := range raw.Closes {
@@ -380,6 +384,7 @@ func (r *Result) add(line string) error {
 // Totals sums the reports.
 type Totals struct {
 	WS, Sent, Resent, Echoed, Dup, Lost, Clean, Abnormal, ConnectErrors, Connects int
+	LostBeforeEcho                                                                int
 	SSE, Events, Missing, Repeated, Streams, SSEErrors                            int
 	Examples                                                                      []string // a few abnormal closes or errors
 }
@@ -394,6 +399,7 @@ func (r *Result) Totals() Totals {
 		t.Echoed += w.Echoed
 		t.Dup += w.Dup
 		t.Lost += w.Lost
+		t.LostBeforeEcho += w.LostBeforeEcho
 		t.Clean += w.Clean
 		t.Abnormal += w.Abnormal
 		t.ConnectErrors += w.ConnectErrors
