@@ -202,6 +202,8 @@ var (
 	rpmFiles = append([]string{
 		"/etc/sysconfig/webapp",
 		"/etc/webapp",
+		"/usr/share/doc/webapp",
+		"/usr/share/doc/webapp/examples",
 		"/usr/share/licenses/webapp",
 		"/usr/share/licenses/webapp/LICENSE",
 	}, commonFiles...)
@@ -675,7 +677,7 @@ func TestRpmContents(t *testing.T) {
 		switch f {
 		case "/usr/bin/webapp":
 			want = "-rwxr-xr-x"
-		case "/usr/share/licenses/webapp", // owned, so that rpm -e removes it
+		case "/usr/share/licenses/webapp", "/usr/share/doc/webapp", "/usr/share/doc/webapp/examples", // owned, so that rpm -e removes them
 			"/etc/webapp": // for the TLS certificate and key
 			want = "drwxr-xr-x"
 		}
