@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -104,7 +105,7 @@ type lineage struct {
 	generation    int
 	reloads       int // committed, the one that made this generation included
 	failedReloads int
-	mu            chan struct{} // a lock: reload outcomes come from several goroutines
+	mu            sync.Mutex // reload outcomes come from several goroutines
 	onEvent       func(Event)
 	log           Logger
 	pid           int
@@ -114,7 +115,7 @@ type lineage struct {
 // inheritedLineage reads the variables of a hand-over; a fresh start is
 // generation 1 with no reload.
 func inheritedLineage(handedOver bool, onEvent func(Event), log Logger) *lineage {
-	l := &lineage{generation: 1, mu: make(chan struct{}, 1), onEvent: onEvent, log: log, pid: os.Getpid()}
+	l := &lineage{generation: 1, onEvent: onEvent, log: log, pid: os.Getpid()}
 	if !handedOver {
 		return l
 	}
@@ -133,8 +134,8 @@ func inheritedLineage(handedOver bool, onEvent func(Event), log Logger) *lineage
 
 // handoverEnv is what the next generation inherits, should it take over.
 func (l *lineage) handoverEnv() []string {
-	l.mu <- struct{}{}
-	defer func() { <-l.mu }()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	return []string{
 		envGeneration + "=" + strconv.Itoa(l.generation+1),
 		envReloads + "=" + strconv.Itoa(l.reloads+1) + " " + strconv.Itoa(l.failedReloads),
@@ -162,7 +163,7 @@ func (l *lineage) watched(check func(context.Context) error) func(context.Contex
 // emit fills in the generation's fields and hands e to OnEvent, or its
 // message to the Logger.
 func (l *lineage) emit(e Event) {
-	l.mu <- struct{}{}
+	l.mu.Lock()
 	switch e.Kind {
 	case EventReloadCommitted:
 		l.reloads++
@@ -175,7 +176,7 @@ func (l *lineage) emit(e Event) {
 		last := e
 		l.lastReload = &last
 	}
-	<-l.mu
+	l.mu.Unlock()
 	switch {
 	case l.onEvent != nil:
 		l.onEvent(e)

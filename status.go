@@ -68,7 +68,7 @@ type inFlighter interface{ inFlight() int }
 // statusOf is the group's Status now; state is what Run is doing.
 func (g *group) statusOf(started time.Time, state *atomic.Value) Status {
 	l := g.lin
-	l.mu <- struct{}{}
+	l.mu.Lock()
 	st := Status{
 		PID: os.Getpid(), Generation: l.generation, Version: g.opts.Version, Started: started,
 		Reloads: l.reloads, FailedReloads: l.failedReloads,
@@ -80,7 +80,7 @@ func (g *group) statusOf(started time.Time, state *atomic.Value) Status {
 		}
 		st.LastReload = r
 	}
-	<-l.mu
+	l.mu.Unlock()
 	st.State, _ = state.Load().(string)
 	for _, s := range g.servers {
 		ss := SocketStatus{Name: s.sock.Name, Connections: s.kind.connections()}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -27,12 +26,7 @@ var cutLine = regexp.MustCompile(`stopped after [^:]+: \d+ connections cut at th
 // clients through reloads with webapp's drain signal switched off.
 func runLongLived(t *testing.T, e *benchEnv) *LongLived {
 	cfg := e.cfg
-	if err := livetest.Check(); err != nil {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-			t.Fatalf("%v (CI=true)", err)
-		}
-		t.Skipf("%v", err)
-	}
+	livetest.Require(t)
 	l := &LongLived{Interval: 100 * time.Millisecond}
 	l.Cases = append(l.Cases, longLivedCase(t, e, LongLivedCase{
 		Title: "with the drain signal", Signal: true,

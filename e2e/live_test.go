@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -17,16 +16,6 @@ import (
 // (WebSocket echo) and GET /events (server-sent events), driven by
 // Debian's python3-websockets and Python's http.client (package
 // livetest), in several Python processes on the host.
-
-func needPython(t *testing.T) {
-	t.Helper()
-	if err := livetest.Check(); err != nil {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-			t.Fatalf("%v (CI=true)", err)
-		}
-		t.Skipf("%v", err)
-	}
-}
 
 // liveRun is the outcome of longLivedCycles.
 type liveRun struct {
@@ -108,7 +97,7 @@ func longLivedCycles(t *testing.T, s *service, ws, sse, cycles, restartEvery int
 // generation, and each old generation exits soon after its reload
 // returns instead of waiting out its 20 s drain deadline.
 func TestLongLivedThroughReloadsAndRestarts(t *testing.T) {
-	needPython(t)
+	livetest.Require(t)
 	const ws, sse, cycles = 500, 100, 25 // every fifth a restart
 	s := startService(t, serviceOptions{})
 	s.get(t, "/")
@@ -167,7 +156,7 @@ func TestLongLivedThroughReloadsAndRestarts(t *testing.T) {
 // see abnormal closures (1006, no close frame), and the old generations
 // outlive their reload by the deadline.
 func TestLongLivedContrast(t *testing.T) {
-	needPython(t)
+	livetest.Require(t)
 	const ws, sse, cycles = 100, 20, 3
 	s := startService(t, serviceOptions{ServiceDropIn: "Environment=WEBAPP_IGNORE_DRAIN=1 WEBAPP_OPTS=--drain-timeout=2s"})
 	s.get(t, "/")
@@ -198,7 +187,7 @@ func TestLongLivedContrast(t *testing.T) {
 // systemd received EXTEND_TIMEOUT_USEC= (its debug log shows each
 // notification).
 func TestLongLivedStop(t *testing.T) {
-	needPython(t)
+	livetest.Require(t)
 	const ws = 500
 	s := startService(t, serviceOptions{ServiceDropIn: "TimeoutStopSec=5s\nEnvironment=WEBAPP_OPTS=--stop-timeout=5s"})
 	s.get(t, "/")
@@ -281,7 +270,7 @@ func TestLongLivedStop(t *testing.T) {
 // nothing is cut, and the stop succeeds. (TestLongLivedStop has the
 // client that never leaves, cut at the deadline.)
 func TestLongLivedStopExtends(t *testing.T) {
-	needPython(t)
+	livetest.Require(t)
 	s := startService(t, serviceOptions{ServiceDropIn: "TimeoutStopSec=3s\nEnvironment=WEBAPP_OPTS=--stop-timeout=3s"})
 	s.get(t, "/")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

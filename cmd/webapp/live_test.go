@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net"
-	"os"
 	"regexp"
 	"strconv"
 	"syscall"
@@ -12,16 +11,6 @@ import (
 
 	"github.com/baton-dev/baton/internal/livetest"
 )
-
-func needPython(t *testing.T) {
-	t.Helper()
-	if err := livetest.Check(); err != nil {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-			t.Fatalf("%v (CI=true)", err)
-		}
-		t.Skipf("%v", err)
-	}
-}
 
 // TestLongLivedWithoutSystemd: webapp on its own bind, no systemd. 100
 // WebSocket clients (Python websockets) and 20 SSE clients (http.client)
@@ -33,7 +22,7 @@ func needPython(t *testing.T) {
 // one is cut at the deadline and counted (TestSIGTERMDeadlineCuts has
 // the exit status).
 func TestLongLivedWithoutSystemd(t *testing.T) {
-	needPython(t)
+	livetest.Require(t)
 	in := install(t, "--stop-timeout=3s")
 	_, p, _ := net.SplitHostPort(in.addr)
 	port, _ := strconv.Atoi(p)

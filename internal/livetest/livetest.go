@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -40,6 +41,18 @@ func Check() error {
 		return fmt.Errorf("%s cannot import websockets (Debian's python3-websockets; `make deps` as root installs it): %v: %s", Python, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// Require applies the project's policy to Check: the test fails with
+// CI=true and skips, saying why, otherwise.
+func Require(t testing.TB) {
+	t.Helper()
+	if err := Check(); err != nil {
+		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+			t.Fatalf("%v (CI=true)", err)
+		}
+		t.Skipf("%v", err)
+	}
 }
 
 // Options says which clients to run against one address.

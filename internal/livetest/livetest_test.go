@@ -4,8 +4,6 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"testing"
 	"time"
 
@@ -13,16 +11,6 @@ import (
 	"github.com/baton-dev/baton/internal/live"
 	"github.com/baton-dev/baton/internal/livetest"
 )
-
-func needPython(t *testing.T) {
-	t.Helper()
-	if err := livetest.Check(); err != nil {
-		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-			t.Fatalf("%v (CI=true)", err)
-		}
-		t.Skipf("%v", err)
-	}
-}
 
 // serveOn serves /ws and /events on ln through a new Drainer.
 func serveOn(ln net.Listener) *drain.Drainer {
@@ -40,7 +28,7 @@ func serveOn(ln net.Listener) *drain.Drainer {
 // once and reconnects, nothing is lost, no event id is missing or
 // repeated, and the drain ends with nothing cut.
 func TestClientsAcrossHandOver(t *testing.T) {
-	needPython(t)
+	livetest.Require(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
