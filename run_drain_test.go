@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,9 +57,13 @@ type holder struct {
 	said chan string // what came after hello, at EOF
 }
 
-func hold(t *testing.T, addr, path string) *holder {
+func hold(t *testing.T, sock baton.Socket, path string) *holder {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	network := sock.Network
+	if network == "" {
+		network = "tcp"
+	}
+	c, err := net.Dial(network, sock.Address)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,12 +92,18 @@ func hold(t *testing.T, addr, path string) *holder {
 // TestRunDrainingSignal: HTTP handlers (a hijacked connection) and Stream
 // handlers learn from baton.Draining that the drain began, say goodbye
 // and close; a hijacked connection whose handler ignores it is cut at the
-// deadline and counted. STATUS= counts the long-lived connections.
+// deadline and counted. STATUS= counts the long-lived connections. The
+// sockets are unix sockets in the test's own directory, so that the
+// counts are of this test's connections alone: a loopback port chosen
+// here could be dialled by another process on the machine that held the
+// same port number a moment earlier.
 func TestRunDrainingSignal(t *testing.T) {
 	notify := notifytest.Listen(t)
 	t.Setenv("NOTIFY_SOCKET", notify.Addr())
 	t.Setenv("RUNTIME_DIRECTORY", "")
-	httpAddr, streamAddr := freeAddr(t), freeAddr(t)
+	dir := t.TempDir()
+	httpSock := baton.Socket{Name: "http", Network: "unix", Address: filepath.Join(dir, "http")}
+	streamSock := baton.Socket{Name: "raw", Network: "unix", Address: filepath.Join(dir, "raw")}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hold/", hijacker)
 	mux.HandleFunc("/{$}", hello)
@@ -109,12 +120,12 @@ func TestRunDrainingSignal(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- baton.Run(ctx, baton.Options{DrainTimeout: 2 * time.Second, IdleGrace: -1},
-			baton.HTTP(baton.Socket{Name: "http", Address: httpAddr}, &http.Server{Handler: mux}),
-			baton.Stream(baton.Socket{Name: "raw", Address: streamAddr}, stream))
+			baton.HTTP(httpSock, &http.Server{Handler: mux}),
+			baton.Stream(streamSock, stream))
 	}()
 	notify.WaitFor(t, 0, "READY=1", 20*time.Second)
-	polite := []*holder{hold(t, httpAddr, "/hold/0"), hold(t, httpAddr, "/hold/50"), hold(t, streamAddr, "")}
-	stubborn := hold(t, httpAddr, "/hold/-1")
+	polite := []*holder{hold(t, httpSock, "/hold/0"), hold(t, httpSock, "/hold/50"), hold(t, streamSock, "")}
+	stubborn := hold(t, httpSock, "/hold/-1")
 	from := len(notify.Messages())
 	start := time.Now()
 	cancel()
@@ -170,7 +181,7 @@ func TestRunStopExtendsWhileLeaving(t *testing.T) {
 	notify := notifytest.Listen(t)
 	t.Setenv("NOTIFY_SOCKET", notify.Addr())
 	t.Setenv("RUNTIME_DIRECTORY", "")
-	addr := freeAddr(t)
+	sock := baton.Socket{Name: "http", Network: "unix", Address: filepath.Join(t.TempDir(), "http")}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hold/", hijacker)
 	mux.HandleFunc("/{$}", hello)
@@ -181,15 +192,15 @@ func TestRunStopExtendsWhileLeaving(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- baton.Run(ctx, baton.Options{StopTimeout: stopTimeout, IdleGrace: -1},
-			baton.HTTP(baton.Socket{Name: "http", Address: addr}, &http.Server{Handler: mux}))
+			baton.HTTP(sock, &http.Server{Handler: mux}))
 	}()
 	notify.WaitFor(t, 0, "READY=1", 20*time.Second)
 	var leavers []*holder
 	const n = 5
 	for i := range n {
-		leavers = append(leavers, hold(t, addr, fmt.Sprintf("/hold/%d", every.Milliseconds()*int64(i+1))))
+		leavers = append(leavers, hold(t, sock, fmt.Sprintf("/hold/%d", every.Milliseconds()*int64(i+1))))
 	}
-	stubborn := hold(t, addr, "/hold/-1")
+	stubborn := hold(t, sock, "/hold/-1")
 	from := len(notify.Messages())
 	start := time.Now()
 	cancel()
