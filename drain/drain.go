@@ -73,6 +73,11 @@ type Drainer struct {
 	begun     chan struct{}        // closed when the drain begins
 	cancels   []context.CancelFunc // of NewContext's contexts
 	changed   chan struct{}        // closed and replaced when a connection goes
+
+	mover   atomic.Pointer[mover] // the hand-over, once armed
+	moves   atomic.Int64          // connections handed over
+	moveErr error                 // why the hand-over stopped, if it did
+	adopt   map[*http.Server]*adoptListener
 }
 
 // New returns a Drainer.
@@ -156,7 +161,7 @@ func (d *Drainer) InFlight() int {
 func (d *Drainer) inFlightLocked() int {
 	n := len(d.raw)
 	for _, m := range d.conns {
-		if m.st != http.StateIdle {
+		if m.state() != http.StateIdle {
 			n++
 		}
 	}
@@ -194,7 +199,7 @@ func (d *Drainer) ServeTLS(srv *http.Server, ln net.Listener) error {
 }
 
 func (d *Drainer) serve(srv *http.Server, ln net.Listener, tls bool) error {
-	wl, err := d.register(srv, ln)
+	wl, err := d.register(srv, ln, !tls)
 	if err != nil {
 		return err
 	}
@@ -215,7 +220,7 @@ func (d *Drainer) serve(srv *http.Server, ln net.Listener, tls bool) error {
 	return err
 }
 
-func (d *Drainer) register(srv *http.Server, ln net.Listener) (*listener, error) {
+func (d *Drainer) register(srv *http.Server, ln net.Listener, plain bool) (*listener, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.Draining() {
@@ -223,6 +228,7 @@ func (d *Drainer) register(srv *http.Server, ln net.Listener) (*listener, error)
 		return nil, http.ErrServerClosed
 	}
 	wl := newListener(ln, d, false)
+	wl.plain = plain
 	d.listeners[wl] = struct{}{}
 	d.serving++
 	if _, ok := d.servers[srv]; ok {
@@ -256,7 +262,11 @@ func (d *Drainer) register(srv *http.Server, ln net.Listener) (*listener, error)
 // otherwise. net/http calls ConnContext, and so add, just before it
 // reports the connection new.
 func (d *Drainer) add(c net.Conn) *connMark {
-	m := &connMark{c: c, st: http.StateNew}
+	m := &connMark{c: c}
+	m.st.Store(int32(http.StateNew))
+	if hc, ok := c.(*hconn); ok {
+		hc.m = m
+	}
 	d.mu.Lock()
 	d.conns[c] = m
 	d.mu.Unlock()
@@ -264,11 +274,29 @@ func (d *Drainer) add(c net.Conn) *connMark {
 }
 
 // connState follows a server connection. It runs twice for each request
-// on a kept-alive connection (active, then idle): one map lookup under
-// d.mu, nothing allocated.
+// on a kept-alive connection (active, then idle): for a plaintext
+// HTTP/1.1 connection that is two atomic stores and a clock reading,
+// without a lock until the drain begins; for the others one map lookup
+// under d.mu. Nothing is allocated.
 func (d *Drainer) connState(c net.Conn, st http.ConnState) {
 	if st == http.StateNew {
 		return // registered by add
+	}
+	if hc, ok := c.(*hconn); ok && (st == http.StateActive || st == http.StateIdle) {
+		if m := hc.m; m != nil && !m.h2.Load() {
+			m.set(st)
+			if d.draining.Load() {
+				d.mu.Lock()
+				d.wakeLocked()
+				d.mu.Unlock()
+			}
+			return
+		}
+	}
+	if st == http.StateHijacked {
+		if hc, ok := c.(*hconn); ok {
+			hc.noMove.Store(true)
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -290,7 +318,7 @@ func (d *Drainer) connState(c net.Conn, st http.ConnState) {
 		}
 		d.wakeLocked()
 	default:
-		m.st = st
+		m.set(st)
 		if m.isH2 {
 			m.idleSince = time.Time{}
 			if st == http.StateIdle {
@@ -309,11 +337,40 @@ type connMark struct {
 	c  net.Conn
 	h2 atomic.Bool // it speaks HTTP/2: set once, by its first request
 
+	st     atomic.Int32 // its http.ConnState
+	idleAt atomic.Int64 // when it last became idle (monotonic ns, see now)
+	gap    atomic.Int64 // its recent gap between requests (ns, see set)
+
 	// Guarded by the Drainer's mu.
-	st        http.ConnState
 	isH2      bool      // h2, as counted in the Drainer's h2
 	idleSince time.Time // HTTP/2 only: no stream open since (zero: streams open)
 }
+
+func (m *connMark) state() http.ConnState { return http.ConnState(m.st.Load()) }
+
+// set records a state. A kept-alive connection's gap between requests
+// is how long it stayed idle before its latest request, or, decaying by
+// a quarter at each request, the longest of its recent gaps: what an
+// adaptive idle grace waits for before closing it as idle.
+func (m *connMark) set(st http.ConnState) {
+	prev := http.ConnState(m.st.Swap(int32(st)))
+	switch {
+	case st == http.StateIdle:
+		m.idleAt.Store(now())
+	case st == http.StateActive && prev == http.StateIdle:
+		g := now() - m.idleAt.Load()
+		if old := m.gap.Load(); g < old-old/4 {
+			g = old - old/4
+		}
+		m.gap.Store(g)
+	}
+}
+
+// epoch anchors now.
+var epoch = time.Now()
+
+// now is a monotonic clock in nanoseconds.
+func now() int64 { return int64(time.Since(epoch)) }
 
 // sawHTTP2 records that c speaks HTTP/2 (its first request says so).
 func (d *Drainer) sawHTTP2(m *connMark) {
@@ -425,6 +482,7 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 	}
 	d.mu.Unlock()
 
+	d.awaitMoves(ctx)
 	d.grace(ctx)
 	d.settleHTTP2(ctx)
 	early := d.early()
@@ -496,8 +554,8 @@ func (d *Drainer) early() []net.Conn {
 	d.mu.Lock()
 	candidates := make([]entry, 0, len(d.conns))
 	for c, m := range d.conns {
-		if m.st == http.StateNew || m.st == http.StateIdle {
-			candidates = append(candidates, entry{c, m.st})
+		if st := m.state(); st == http.StateNew || st == http.StateIdle {
+			candidates = append(candidates, entry{c, st})
 		}
 	}
 	d.mu.Unlock()
@@ -515,7 +573,7 @@ func (d *Drainer) early() []net.Conn {
 func (d *Drainer) classifyLocked() (cut, idle int) {
 	cut = len(d.raw)
 	for c, m := range d.conns {
-		if m.st == http.StateActive || underWay(c, m.st) {
+		if st := m.state(); st == http.StateActive || underWay(c, st) {
 			cut++
 		} else {
 			idle++
@@ -536,11 +594,21 @@ type discard struct{}
 func (discard) Infof(string, ...any) {}
 func (discard) Warnf(string, ...any) {}
 
-// grace keeps kept-alive connections served for the idle grace, ending
-// early once no connection is left and every accept loop has returned:
-// net/http drops a request it reads after its Shutdown has begun, so a
-// connection accepted just before the listeners closed must be registered
-// (and its request read) before that.
+// grace keeps kept-alive connections served while their clients may
+// still send a request on them, ending early once no connection is left
+// and every accept loop has returned: net/http drops a request it reads
+// after its Shutdown has begun, so a connection accepted just before the
+// listeners closed must be registered (and its request read) before that.
+//
+// The grace adapts to each connection: one waiting for its next request
+// is closed once it has been idle for twice its own recent gap between
+// requests, and never before the idle grace (Options.IdleGrace): at
+// thousands of connections a client's next request on a connection may
+// come seconds apart, and a fixed second would close connections under
+// requests on their way. The whole grace ends when no connection is left
+// waiting within its time, and lasts at most maxGraceFactor times the
+// idle grace or half the time left to the deadline. What is still idle
+// then is closed by the servers' Shutdown, as before.
 func (d *Drainer) grace(ctx context.Context) {
 	g := d.opts.IdleGrace
 	if g == 0 {
@@ -549,9 +617,77 @@ func (d *Drainer) grace(ctx context.Context) {
 	if g < 0 {
 		return
 	}
-	t := time.NewTimer(g)
-	defer t.Stop()
-	d.waitAll(ctx, t.C, true)
+	start := time.Now()
+	limit := start.Add(maxGraceFactor * g)
+	if dl, ok := ctx.Deadline(); ok {
+		if half := start.Add(time.Until(dl) / 2); half.Before(limit) {
+			limit = half
+		}
+	}
+	if limit.Before(start.Add(g)) {
+		limit = start.Add(g)
+	}
+	tick := time.NewTicker(graceTick)
+	defer tick.Stop()
+	var closing []net.Conn
+	for {
+		t := now()
+		past := time.Since(start) >= g
+		d.mu.Lock()
+		n := len(d.conns) + len(d.raw) + d.serving
+		waiting := 0
+		closing = closing[:0]
+		for c, m := range d.conns {
+			if m.isH2 || m.h2.Load() {
+				continue // settleHTTP2's
+			}
+			switch m.state() {
+			case http.StateIdle:
+				allow := min(max(2*time.Duration(m.gap.Load()), g), maxGraceFactor*g)
+				if time.Duration(t-m.idleAt.Load()) < allow {
+					waiting++
+				} else if past {
+					closing = append(closing, c)
+				}
+			case http.StateNew:
+				if !past {
+					waiting++
+				}
+			}
+		}
+		ch := d.changed
+		d.mu.Unlock()
+		for _, c := range closing {
+			closeIdle(c)
+		}
+		if n == 0 || past && waiting == 0 || !time.Now().Before(limit) {
+			return
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// maxGraceFactor bounds the adaptive idle grace, in idle graces.
+const maxGraceFactor = 10
+
+// graceTick is how often the grace looks at the idle connections.
+const graceTick = 50 * time.Millisecond
+
+// closeIdle closes a connection waiting for its next request. A request
+// that reaches it at that very moment is lost, as with any server that
+// closes a kept-alive connection; the adaptive grace makes that moment
+// one at which the client has been silent for twice its usual gap.
+func closeIdle(c net.Conn) {
+	if hc, ok := c.(*hconn); ok {
+		hc.Conn.Close()
+		return
+	}
+	c.Close()
 }
 
 // settleHTTP2 lets busy HTTP/2 connections finish before the servers'

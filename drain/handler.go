@@ -25,7 +25,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rw := writers.Get().(*responseWriter)
-	*rw = responseWriter{ResponseWriter: w, d: h.d}
+	*rw = responseWriter{ResponseWriter: w, d: h.d, r: r}
 	h.h.ServeHTTP(rw, r)
 	if !rw.wroteHeader {
 		// net/http writes the header after the handler returns.
@@ -44,6 +44,7 @@ var writers = sync.Pool{New: func() any { return new(responseWriter) }}
 type responseWriter struct {
 	http.ResponseWriter
 	d           *Drainer
+	r           *http.Request
 	wroteHeader bool
 }
 
@@ -51,7 +52,10 @@ type responseWriter struct {
 func (w *responseWriter) prepare() {
 	w.wroteHeader = true
 	if w.d.Draining() {
-		w.ResponseWriter.Header().Set("Connection", "close")
+		m, _ := w.r.Context().Value(connKey{}).(*connMark)
+		if w.d.closeOnDrain(m) {
+			w.ResponseWriter.Header().Set("Connection", "close")
+		}
 	}
 }
 

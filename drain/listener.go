@@ -24,8 +24,9 @@ const burstQuiet = time.Second
 // with raw set it tracks the connections it accepts.
 type listener struct {
 	net.Listener
-	d   *Drainer
-	raw bool
+	d     *Drainer
+	raw   bool
+	plain bool // a plaintext server's: its connections are hconns
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed by Close, to end a backoff
@@ -51,6 +52,10 @@ func (l *listener) Accept() (net.Conn, error) {
 			}
 			if l.raw {
 				return l.d.track(c), nil
+			}
+			if l.plain {
+				_, adopted := l.Listener.(*adoptListener)
+				return &hconn{Conn: c, d: l.d, adopted: adopted}, nil
 			}
 			return c, nil
 		}

@@ -19,6 +19,10 @@ func underWay(c net.Conn, st http.ConnState) bool {
 		c = nc.NetConn()
 	}
 	unknown := st == http.StateNew
+	// A connection handed over from a previous generation has received
+	// bytes there: only what is still unread here tells of a request.
+	hc, adopted := c.(*hconn)
+	adopted = adopted && hc.adopted
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return unknown
@@ -32,6 +36,10 @@ func underWay(c net.Conn, st http.ConnState) bool {
 		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
 			// Not sent at all: the client's window is closed.
 			busy = info.Notsent_bytes > 0 || st == http.StateNew && info.Bytes_received > 0
+			if adopted {
+				n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+				busy = info.Notsent_bytes > 0 || st == http.StateNew && err == nil && n > 0
+			}
 			return
 		}
 		// Not TCP (a unix socket): anything in the send queue.
