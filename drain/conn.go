@@ -19,20 +19,33 @@ import (
 // it holds the connection's state so that a request on a kept-alive
 // connection costs no lock.
 //
-// net/http reads a connection through its own 4 KiB buffer, so a Read
-// with the length of the connection's first Read is a Read into an empty
-// buffer: nothing of the next request is held in this process. A Read
-// with any other length (net/http's one-byte background read while a
-// handler runs, or a buffer that holds part of a pipelined request) is
-// never the moment; the connection then goes at its next empty Read,
-// once the request it has begun has been answered.
+// The moment is a Read that net/http makes between two requests, when
+// nothing has been read since the last answer was done (ConnState idle)
+// and net/http's own buffer is empty. net/http reads a connection
+// through a bufio.Reader of 4 KiB, which reads into the free end of its
+// buffer after sliding what it holds to the front: the capacity of the
+// slice it reads into is that of the whole buffer (the capacity of the
+// connection's first Read) exactly when it holds nothing. So a Read goes
+// ahead with a hand-over when its capacity is the whole buffer's, no
+// byte has been read since the connection went idle (or since it was
+// accepted), and no handler is running (net/http calls a pipelined
+// request's connection idle while it is answered). Any other Read
+// (net/http's one-byte background read while a handler runs, a body, a
+// header begun, a buffer that holds part of a pipelined request) is
+// not the moment; the connection then goes at its next such Read, once
+// the request it has begun has been answered.
 type hconn struct {
 	net.Conn
 	d       *Drainer
 	m       *connMark
 	adopted bool // passed from a previous generation
 
-	first int // len(p) of the first Read: net/http's empty buffer
+	full int // cap(p) of the first Read: net/http's whole buffer
+
+	// dirty: bytes were read since the connection went idle (or was
+	// accepted); busy: a handler runs, from its start until the
+	// connection goes idle again.
+	dirty, busy atomic.Bool
 
 	// noMove is set when the connection must stay: it speaks HTTP/2, was
 	// hijacked, or its hand-over failed.
@@ -52,8 +65,8 @@ var h2Preface = []byte("PRI * HTTP/2.0")
 var errMoved = io.EOF
 
 func (c *hconn) Read(p []byte) (int, error) {
-	if c.first == 0 {
-		c.first = len(p)
+	if c.full == 0 {
+		c.full = cap(p)
 		n, err := c.read(p)
 		if n > 0 && bytes.HasPrefix(h2Preface, p[:min(n, len(h2Preface))]) {
 			c.noMove.Store(true)
@@ -65,15 +78,30 @@ func (c *hconn) Read(p []byte) (int, error) {
 
 func (c *hconn) read(p []byte) (int, error) {
 	for {
-		if len(p) == c.first && c.d.mover.Load() != nil && !c.noMove.Load() && c.moveOut() {
+		if c.d.mover.Load() != nil && c.between(p) && c.moveOut() {
 			return 0, errMoved
 		}
 		n, err := c.Conn.Read(p)
 		if n == 0 && err != nil && c.wasKicked(err) {
 			continue
 		}
+		if n > 0 && !c.dirty.Load() {
+			c.dirty.Store(true)
+		}
 		return n, err
 	}
+}
+
+// between reports whether a Read into p is net/http's, between two
+// requests, with nothing of the next one read (see hconn).
+func (c *hconn) between(p []byte) bool {
+	return cap(p) == c.full && !c.dirty.Load() && !c.busy.Load() && !c.noMove.Load()
+}
+
+// idle records that the connection's answer is done: ConnState idle.
+func (c *hconn) idle() {
+	c.dirty.Store(false)
+	c.busy.Store(false)
 }
 
 // moveOut passes the connection on; it reports whether it went.

@@ -13,11 +13,18 @@
 //     kept-alive client learns after its next answer that it must
 //     reconnect. HTTP/2 answers do not (net/http would turn it into an
 //     immediate GOAWAY): see step 4.
-//  3. For a grace (Options.IdleGrace, one second by default) the servers
-//     keep serving kept-alive connections, so that a client which sent
-//     its next request just as the drain began is still answered.
-//     net/http's own Shutdown, and SetKeepAlivesEnabled(false), close idle
-//     connections at once and lose exactly those requests.
+//  3. For a grace the servers keep serving kept-alive connections, so
+//     that a client which sent its next request just as the drain began
+//     is still answered. net/http's own Shutdown, and
+//     SetKeepAlivesEnabled(false), close idle connections at once and
+//     lose exactly those requests. The grace adapts to each connection: a
+//     connection waiting for its next request is closed once it has been
+//     idle for twice its own recent gap between requests, never before
+//     Options.IdleGrace (one second by default) and never later than ten
+//     times that (or half the time left to the deadline). At thousands of
+//     connections a client's requests on one connection come seconds
+//     apart; a fixed second would close connections under requests on
+//     their way.
 //  4. HTTP/2 connections that are busy go on being served until each has
 //     had no open stream for the idle grace, or until half the time left
 //     to the deadline has passed: a client that keeps its connection busy
@@ -30,6 +37,35 @@
 //  6. When the context ends first, whatever is left is closed by force
 //     and counted: Shutdown returns an error wrapping ErrCut and the
 //     context's error, and a Report saying how many connections were cut.
+//
+// # Handing connections over
+//
+// At a reload the connections need not be closed at all. HandOver, called
+// before the drain, passes each plaintext HTTP/1.1 connection to a
+// function that gives its descriptor to the next generation (over
+// SCM_RIGHTS, see package upgrade), which serves it with Adopt as if it
+// had accepted it: the kernel's TCP connection, with whatever the client
+// has sent since, moves, and the client never notices. A connection goes
+// only at a moment when this process holds no byte of the client's next
+// request: a server connection is wrapped, and net/http reads it through
+// a 4 KiB buffer, so a Read into the whole of that buffer (the length of
+// the connection's first Read) means the buffer is empty. A connection
+// waiting for its next request, or for its first, is interrupted in that
+// Read (a read deadline in the past, which net/http never sees: the Read
+// resumes with net/http's own deadline) and goes at once; one with a
+// request under way goes once it is answered; one holding part of a
+// pipelined request in the buffer goes after that request too. The
+// answers carry no "Connection: close". The old process then closes its
+// descriptor without shutting the connection down (net/http's
+// CloseWrite, a TCP FIN on the shared connection, is not passed on), and
+// writes nothing more to it. TLS connections (their state lives in the
+// process), HTTP/2 and hijacked connections stay and drain as described
+// here; so does every connection once a hand-over failed. Shutdown waits,
+// up to its deadline, until every connection that can go has gone.
+//
+// The wrapper also holds each connection's state, so that a request on
+// a kept-alive connection changes it with atomic stores instead of a
+// locked map lookup.
 //
 // # Long-lived connections
 //

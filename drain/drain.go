@@ -284,6 +284,9 @@ func (d *Drainer) connState(c net.Conn, st http.ConnState) {
 	}
 	if hc, ok := c.(*hconn); ok && (st == http.StateActive || st == http.StateIdle) {
 		if m := hc.m; m != nil && !m.h2.Load() {
+			if st == http.StateIdle {
+				hc.idle()
+			}
 			m.set(st)
 			if d.draining.Load() {
 				d.mu.Lock()

@@ -24,8 +24,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.h.ServeHTTP(w, r)
 		return
 	}
+	m, _ := r.Context().Value(connKey{}).(*connMark)
+	if m != nil {
+		if hc, ok := m.c.(*hconn); ok {
+			hc.busy.Store(true) // until net/http calls the connection idle
+		}
+	}
 	rw := writers.Get().(*responseWriter)
-	*rw = responseWriter{ResponseWriter: w, d: h.d, r: r}
+	*rw = responseWriter{ResponseWriter: w, d: h.d, m: m}
 	h.h.ServeHTTP(rw, r)
 	if !rw.wroteHeader {
 		// net/http writes the header after the handler returns.
@@ -44,7 +50,7 @@ var writers = sync.Pool{New: func() any { return new(responseWriter) }}
 type responseWriter struct {
 	http.ResponseWriter
 	d           *Drainer
-	r           *http.Request
+	m           *connMark // of the request's connection, if known
 	wroteHeader bool
 }
 
@@ -52,8 +58,7 @@ type responseWriter struct {
 func (w *responseWriter) prepare() {
 	w.wroteHeader = true
 	if w.d.Draining() {
-		m, _ := w.r.Context().Value(connKey{}).(*connMark)
-		if w.d.closeOnDrain(m) {
+		if w.d.closeOnDrain(w.m) {
 			w.ResponseWriter.Header().Set("Connection", "close")
 		}
 	}

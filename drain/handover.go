@@ -2,7 +2,6 @@ package drain
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -107,19 +106,15 @@ func (d *Drainer) awaitMoves(ctx context.Context) {
 }
 
 // Adopt serves c, a connection a previous generation handed over, on srv
-// (a server given to Serve) as if srv's listener had accepted it. It
-// fails once the drain has begun; c is closed then.
+// as if srv's listener had accepted it; srv is served as by Serve (on a
+// listener of adopted connections) if it is not yet. It fails once the
+// drain has begun; c is closed then.
 func (d *Drainer) Adopt(srv *http.Server, c net.Conn) error {
 	d.mu.Lock()
 	if d.Draining() {
 		d.mu.Unlock()
 		c.Close()
 		return http.ErrServerClosed
-	}
-	if _, ok := d.servers[srv]; !ok {
-		d.mu.Unlock()
-		c.Close()
-		return errors.New("drain: Adopt: the server is not served by this Drainer")
 	}
 	if d.adopt == nil {
 		d.adopt = make(map[*http.Server]*adoptListener)

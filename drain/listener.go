@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -53,7 +54,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			if l.raw {
 				return l.d.track(c), nil
 			}
-			if l.plain {
+			if _, fd := c.(syscall.Conn); l.plain && fd {
 				_, adopted := l.Listener.(*adoptListener)
 				return &hconn{Conn: c, d: l.d, adopted: adopted}, nil
 			}
