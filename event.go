@@ -84,8 +84,9 @@ type Event struct {
 	// drain.
 	Duration time.Duration
 	// Connections open when the drain started; Cut: connections cut at
-	// its deadline.
-	Connections, Cut int
+	// its deadline; Moved: connections handed to the new generation
+	// (the drain after a reload).
+	Connections, Cut, Moved int
 	// Stopping says the drain is a stop, not the end of a hand-over.
 	Stopping bool
 	// Err is the reason of a failed reload, a failed health check or a

@@ -15,6 +15,8 @@ import (
 	"github.com/baton-dev/baton/drain"
 	"github.com/baton-dev/baton/systemd"
 	"github.com/baton-dev/baton/upgrade"
+	"net"
+	"syscall"
 )
 
 // Run runs the servers as one systemd service until ctx ends or a new
@@ -132,6 +134,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		Pause:    g.pause,
 		Resume:   g.resume,
 		OnCommit: g.stopAccepting,
+		OnConns:  g.handOver,
 		OnStep:   opts.OnHandoverStep,
 		OnStart: func() {
 			lin.emit(Event{Kind: EventReloadStarted, Message: "upgrade: starting " + opts.Path})
@@ -208,10 +211,20 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	// as a whole stays ready across a hand-over.
 	opts.Readiness.set(readyServing)
 	if handoff != nil {
+		// Connections the old generation passes on, if it can and we
+		// have a server for them.
+		takesConns := !opts.KeepConnectionsHere && g.adopts() && handoff.TakeConns() == nil
 		// We accept beside the old generation until it has made us the
 		// main process (MAINPID=).
 		step(upgrade.StepNewAccepting)
 		err := handoff.Accepting(ctx)
+		if takesConns && (err == nil || errors.Is(err, upgrade.ErrOrphaned)) {
+			go func() {
+				if err := handoff.ReceiveConns(g.adopt); err != nil {
+					log.Warnf("connections from the old generation: %v", err)
+				}
+			}()
+		}
 		switch {
 		case errors.Is(err, upgrade.ErrOrphaned):
 			log.Warnf("the old generation went away during the hand-over: taking over as the main process (%v)", err)
@@ -344,6 +357,7 @@ type group struct {
 	set     *activation.Set
 	servers []*Server
 	lin     *lineage
+	sender  *upgrade.ConnSender // to the new generation, after a hand-over
 
 	drainOnce sync.Once
 	stopBegan time.Time // when the stop began, before any shutdown delay
@@ -390,6 +404,65 @@ func (g *group) resume() {
 	for _, s := range g.servers {
 		s.kind.resume()
 	}
+}
+
+// adopts reports whether a server of the group takes connections a
+// previous generation passes on.
+func (g *group) adopts() bool {
+	for _, s := range g.servers {
+		if k, ok := s.kind.(connMover); ok && k.canMove() {
+			return true
+		}
+	}
+	return false
+}
+
+// adopt serves a connection the previous generation passed on, on the
+// server of its socket.
+func (g *group) adopt(name string, c net.Conn) {
+	for _, s := range g.servers {
+		if k, ok := s.kind.(connMover); ok && s.sock.Name == name {
+			if err := k.adopt(c); err != nil {
+				g.opts.Logger.Warnf("%s: a connection from the old generation: %v", name, err)
+			}
+			return
+		}
+	}
+	c.Close()
+	g.opts.Logger.Warnf("a connection from the old generation for socket %q, which no server here serves: closed", name)
+}
+
+// handOver arms, just before this generation stops accepting after a
+// successful hand-over, the passing on of its connections to the new
+// generation through s, which closes once the drain is over.
+func (g *group) handOver(s *upgrade.ConnSender) {
+	g.sender = s
+	if g.opts.KeepConnectionsHere {
+		return
+	}
+	for _, srv := range g.servers {
+		if k, ok := srv.kind.(connMover); ok {
+			name := srv.sock.Name
+			k.handOver(func(c net.Conn) error {
+				sc, ok := c.(syscall.Conn)
+				if !ok {
+					return fmt.Errorf("%T has no descriptor", c)
+				}
+				return s.Send(name, sc)
+			})
+		}
+	}
+}
+
+// moved is how many connections went to the new generation.
+func (g *group) moved() int {
+	n := 0
+	for _, s := range g.servers {
+		if k, ok := s.kind.(connMover); ok {
+			n += k.moved()
+		}
+	}
+	return n
 }
 
 // stopAccepting stops every server taking new work, and says so to
@@ -614,16 +687,24 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 		}
 	}
 	close(done)
+	if g.sender != nil {
+		g.sender.Close() // the new generation's receiving ends
+	}
 	elapsed := time.Since(start)
 	took := elapsed.Round(time.Millisecond)
+	moved := g.moved()
+	movedNote := ""
+	if moved > 0 {
+		movedNote = fmt.Sprintf(", %d handed to the new generation", moved)
+	}
 	if len(errs) > 0 {
 		if stopping {
 			notifier.Notify(systemd.Status(fmt.Sprintf("stopped: %d connections cut at the %v deadline", cut, time.Duration(final.Load()).Round(time.Millisecond))))
 		}
-		err := fmt.Errorf("stopped after %v: %d connections cut at the deadline (%s): %w", took, cut, strings.Join(cuts, ", "), errors.Join(errs...))
-		g.lin.emit(Event{Kind: EventDrainFinished, Message: err.Error(), Duration: elapsed, Cut: cut, Stopping: stopping, Err: err})
+		err := fmt.Errorf("stopped after %v: %d connections cut at the deadline (%s)%s: %w", took, cut, strings.Join(cuts, ", "), movedNote, errors.Join(errs...))
+		g.lin.emit(Event{Kind: EventDrainFinished, Message: err.Error(), Duration: elapsed, Cut: cut, Moved: moved, Stopping: stopping, Err: err})
 		return err
 	}
-	g.lin.emit(Event{Kind: EventDrainFinished, Message: fmt.Sprintf("stopped after %v, no connection cut", took), Duration: elapsed, Stopping: stopping})
+	g.lin.emit(Event{Kind: EventDrainFinished, Message: fmt.Sprintf("stopped after %v, no connection cut%s", took, movedNote), Duration: elapsed, Moved: moved, Stopping: stopping})
 	return nil
 }

@@ -50,8 +50,19 @@ type Options struct {
 	// counted from the SIGTERM (so ShutdownDelay included), if that comes
 	// before DrainTimeout. Zero means unknown.
 	StopTimeout time.Duration
-	// IdleGrace is drain.Options.IdleGrace.
+	// IdleGrace is drain.Options.IdleGrace: at a stop, and at a reload for
+	// what does not go to the new generation, how long kept-alive
+	// connections are at least kept for their clients' next request (it
+	// adapts to each connection's pace, up to ten times as long).
 	IdleGrace time.Duration
+	// KeepConnectionsHere turns off the hand-over of connections at a
+	// reload: by default the plaintext HTTP/1.1 connections of HTTP
+	// servers go to the new generation (their descriptors pass over the
+	// hand-over's channel) as soon as nothing of their next request has
+	// been read here, and their clients never reconnect. With it set they
+	// drain here as at a stop: "Connection: close" and the idle grace.
+	// TLS, HTTP/2 and hijacked connections always drain here.
+	KeepConnectionsHere bool
 	// ShutdownDelay is how long a stop (the end of Run's context) keeps
 	// accepting and serving, with Readiness not ready and a STATUS= line
 	// saying so, before the drain begins: time for load balancers and

@@ -290,6 +290,33 @@ func (k *httpKind) inFlight() int           { return k.d.InFlight() }
 
 func (k *httpKind) drain(ctx context.Context) (drain.Report, error) { return k.d.Shutdown(ctx) }
 
+// connMover is a kind whose connections can go on to the next
+// generation at a reload instead of being closed.
+type connMover interface {
+	// canMove reports whether any of the kind's connections can go.
+	canMove() bool
+	// handOver arms the hand-over with move, which passes a connection
+	// on.
+	handOver(move func(net.Conn) error)
+	// adopt serves a connection the previous generation passed on.
+	adopt(c net.Conn) error
+	// moved is how many connections went.
+	moved() int
+}
+
+// handOver: plaintext HTTP/1.1 connections go; over TLS their state
+// lives in this process.
+func (k *httpKind) canMove() bool { return !k.tls }
+
+func (k *httpKind) handOver(move func(net.Conn) error) {
+	if !k.tls {
+		k.d.HandOver(move)
+	}
+}
+
+func (k *httpKind) adopt(c net.Conn) error { return k.d.Adopt(k.srv, c) }
+func (k *httpKind) moved() int             { return k.d.Moved() }
+
 // grpcKind serves a GRPCServer. Its connections are tracked by a Drainer
 // as raw connections; the drain's start calls GracefulStop.
 type grpcKind struct {

@@ -49,6 +49,7 @@ func eventFields(e baton.Event) map[string]string {
 	case baton.EventDrainFinished:
 		f["BATON_DURATION_USEC"] = strconv.FormatInt(e.Duration.Microseconds(), 10)
 		f["BATON_CUT"] = strconv.Itoa(e.Cut)
+		f["BATON_MOVED"] = strconv.Itoa(e.Moved)
 		f["BATON_STOPPING"] = strconv.FormatBool(e.Stopping)
 	}
 	if e.Err != nil {

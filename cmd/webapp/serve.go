@@ -27,6 +27,7 @@ const serveUsage = `usage: webapp serve [--listen ADDR] [--listen-https ADDR] [-
                     [--tls-cert FILE] [--tls-key FILE] [--shutdown-delay D] [--drain-timeout D]
                     [--stop-timeout D] [--idle-grace D] [--reload-timeout D] [--control PATH]
                     [--log-format text|json] [--log-level L] [--fd-store] [--notify-reload]
+                    [--conn-handover=false]
 
 Serves the sockets systemd passes by name (FileDescriptorName=), or binds
 the --listen addresses without systemd:
@@ -71,6 +72,7 @@ type serveConfig struct {
 	ignoreDrain     bool
 	fdStore         bool
 	notifyReload    bool
+	connHandover    bool
 }
 
 func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
@@ -87,7 +89,8 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	cl.duration(&c.drainTimeout, "drain-timeout", 20*time.Second, "on SIGTERM, cut connections still open after this `duration` (keep it below TimeoutStopSec=)")
 	cl.duration(&c.stopTimeout, "stop-timeout", 0, "the unit's TimeoutStopSec= `duration`: a stop's drain ends a second before it (0: unknown, --drain-timeout alone bounds it)")
 	cl.duration(&c.shutdownDelay, "shutdown-delay", 0, "on SIGTERM, answer /readyz with 503 but keep accepting and serving for this `duration` before the drain, so that load balancers take this instance out first (0: drain at once; keep it plus --drain-timeout below TimeoutStopSec= or terminationGracePeriodSeconds)")
-	cl.duration(&c.idleGrace, "idle-grace", drain.DefaultIdleGrace, "keep answering kept-alive connections this `duration` into a drain before closing idle ones")
+	cl.duration(&c.idleGrace, "idle-grace", drain.DefaultIdleGrace, "keep answering kept-alive connections at least this `duration` into a drain before closing idle ones (a connection whose client sends requests further apart is kept for twice its gap, up to ten times this)")
+	fs.BoolVar(&c.connHandover, "conn-handover", true, "at a reload, hand kept-alive plaintext HTTP/1.1 connections to the new generation instead of closing them (false: they drain as at a stop)")
 	cl.duration(&c.reloadTimeout, "reload-timeout", upgrade.DefaultTimeout, "on reload, give up on a new generation not ready within this `duration` (keep it below TimeoutStartSec=)")
 	fs.StringVar(&c.control, "control", baton.ControlPath(), "unix socket `path` on which `webapp reload` reaches this service (default $RUNTIME_DIRECTORY/control.sock; none outside systemd)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
@@ -284,22 +287,23 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	err = baton.Run(ctx, baton.Options{
-		DrainTimeout:  cfg.drainTimeout,
-		StopTimeout:   cfg.stopTimeout,
-		ShutdownDelay: cfg.shutdownDelay,
-		Readiness:     &readiness,
-		IdleGrace:     cfg.idleGrace,
-		ReloadTimeout: cfg.reloadTimeout,
-		Control:       cfg.control,
-		Args:          append([]string{"serve"}, args...),
-		Reload:        reload,
-		HealthPath:    "/healthz",
-		OnDrain:       rpc.drain,
-		OnEvent:       ev.handle,
-		Version:       version,
-		Logger:        log,
-		FDStore:       cfg.fdStore,
-		NotifyReload:  cfg.notifyReload,
+		DrainTimeout:        cfg.drainTimeout,
+		StopTimeout:         cfg.stopTimeout,
+		ShutdownDelay:       cfg.shutdownDelay,
+		Readiness:           &readiness,
+		IdleGrace:           cfg.idleGrace,
+		KeepConnectionsHere: !cfg.connHandover,
+		ReloadTimeout:       cfg.reloadTimeout,
+		Control:             cfg.control,
+		Args:                append([]string{"serve"}, args...),
+		Reload:              reload,
+		HealthPath:          "/healthz",
+		OnDrain:             rpc.drain,
+		OnEvent:             ev.handle,
+		Version:             version,
+		Logger:              log,
+		FDStore:             cfg.fdStore,
+		NotifyReload:        cfg.notifyReload,
 		OnHandoverStep: func(s upgrade.Step) {
 			log.Debugf("hand-over: %s", s)
 			if cfg.faultFile != "" {
