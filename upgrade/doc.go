@@ -12,8 +12,10 @@
 //     caller's Handover files, from fd 3 on, with the environment entries
 //     that name them), the files the reload request carried, if any (see
 //     the control socket, below), one end of a socketpair for the
-//     handshake, and the control socket, if any. Their descriptor numbers
-//     are passed in BATON_UPGRADE_FD and BATON_CONTROL_FD; the files' as
+//     handshake, the control socket, if any, and one end of a second
+//     socketpair, the conns channel (see Passing connections, below).
+//     Their descriptor numbers are passed in BATON_UPGRADE_FD,
+//     BATON_CONTROL_FD and BATON_CONNS_FD; the files' as
 //     BATON_FILES=<name>:<name>… and BATON_FILES_FD=<the first one's>, the
 //     others following it in order. Inherited reads and unsets these
 //     variables, and Handoff.Files returns the files; a process started
@@ -34,11 +36,15 @@
 //     generation may read at a time, such as a datagram socket. The new one
 //     starts accepting beside it and answers "accepting"
 //     (Handoff.Accepting). Both accept from the same socket meanwhile, so
-//     no queued connection is ever orphaned.
+//     no queued connection is ever orphaned. A new generation that takes
+//     connections has written "conns" on the conns channel before that
+//     (Handoff.TakeConns).
 //  4. The old generation, still the main process, sends MAINPID=<new pid>
 //     with READY=1 and waits for BARRIER=1, so that systemd has processed
 //     it (step "announced"), and writes "main": the new generation is the
-//     service now.
+//     service now. If the new one wrote "conns", the old one calls
+//     Options.OnConns with a ConnSender, if set; otherwise it closes the
+//     conns channel.
 //  5. The old generation stops accepting (Options.OnCommit), closes its
 //     copy of the control socket, and Upgrade returns; a client that
 //     connects after that is answered by the new generation. The caller
@@ -63,6 +69,58 @@
 // generation prefers a line that has arrived to a deadline that has
 // passed: a process that was stopped (SIGSTOP) and continued finds all its
 // timers run out at once.
+//
+// # Passing connections
+//
+// Connections that the old generation would close as it drains (idle
+// HTTP/1.1 keep-alive ones, say) can move to the new generation instead:
+// the kernel connection, with what waits in its receive queue, survives;
+// what the old process has already read into its own buffers does not.
+// The channel is protocol-blind; which connections go is the caller's
+// choice.
+//
+// The conns channel is a unix stream socketpair made at the start, like
+// the handshake's, the new generation's end named by BATON_CONNS_FD
+// (unset by Inherited, close-on-exec). The new generation that takes
+// connections calls Handoff.TakeConns after Ready and before Accepting:
+// it writes "conns\n" on the channel. After "accepting" has arrived the
+// old generation looks for that acknowledgement without waiting (it was
+// written first, so it is there or it will not come). With it and
+// Options.OnConns set, OnConns gets a ConnSender right after "main" and
+// before OnCommit, so that the caller can arm its drain before it stops
+// accepting; without either, or when the upgrade fails, the old
+// generation closes the channel. The new generation calls
+// Handoff.ReceiveConns once Accepting has returned (nil or ErrOrphaned):
+// it calls back for each connection, in order, and returns nil when the
+// old generation closes its end (ConnSender.Close, or its exit).
+//
+// Each message is one header line and the descriptors it owns, passed
+// with the message's first byte (SCM_RIGHTS):
+//
+//	conns <name> <n>\n
+//
+// name is the socket the connections came from (1 to 255 printable ASCII
+// characters without ':' or space, as FDNAME=), n from 1 to 253: the
+// kernel passes at most 253 descriptors in one message (SCM_MAX_FD). The
+// receiver queues descriptors as they arrive and lets each header take
+// its n from the head of the queue; a header it cannot read, one that
+// claims more descriptors than came, descriptors no header claims at the
+// end, an unfinished header, or descriptors the kernel had to drop
+// (MSG_CTRUNC) end ReceiveConns with an error, and every descriptor it
+// received and did not pass on is closed. ConnSender.Send passes
+// concurrent Sends together, one message per name and at most 253
+// descriptors, taking only what is already queued when it writes: a
+// lone Send costs one message. A message waits at most 5 seconds for
+// room in the channel; after a failure (the new generation exited:
+// EPIPE; or it took nothing in time) every Send fails at once, and the
+// caller closes its connections as it would have without a new
+// generation.
+//
+// Both ways across versions: an older new generation ignores the extra
+// descriptor and variable (it keeps the descriptor open, unused), never
+// acknowledges, and the old generation closes its end, passing nothing;
+// an older old generation passes no channel, and TakeConns returns
+// ErrNoConns. The handshake's lines are the same either way.
 //
 // # When a generation dies or hangs during the hand-over
 //

@@ -34,13 +34,17 @@ const (
 )
 
 // checkFileName reports why name cannot name a passed file.
-func checkFileName(name string) error {
+func checkFileName(name string) error { return checkName("file name", name) }
+
+// checkName reports why name cannot name a passed descriptor (what it
+// is: "file name"): systemd's rules for FDNAME=.
+func checkName(what, name string) error {
 	if name == "" || len(name) > maxFileName {
-		return fmt.Errorf("file name %.64q: want 1 to %d characters", name, maxFileName)
+		return fmt.Errorf("%s %.64q: want 1 to %d characters", what, name, maxFileName)
 	}
 	for i := 0; i < len(name); i++ {
 		if c := name[i]; c <= ' ' || c > '~' || c == ':' {
-			return fmt.Errorf("file name %.64q: want printable ASCII without ':' or space", name)
+			return fmt.Errorf("%s %.64q: want printable ASCII without ':' or space", what, name)
 		}
 	}
 	return nil

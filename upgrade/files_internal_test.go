@@ -13,7 +13,7 @@ import (
 func TestInheritNotAddressed(t *testing.T) {
 	for _, env := range []map[string]string{
 		{envUpgradeFD: "", envFiles: "tls.crt", envFilesFD: "8"},
-		{envUpgradeFD: "7", envParent: "1", envFiles: "tls.crt", envFilesFD: "8"},
+		{envUpgradeFD: "7", envParent: "1", envFiles: "tls.crt", envFilesFD: "8", envConnsFD: "9"},
 	} {
 		for k, v := range env {
 			t.Setenv(k, v)
@@ -21,7 +21,7 @@ func TestInheritNotAddressed(t *testing.T) {
 		if h, err := inherit(); h != nil || !errors.Is(err, ErrNotInherited) {
 			t.Errorf("inherit() with %v = %v, %v; want ErrNotInherited", env, h, err)
 		}
-		for _, k := range []string{envUpgradeFD, envControlFD, envParent, envPID, envFiles, envFilesFD} {
+		for _, k := range []string{envUpgradeFD, envControlFD, envParent, envPID, envFiles, envFilesFD, envConnsFD} {
 			if v, ok := os.LookupEnv(k); ok {
 				t.Errorf("%s=%q after inherit, want it unset", k, v)
 			}

@@ -14,13 +14,19 @@ import (
 )
 
 // Handoff is the new generation's side of the handshake. A nil *Handoff
-// (a process started afresh) is valid: Ready returns nil at once, and
-// Control and Files return nil.
+// (a process started afresh) is valid: Ready returns nil at once,
+// Control and Files return nil, TakeConns returns ErrNoConns and
+// ReceiveConns nil.
 type Handoff struct {
 	conn    *os.File
 	r       *bufio.Reader
 	control net.Listener
 	files   []File
+	// conns is the conns channel, nil without one or once ReceiveConns
+	// has begun.
+	conns      *net.UnixConn
+	connsTaken bool // TakeConns wrote the acknowledgement
+	accepted   bool // Accepting was called
 }
 
 // inherited is the outcome of the one reading of the hand-over variables
@@ -34,9 +40,9 @@ var inherited struct {
 
 // Inherited reads the handshake descriptors a previous generation passed
 // (BATON_UPGRADE_FD, BATON_CONTROL_FD, BATON_UPGRADE_PID,
-// BATON_UPGRADE_PARENT) and the files a reload request passed
-// (BATON_FILES, BATON_FILES_FD), and unsets those variables. It returns
-// ErrNotInherited when the process was not started by a previous
+// BATON_UPGRADE_PARENT, BATON_CONNS_FD) and the files a reload request
+// passed (BATON_FILES, BATON_FILES_FD), and unsets those variables. It
+// returns ErrNotInherited when the process was not started by a previous
 // generation; the variables naming another parent (a grandchild that
 // inherited them) count as not inherited.
 //
@@ -53,7 +59,7 @@ func Inherited() (*Handoff, error) {
 // inherit is Inherited without the cache.
 func inherit() (*Handoff, error) {
 	env := map[string]string{}
-	for _, k := range []string{envUpgradeFD, envControlFD, envParent, envPID, envFiles, envFilesFD} {
+	for _, k := range []string{envUpgradeFD, envControlFD, envParent, envPID, envFiles, envFilesFD, envConnsFD} {
 		if v, ok := os.LookupEnv(k); ok {
 			env[k] = v
 		}
@@ -67,6 +73,10 @@ func inherit() (*Handoff, error) {
 		return nil, err
 	}
 	names, first, err := inheritedFiles(lookup, fd, cfd)
+	if err != nil {
+		return nil, err
+	}
+	connsFD, err := inheritedConnsFD(lookup, fd, cfd, first, len(names))
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +99,19 @@ func inherit() (*Handoff, error) {
 			return nil, fmt.Errorf("upgrade: inherited control socket (fd %d): %w", cfd, err)
 		}
 		h.control = ln
+	}
+	if connsFD >= 0 {
+		markCloseOnExec(connsFD)
+		c, err := unixConn(os.NewFile(uintptr(connsFD), "upgrade-conns"))
+		if err != nil {
+			h.conn.Close()
+			closeFiles(h.files)
+			if h.control != nil {
+				h.control.Close()
+			}
+			return nil, fmt.Errorf("upgrade: inherited conns channel (fd %d): %w", connsFD, err)
+		}
+		h.conns = c
 	}
 	return h, nil
 }
@@ -146,6 +169,7 @@ func (h *Handoff) Accepting(ctx context.Context) error {
 	if h == nil {
 		return nil
 	}
+	h.accepted = true
 	defer h.conn.Close()
 	stop := context.AfterFunc(ctx, func() { h.conn.SetDeadline(time.Now()) })
 	defer stop()

@@ -48,3 +48,29 @@ func descriptor(name, v string) (int, error) {
 	}
 	return int(n), nil
 }
+
+// inheritedConnsFD reads BATON_CONNS_FD through lookup, for a process
+// that took the given handshake and control descriptors (-1 for none)
+// and files descriptors from firstFile on: the conns channel's
+// descriptor, or -1 when there is none (an older previous generation).
+// It must be a plain decimal number of at least 3, and none of the
+// descriptors already taken.
+func inheritedConnsFD(lookup func(string) (string, bool), handshake, control, firstFile, files int) (int, error) {
+	v, _ := lookup(envConnsFD)
+	if v == "" {
+		return -1, nil
+	}
+	fd, err := descriptor(envConnsFD, v)
+	if err != nil {
+		return -1, err
+	}
+	switch {
+	case fd == handshake:
+		return -1, fmt.Errorf("upgrade: %s=%q: the descriptor of %s too", envConnsFD, v, envUpgradeFD)
+	case fd == control:
+		return -1, fmt.Errorf("upgrade: %s=%q: the descriptor of %s too", envConnsFD, v, envControlFD)
+	case files > 0 && fd >= firstFile && fd < firstFile+files:
+		return -1, fmt.Errorf("upgrade: %s=%q: the descriptor of a file of %s too", envConnsFD, v, envFiles)
+	}
+	return fd, nil
+}

@@ -32,13 +32,14 @@ func listenUnixPrivate(path string) (*net.UnixListener, error) {
 	return net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 }
 
-// socketpair returns the two ends of a close-on-exec unix stream pair.
-func socketpair() (ours, theirs *os.File, err error) {
+// socketpair returns the two ends of a close-on-exec unix stream pair,
+// named name and name-child.
+func socketpair(name string) (ours, theirs *os.File, err error) {
 	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, err
 	}
-	return os.NewFile(uintptr(pair[0]), "upgrade-handshake"), os.NewFile(uintptr(pair[1]), "upgrade-handshake-child"), nil
+	return os.NewFile(uintptr(pair[0]), name), os.NewFile(uintptr(pair[1]), name+"-child"), nil
 }
 
 // process is a non-child process watched through a pidfd, immune to pid
@@ -195,4 +196,56 @@ func closeFDs(fds []int) {
 	for _, fd := range fds {
 		unix.Close(fd)
 	}
+}
+
+// dupSocket returns a close-on-exec duplicate of c's descriptor, taken
+// under c's lock, after checking that it is a socket.
+func dupSocket(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	err = rc.Control(func(raw uintptr) {
+		if _, derr = unix.GetsockoptInt(int(raw), unix.SOL_SOCKET, unix.SO_TYPE); derr != nil {
+			derr = fmt.Errorf("not a socket: %w", derr)
+			return
+		}
+		fd, derr = unix.FcntlInt(raw, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err != nil {
+		return -1, err
+	}
+	return fd, derr
+}
+
+// recvNow reads what is already queued on c into b, without waiting: 0
+// and no error when nothing is.
+func recvNow(c *net.UnixConn, b []byte) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var rerr error
+	err = rc.Control(func(fd uintptr) {
+		for {
+			n, _, rerr = unix.Recvfrom(int(fd), b, unix.MSG_DONTWAIT)
+			if rerr != unix.EINTR {
+				return
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr == unix.EAGAIN:
+		return 0, nil
+	case rerr != nil:
+		return 0, rerr
+	case n == 0 && len(b) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }

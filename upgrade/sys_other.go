@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"syscall"
 )
 
 func peerCredUID(fd int) (int, error) {
@@ -19,7 +20,7 @@ func listenUnixPrivate(path string) (*net.UnixListener, error) {
 	return nil, fmt.Errorf("upgrade: control socket: %w", errors.ErrUnsupported)
 }
 
-func socketpair() (ours, theirs *os.File, err error) {
+func socketpair(name string) (ours, theirs *os.File, err error) {
 	return nil, nil, fmt.Errorf("upgrade: %w", errors.ErrUnsupported)
 }
 
@@ -62,3 +63,11 @@ func writeMsg(c *net.UnixConn, b []byte, fds []int) error {
 }
 
 func closeFDs(fds []int) {}
+
+func dupSocket(c syscall.Conn) (int, error) {
+	return -1, fmt.Errorf("upgrade: passing connections: %w", errors.ErrUnsupported)
+}
+
+func recvNow(c *net.UnixConn, b []byte) (int, error) {
+	return 0, fmt.Errorf("upgrade: %w", errors.ErrUnsupported)
+}

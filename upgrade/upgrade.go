@@ -27,6 +27,8 @@ const (
 	envControlFD = "BATON_CONTROL_FD"
 	envParent    = "BATON_UPGRADE_PARENT"
 	envPID       = "BATON_UPGRADE_PID"
+	// envConnsFD names the new generation's end of the conns channel.
+	envConnsFD = "BATON_CONNS_FD"
 )
 
 // trampoline is the intermediate shell: it starts the new generation in
@@ -80,6 +82,16 @@ type Options struct {
 	// stop accepting there (drain.Drainer.StopAccepting), so that a client
 	// that connects after Upgrade returns is answered by the new one.
 	OnCommit func()
+	// OnConns, if set, is called with a ConnSender when the new
+	// generation takes connections (Handoff.TakeConns): once it is the
+	// main process, just before OnCommit. Arm the drain there, so that it
+	// passes the connections it would close (idle keep-alive ones) with
+	// ConnSender.Send, and Close the sender when it is done: the new
+	// generation then stops waiting for more. It is not called when the
+	// upgrade fails or the new generation takes none (an older version,
+	// or one that did not call TakeConns); the conns channel is closed
+	// then.
+	OnConns func(*ConnSender)
 	// Pause, if set, is called just before the old generation writes
 	// "commit": stop there what only one generation may do at a time
 	// (reading a datagram socket). If the hand-over fails after that and
@@ -299,20 +311,40 @@ func (u *Upgrader) run(ctx context.Context, start time.Time, passed []File) (pid
 		return 0, fmt.Errorf("cannot start the new binary: %w", err)
 	}
 	// fd 3 of the intermediate shell reports the new pid; the handover
-	// files follow from fd 4, then the passed files, the handshake and
-	// the control socket.
+	// files follow from fd 4, then the passed files, the handshake, the
+	// control socket and the conns channel.
 	h, err := u.handover(4)
 	if err != nil {
 		return 0, fmt.Errorf("preparing the handover: %w", err)
 	}
-	ours, theirs, err := socketpair()
+	ours, theirs, err := socketpair("upgrade-handshake")
 	if err != nil {
 		return 0, fmt.Errorf("socketpair: %w", err)
 	}
 	defer ours.Close()
+	// The conns channel: once the new generation is the service, this one
+	// may pass it connections (OnConns). Closed here unless a ConnSender
+	// takes it.
+	connsOurs, connsTheirs, err := socketpair("upgrade-conns")
+	if err != nil {
+		theirs.Close()
+		return 0, fmt.Errorf("socketpair: %w", err)
+	}
+	conns, err := unixConn(connsOurs)
+	if err != nil {
+		theirs.Close()
+		connsTheirs.Close()
+		return 0, fmt.Errorf("conns channel: %w", err)
+	}
+	defer func() {
+		if conns != nil {
+			conns.Close()
+		}
+	}()
 	pidR, pidW, err := os.Pipe()
 	if err != nil {
 		theirs.Close()
+		connsTheirs.Close()
 		return 0, err
 	}
 	defer pidR.Close()
@@ -337,6 +369,8 @@ func (u *Upgrader) run(ctx context.Context, start time.Time, passed []File) (pid
 		env = append(env, envControlFD+"="+strconv.Itoa(3+len(files)-1))
 	}
 	u.mu.Unlock()
+	files = append(files, connsTheirs)
+	env = append(env, envConnsFD+"="+strconv.Itoa(3+len(files)-1))
 
 	// The new generation is started by a shell that exits at once, so that
 	// it is reparented to the service manager before it is announced as
@@ -346,6 +380,7 @@ func (u *Upgrader) run(ctx context.Context, start time.Time, passed []File) (pid
 	argv := append([]string{"baton-upgrade", "-c", trampoline, "baton-upgrade", u.opts.Path}, u.opts.Args...)
 	shPID, err := spawn("/bin/sh", argv, env, files)
 	theirs.Close()
+	connsTheirs.Close()
 	pidW.Close()
 	if err != nil {
 		return 0, fmt.Errorf("cannot start the new binary: %w", err)
@@ -458,6 +493,12 @@ func (u *Upgrader) run(ctx context.Context, start time.Time, passed []File) (pid
 	case line != lineAccepting:
 		return lost(fmt.Sprintf("answered %q", line))
 	}
+	// It wrote its acknowledgement on the conns channel, if it takes
+	// connections, before "accepting": it is queued by now.
+	takesConns, aerr := connsAcked(conns)
+	if aerr != nil && u.opts.Logger != nil {
+		u.opts.Logger.Warnf("upgrade: new generation (pid %d): conns channel: %v (passing it no connections)", pid, aerr)
+	}
 
 	// 4. MAINPID=: systemd learns the new main process, and BARRIER=1
 	// makes sure it has taken that in before we look again.
@@ -492,6 +533,11 @@ func (u *Upgrader) run(ctx context.Context, start time.Time, passed []File) (pid
 	}
 	if err := nw.send(lineMain); err != nil {
 		return 0, fmt.Errorf("new generation (pid %d) went away as it took over: %w", pid, err)
+	}
+	if takesConns && u.opts.OnConns != nil {
+		s := newConnSender(conns)
+		conns = nil
+		u.opts.OnConns(s)
 	}
 
 	// Hand over: stop accepting, so that a client that connects after

@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	case "hang":
 		select {}
-	case "good", "slow", "die-at-commit", "hang-at-commit":
+	case "good", "slow", "die-at-commit", "hang-at-commit", "conns":
 		os.Exit(child(mode))
 	}
 	os.Exit(99)
@@ -52,7 +52,9 @@ func TestMain(m *testing.M) {
 // child inherits the listener at fd 3, reports what else it inherited
 // (report), becomes ready (after 300ms when slow), and answers each
 // connection with its pid; with an inherited control socket it answers
-// control requests too.
+// control requests too. In mode conns it takes the connections the old
+// generation passes: on each it writes "moved <name> <pid>", then echoes
+// one line.
 func child(mode string) int {
 	h, err := upgrade.Inherited()
 	if err != nil {
@@ -79,6 +81,12 @@ func child(mode string) int {
 	if err := h.Ready(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 1
+	}
+	if mode == "conns" {
+		if err := h.TakeConns(); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 1
+		}
 	}
 	switch mode {
 	case "die-at-commit":
@@ -111,6 +119,19 @@ func child(mode string) int {
 			return 1
 		}
 		go u.ServeControl(context.Background(), c)
+	}
+	err = h.ReceiveConns(func(name string, c net.Conn) {
+		fmt.Fprintf(c, "moved %s %d\n", name, os.Getpid())
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if line, err := bufio.NewReader(c).ReadString('\n'); err == nil {
+				fmt.Fprintf(c, "echo %s", line)
+			}
+		}()
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
 	}
 	return <-accepted
 }
@@ -145,7 +166,7 @@ func writeReport(h *upgrade.Handoff) error {
 		r.Files = append(r.Files, reportedFile{Name: f.Name, Content: string(b), CloseOnExec: flags&unix.FD_CLOEXEC != 0})
 	}
 	for _, kv := range os.Environ() {
-		for _, k := range []string{"BATON_UPGRADE_FD=", "BATON_CONTROL_FD=", "BATON_UPGRADE_PID=", "BATON_UPGRADE_PARENT=", "BATON_FILES=", "BATON_FILES_FD="} {
+		for _, k := range []string{"BATON_UPGRADE_FD=", "BATON_CONTROL_FD=", "BATON_UPGRADE_PID=", "BATON_UPGRADE_PARENT=", "BATON_FILES=", "BATON_FILES_FD=", "BATON_CONNS_FD="} {
 			if strings.HasPrefix(kv, k) {
 				r.Env = append(r.Env, kv)
 			}
@@ -805,4 +826,162 @@ func TestUpgradeNotifyReload(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A new generation that takes connections gets OnConns called on the old
+// side, after "main" and before OnCommit; the connections the old one
+// sends move to it: it answers on each. One that does not (an older
+// binary) upgrades as before, without OnConns. Either way the old
+// generation keeps no descriptor of the conns channel.
+func TestUpgradePassesConns(t *testing.T) {
+	for _, mode := range []string{"conns", "good"} {
+		t.Run(mode, func(t *testing.T) {
+			s := newSetup(t)
+			var ev events
+			senders := make(chan *upgrade.ConnSender, 1)
+			u := s.upgraderWith(t, mode, 10*time.Second, func(o *upgrade.Options) {
+				o.OnCommit = func() { ev.add("commit") }
+				o.OnConns = func(cs *upgrade.ConnSender) {
+					ev.add("conns")
+					senders <- cs
+				}
+				o.OnStep = func(st upgrade.Step) { ev.add(string(st)) }
+				// A notifier keeps a socket from its first message on.
+				o.Notifier = nil
+			})
+			base := fdSnapshot(t)
+			res, err := u.Upgrade(context.Background())
+			if err != nil {
+				t.Fatalf("Upgrade() = %v", err)
+			}
+			killAtEnd(t, res.PID)
+			got := strings.Join(ev.list(), ",")
+			if mode == "good" {
+				if want := "started,ready,committed,announced,commit"; got != want {
+					t.Errorf("events %s, want %s (no OnConns for a generation that takes no connections)", got, want)
+				}
+				if extra := waitNoNewFDs(t, base); len(extra) > 0 {
+					t.Errorf("descriptors %v open after the upgrade, not before", extra)
+				}
+				return
+			}
+			if want := "started,ready,committed,announced,conns,commit"; got != want {
+				t.Fatalf("events %s, want %s", got, want)
+			}
+			cs := <-senders
+			clients, servers := tcpPairs(t, 4)
+			names := []string{"http", "http", "admin", "http"}
+			for i, c := range servers {
+				if err := cs.Send(names[i], c.(*net.TCPConn)); err != nil {
+					t.Fatalf("Send(%s) = %v", names[i], err)
+				}
+				c.Close()
+			}
+			if err := cs.Close(); err != nil {
+				t.Errorf("ConnSender.Close() = %v", err)
+			}
+			if n := cs.Sent(); n != len(servers) {
+				t.Errorf("Sent() = %d, want %d", n, len(servers))
+			}
+			for i, c := range clients {
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				r := bufio.NewReader(c)
+				line, err := r.ReadString('\n')
+				if want := fmt.Sprintf("moved %s %d\n", names[i], res.PID); line != want || err != nil {
+					t.Errorf("client %d read %q, %v; want %q", i, line, err, want)
+					continue
+				}
+				fmt.Fprintf(c, "ping %d\n", i)
+				line, err = r.ReadString('\n')
+				if want := fmt.Sprintf("echo ping %d\n", i); line != want || err != nil {
+					t.Errorf("client %d read %q, %v after its ping; want %q", i, line, err, want)
+				}
+				c.Close()
+			}
+			if extra := waitNoNewFDs(t, base); len(extra) > 0 {
+				t.Errorf("descriptors %v open after the upgrade and the move, not before", extra)
+			}
+		})
+	}
+}
+
+// A failed upgrade keeps no descriptor: neither of the handshake nor of
+// the conns channel.
+func TestUpgradeFailureKeepsNoDescriptor(t *testing.T) {
+	for _, mode := range []string{"exit", "die-at-commit"} {
+		t.Run(mode, func(t *testing.T) {
+			s := newSetup(t)
+			u := s.upgraderWith(t, mode, 10*time.Second, func(o *upgrade.Options) {
+				o.OnConns = func(cs *upgrade.ConnSender) { t.Error("OnConns called by a failed upgrade") }
+				// A notifier keeps a socket from its first message on.
+				o.Notifier = nil
+			})
+			base := fdSnapshot(t)
+			if _, err := u.Upgrade(context.Background()); err == nil {
+				t.Fatal("Upgrade() = nil, want an error")
+			}
+			if extra := waitNoNewFDs(t, base); len(extra) > 0 {
+				t.Errorf("descriptors %v open after the failed upgrade, not before", extra)
+			}
+		})
+	}
+}
+
+// tcpPairs dials n loopback connections and returns the client ends and
+// the accepted ends, in the same order.
+func tcpPairs(t *testing.T, n int) (clients, servers []net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for range n {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); s.Close() })
+		clients, servers = append(clients, c), append(servers, s)
+	}
+	return clients, servers
+}
+
+// fdSnapshot maps each descriptor open in this process to what it is
+// open on.
+func fdSnapshot(t *testing.T) map[string]string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := make(map[string]string, len(ents))
+	for _, e := range ents {
+		m[e.Name()], _ = os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+	}
+	return m
+}
+
+// waitNoNewFDs waits, at most 5 seconds, until no descriptor is open that
+// was not open in before, and returns those that still are ("fd ->
+// target").
+func waitNoNewFDs(t *testing.T, before map[string]string) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var extra []string
+		for fd, target := range fdSnapshot(t) {
+			if before[fd] != target && !strings.HasPrefix(target, "/proc/") {
+				extra = append(extra, fd+" -> "+target)
+			}
+		}
+		if len(extra) == 0 || time.Now().After(deadline) {
+			return extra
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
