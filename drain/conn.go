@@ -77,6 +77,11 @@ func (c *hconn) Read(p []byte) (int, error) {
 }
 
 func (c *hconn) read(p []byte) (int, error) {
+	if c.moved.Load() {
+		// net/http may read again after the end it was told of (it reads
+		// on after a failed h2c preface check): it is the end still.
+		return 0, errMoved
+	}
 	for {
 		if c.d.mover.Load() != nil && c.between(p) && c.moveOut() {
 			return 0, errMoved
