@@ -661,16 +661,32 @@ func (d *Drainer) grace(ctx context.Context) {
 		ch := d.changed
 		d.mu.Unlock()
 		for _, c := range closing {
-			closeIdle(c)
+			// One with work under way (answers its client does not
+			// read) is left to the servers' Shutdown, which counts it.
+			if !underWay(c, http.StateIdle) {
+				closeIdle(c)
+			}
 		}
 		if n == 0 || past && waiting == 0 || !time.Now().Before(limit) {
 			return
 		}
-		select {
-		case <-ch:
-		case <-tick.C:
-		case <-ctx.Done():
-			return
+		// Until the next look through the connections, only the end of
+		// the last one ends the grace early.
+		for wait := true; wait; {
+			select {
+			case <-ch:
+				d.mu.Lock()
+				gone := len(d.conns)+len(d.raw)+d.serving == 0
+				ch = d.changed
+				d.mu.Unlock()
+				if gone {
+					return
+				}
+			case <-tick.C:
+				wait = false
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
 }

@@ -78,8 +78,13 @@ func (d *Drainer) closeOnDrain(m *connMark) bool {
 }
 
 // awaitMoves waits, while a hand-over is armed, until no connection that
-// can go is left and every accept loop has returned, or ctx ends.
+// can go is left and every accept loop has returned, or ctx ends. It
+// looks through the connections at most every scanEvery: at thousands
+// of connections leaving one after another, a scan at each would cost
+// the square of their number.
 func (d *Drainer) awaitMoves(ctx context.Context) {
+	t := time.NewTicker(scanEvery)
+	defer t.Stop()
 	for d.mover.Load() != nil {
 		d.mu.Lock()
 		n := d.serving
@@ -88,22 +93,20 @@ func (d *Drainer) awaitMoves(ctx context.Context) {
 				n++
 			}
 		}
-		ch := d.changed
 		d.mu.Unlock()
 		if n == 0 {
 			return
 		}
-		t := time.NewTimer(50 * time.Millisecond) // a failed hand-over disarms without a signal
 		select {
-		case <-ch:
 		case <-t.C:
 		case <-ctx.Done():
-			t.Stop()
 			return
 		}
-		t.Stop()
 	}
 }
+
+// scanEvery is how often a drain looks through every connection.
+const scanEvery = 20 * time.Millisecond
 
 // Adopt serves c, a connection a previous generation handed over, on srv
 // as if srv's listener had accepted it; srv is served as by Serve (on a
