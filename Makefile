@@ -23,7 +23,8 @@ STATICCHECK_DIR := $(CURDIR)/$(BIN)/tools/staticcheck-$(STATICCHECK_VERSION)
 STATICCHECK := $(STATICCHECK_DIR)/staticcheck
 # The fuzz targets, as package:Target (go test fuzzes one target per run).
 FUZZ_TARGETS := ./activation:FuzzParseEnv ./activation:FuzzListenInherited ./upgrade:FuzzInherited ./upgrade:FuzzInheritedFDs ./upgrade:FuzzControlRequest \
-	./upgrade:FuzzControlAnswer ./upgrade:FuzzHandoffReady ./upgrade:FuzzHandoffAccepting ./upgrade:FuzzParseRequest ./upgrade:FuzzInheritedFiles
+	./upgrade:FuzzControlAnswer ./upgrade:FuzzHandoffReady ./upgrade:FuzzHandoffAccepting ./upgrade:FuzzParseRequest ./upgrade:FuzzInheritedFiles \
+	./upgrade:FuzzReceiveConns
 
 .DEFAULT_GOAL := help
 .PHONY: help build run test fuzz bench lint vet deps clean staticcheck
