@@ -83,6 +83,9 @@ func (r *Report) WriteMarkdown(w io.Writer, chartDir string) error {
 	if l := r.LongLived; l != nil {
 		writeLongLived(b, l, caption)
 	}
+	if s := r.Scale; s != nil {
+		writeScale(b, s, caption)
+	}
 	r.writeMisses(b)
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -171,6 +174,9 @@ func (r *Report) writeHeadline(b *strings.Builder, caption string) {
 				fmt.Fprintf(b, "| long-lived, contrast %s: abnormal closures | %d of %d closes | |\n", c.Title, t.Abnormal, t.Abnormal+t.Clean)
 			}
 		}
+	}
+	if s := r.Scale; s != nil {
+		s.writeHeadline(b)
 	}
 	for _, d := range r.Alternatives {
 		target := ""
@@ -610,6 +616,9 @@ func (r *Report) writeMisses(b *strings.Builder) {
 				miss = append(miss, fmt.Sprintf("long-lived: an old generation exited %s after its reload returned, target ≤ 2 s", fmtDur(m)))
 			}
 		}
+	}
+	if s := r.Scale; s != nil {
+		miss = append(miss, s.misses()...)
 	}
 	fmt.Fprintf(b, "## Targets not reached in this run\n\n")
 	if len(miss) == 0 {
