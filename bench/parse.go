@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"regexp"
 	"strconv"
@@ -242,7 +243,7 @@ func ParseWrk(out []byte) (WrkSummary, error) {
 	s.Requests, _ = strconv.ParseInt(string(m[1]), 10, 64)
 	f, _ := strconv.ParseFloat(string(m[2]), 64)
 	unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second, "m": time.Minute, "h": time.Hour}[string(m[3])]
-	s.Took = time.Duration(f * float64(unit))
+	s.Took = time.Duration(math.Round(f * float64(unit)))
 	if m := wrkSocket.FindSubmatch(out); m != nil {
 		for i, p := range []*int64{&s.Connect, &s.Read, &s.Write, &s.Timeout} {
 			*p, _ = strconv.ParseInt(string(m[i+1]), 10, 64)

@@ -209,7 +209,7 @@ func writeScale(b *strings.Builder, s *Scale, caption string) {
 		}
 		th := "–"
 		if t := r.Throughput; t != nil {
-			th = fmt.Sprintf("%s (%s): %.0f/s against %.0f/s", fmtRatio(t.Ratio()), fmtRatio(t.WorstRatio()), t.Pooled, t.Steady)
+			th = fmt.Sprintf("%s (%s): %s/s against %s/s", fmtRatio(t.Ratio()), fmtRatio(t.WorstRatio()), thousands(int64(t.Pooled+0.5)), thousands(int64(t.Steady+0.5)))
 			if target {
 				th += " " + mark(t.Ratio() >= TargetReloadThroughput)
 			}
@@ -235,8 +235,8 @@ func writeScale(b *strings.Builder, s *Scale, caption string) {
 			sp := SpreadOf(f)
 			dc = fmt.Sprintf("%s (%s)", thousands(int64(sp.Median)), thousands(int64(sp.Max)))
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s (%.0f) | %s | %s | %s | %s | %s / %s | %s | %s |\n",
-			thousands(int64(r.Conns)), r.Variant.Title, r.Client, evs, thousands(r.Requests), r.RPS, failed, orDash(r.Failures), opened, th,
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s (%s/s) | %s | %s | %s | %s | %s / %s | %s | %s |\n",
+			thousands(int64(r.Conns)), r.Variant.Title, r.Client, evs, thousands(r.Requests), thousands(int64(r.RPS+0.5)), failed, orDash(r.Failures), opened, th,
 			fmtDur(time.Duration(ws.Median)), fmtDur(time.Duration(ws.Max)), drain, dc)
 	}
 	fmt.Fprintf(b, "\n%s\n\n", caption)

@@ -328,9 +328,13 @@ func scaleGenerator(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n
 	for _, ev := range res.Events {
 		r.Events = append(r.Events, ProtoEvent{Start: ev.Start, Duration: ev.Duration, Error: ev.Error})
 	}
-	from := res.Elapsed
+	// Without every client answered, the steady span is the tail alone.
+	from := time.Duration(0)
+	if len(res.Events) > 0 {
+		from = res.Events[0].Window.From
+	}
 	if at := ramp.upAt(); !at.IsZero() {
-		// Every client connected; their first responses a moment later.
+		// Every client has had its first answer.
 		from = at.Sub(res.Started) + 500*time.Millisecond
 	}
 	to := res.Elapsed
@@ -350,14 +354,19 @@ func scaleGenerator(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n
 	return r
 }
 
-// rampDialer dials for the generator, at most scaleDialers at a time for
-// the first connection of each client (so that the ramp does not depend
-// on the socket's backlog), and remembers when the first n were up.
+// rampDialer dials for the generator. A client's first connection
+// waits while scaleDialers others have not had the first bytes of their
+// first response: the connections come up no faster than webapp takes
+// them, instead of overflowing the socket's backlog (where the kernel
+// holds a connection that the client already counts as open, and its
+// first request may wait for seconds). The later dials, the reconnects
+// that reloads cause, are not held back. It remembers when every client
+// had its first answer.
 type rampDialer struct {
 	first   int64
 	sem     chan struct{}
 	dials   atomic.Int64
-	up      atomic.Int64
+	served  atomic.Int64
 	allUpAt atomic.Int64 // unix nanoseconds
 	d       net.Dialer
 }
@@ -367,28 +376,60 @@ func newRampDialer(n int) *rampDialer {
 }
 
 func (r *rampDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if r.dials.Add(1) <= r.first {
-		select {
-		case r.sem <- struct{}{}:
-			defer func() { <-r.sem }()
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if r.dials.Add(1) > r.first {
+		return r.d.DialContext(ctx, network, addr)
+	}
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	c, err := r.d.DialContext(ctx, network, addr)
-	if err == nil && r.up.Add(1) == r.first {
-		r.allUpAt.Store(time.Now().UnixNano())
+	if err != nil {
+		<-r.sem
+		return nil, err
 	}
-	return c, err
+	return &rampConn{Conn: c, r: r}, nil
 }
 
-// upAt is when the first n connections were up (zero if they never
-// were).
+// answered releases the slot of a first connection, once.
+func (r *rampDialer) answered(ok bool) {
+	<-r.sem
+	if ok && r.served.Add(1) == r.first {
+		r.allUpAt.Store(time.Now().UnixNano())
+	}
+}
+
+// upAt is when every client had the first bytes of its first response
+// (zero if they never all did).
 func (r *rampDialer) upAt() time.Time {
 	if ns := r.allUpAt.Load(); ns != 0 {
 		return time.Unix(0, ns)
 	}
 	return time.Time{}
+}
+
+// rampConn is a client's first connection: its first read (or its
+// close) frees its dial slot.
+type rampConn struct {
+	net.Conn
+	r    *rampDialer
+	done atomic.Bool
+}
+
+func (c *rampConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if (n > 0 || err != nil) && !c.done.Swap(true) {
+		c.r.answered(n > 0)
+	}
+	return n, err
+}
+
+func (c *rampConn) Close() error {
+	if !c.done.Swap(true) {
+		c.r.answered(false)
+	}
+	return c.Conn.Close()
 }
 
 // scaleWrk loads webapp with n keep-alive connections of wrk (two
@@ -408,28 +449,6 @@ func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, 
 		out bytes.Buffer
 	}
 	var ps []*proc
-	since := time.Now()
-	for i := range procs {
-		c := n / procs
-		if i == procs-1 {
-			c = n - (procs-1)*(n/procs)
-		}
-		args := []string{"-t", strconv.Itoa(threads), "-c", strconv.Itoa(c), "-d", fmt.Sprintf("%ds", int(bound.Seconds())), "--timeout", fmt.Sprintf("%ds", int(scaleTimeout.Seconds())), w.url()}
-		if i == 0 {
-			r.Command = fmt.Sprintf("`wrk %s` ×%d, interrupted after the tail", strings.Join(args[:len(args)-1], " ")+" URL", procs)
-			if procs == 1 {
-				r.Command = fmt.Sprintf("`wrk %s`, interrupted after the tail", strings.Join(args[:len(args)-1], " ")+" URL")
-			}
-		}
-		p := &proc{cmd: exec.CommandContext(ctx, bin, args...)}
-		p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-		p.cmd.WaitDelay = 5 * time.Second
-		if err := p.cmd.Start(); err != nil {
-			t.Fatalf("wrk: %v", err)
-		}
-		ps = append(ps, p)
-	}
-	t0 := time.Now()
 	defer func() {
 		for _, p := range ps {
 			if p.cmd.ProcessState == nil {
@@ -438,12 +457,43 @@ func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, 
 			}
 		}
 	}()
-	up, err := waitEstablished(ctx, w.port, n, scaleConnectWait)
-	if err != nil {
-		t.Logf("wrk, %d connections: %v", n, err)
-	}
-	if up < n {
-		r.Failures = fmt.Sprintf("only %d of %d connections up after %s; ", up, n, fmtDur(scaleConnectWait))
+	since := time.Now()
+	var t0 time.Time
+	// The processes start one after the other, each once the connections
+	// of those before it are up, so that no more than wrkMaxConns
+	// connections arrive at once.
+	want := 0
+	for i := range procs {
+		c := n / procs
+		if i == procs-1 {
+			c = n - (procs-1)*(n/procs)
+		}
+		want += c
+		args := []string{"-t", strconv.Itoa(threads), "-c", strconv.Itoa(c), "-d", fmt.Sprintf("%ds", int(bound.Seconds())), "--timeout", fmt.Sprintf("%ds", int(scaleTimeout.Seconds())), w.url()}
+		if i == 0 {
+			r.Command = fmt.Sprintf("`wrk %s`", strings.Join(args[:len(args)-1], " ")+" URL")
+			if procs > 1 {
+				r.Command += fmt.Sprintf(" ×%d, each started once the connections of the one before were up", procs)
+			}
+			r.Command += ", interrupted after the tail"
+		}
+		p := &proc{cmd: exec.CommandContext(ctx, bin, args...)}
+		p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+		p.cmd.WaitDelay = 5 * time.Second
+		if err := p.cmd.Start(); err != nil {
+			t.Fatalf("wrk: %v", err)
+		}
+		if i == 0 {
+			t0 = time.Now()
+		}
+		ps = append(ps, p)
+		up, err := waitEstablished(ctx, w.port, want, scaleConnectWait)
+		if err != nil {
+			t.Logf("wrk, %d connections: %v", n, err)
+		}
+		if up < want {
+			r.Failures = fmt.Sprintf("only %d of %d connections up after %s; ", up, want, fmtDur(scaleConnectWait))
+		}
 	}
 	opens0, err := hostActiveOpens()
 	if err != nil {
