@@ -29,6 +29,8 @@ type Scale struct {
 	// by then) and after the last.
 	Reloads                   int
 	Every, Margin, Lead, Tail time.Duration
+	// Addr is webapp.socket's address (in the box's own network).
+	Addr string
 	// HandoverFlag says whether this webapp has --conn-handover; without
 	// it only today's behaviour ran.
 	HandoverFlag bool
@@ -69,12 +71,11 @@ type ScaleRun struct {
 	Failures         string
 	RPS              float64
 	// Opened is the connections the clients opened beyond one per
-	// connection of the count: the generator's Dials less its clients
-	// (exact), for wrk the host's TCP active opens from the moment every
-	// connection was up to the end of the run (every process on the
-	// machine counts: an upper bound). OpenedExact says which.
-	Opened      int64
-	OpenedExact bool
+	// connection of the count: the generator's Dials less its clients;
+	// for wrk, which does not count them, the TCP active opens of the
+	// box's network namespace (where only the run's clients connect)
+	// from the moment every connection was up to the end of the run.
+	Opened int64
 	// Throughput is the generator's, from its samples (nil for wrk).
 	Throughput *Throughput
 	// Events are the reloads, from the run's start.

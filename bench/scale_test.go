@@ -30,9 +30,8 @@ const (
 	// wrkMaxConns is the most connections one wrk process holds: the
 	// machine's open-file limit is 20,000 per process.
 	wrkMaxConns = 8000
-	// scaleDialers bounds the dials under way while the benchmark's own
-	// clients open their first connections (the socket's backlog is
-	// 4096); the generator's later dials are not held back.
+	// scaleDialers is how many of the benchmark's own clients set up
+	// their connections at once (the memory and the stop).
 	scaleDialers = 256
 	// scaleTimeout is the per-request timeout of every client (wrk's
 	// --timeout, the generator's Timeout).
@@ -54,10 +53,13 @@ const (
 )
 
 // scaleWebapp is webapp.socket and webapp.service from systemd/units in
-// a box of scenario 10's own, the socket on a free port of the host's
-// network.
+// a box of scenario 10's own with a network namespace of its own, where
+// every client of the scenario connects from (wrk through nsenter, the
+// benchmark's own through dial): its TCP counters then count them only.
 type scaleWebapp struct {
 	box  *systemdtest.Box
+	dial *netnsDialer
+	// port and addr are the socket's, as the shipped webapp.socket says.
 	port int
 	addr string
 	// noFile is the drop-in line for the open-file limit, if one is
@@ -89,7 +91,7 @@ func runScale(t *testing.T, e *benchEnv) *Scale {
 		}
 	}
 	largest := slicesMax(cfg.scaleConns)
-	box := systemdtest.Boot(t, systemdtest.Options{Name: "bench-scale"})
+	box := systemdtest.Boot(t, systemdtest.Options{Name: "bench-scale", PrivateNetwork: true})
 	w := installScaleWebapp(t, e, box, variants[0], largest, s)
 	s.Overhead = sandboxOverhead(t, box)
 
@@ -144,18 +146,26 @@ func slicesMax(xs []int) int {
 	return m
 }
 
-// installScaleWebapp installs /usr/bin/webapp, webapp.socket (moved to a
-// free port) and webapp.service from systemd/units, starts the socket
-// and the service in variant v, and gives the service a higher
-// LimitNOFILE= when the unit's own would not hold the largest count.
+// installScaleWebapp installs /usr/bin/webapp, webapp.socket and
+// webapp.service from systemd/units as they are (the box has its own
+// network: the socket's address is free there), starts the socket and
+// the service in variant v, and gives the service a higher LimitNOFILE=
+// when the unit's own would not hold the largest count.
 func installScaleWebapp(t *testing.T, e *benchEnv, box *systemdtest.Box, v ScaleVariant, largest int, s *Scale) *scaleWebapp {
-	w := &scaleWebapp{box: box, port: systemdtest.Port(t)}
-	w.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(w.port))
+	w := &scaleWebapp{box: box, dial: newNetnsDialer(t, fmt.Sprintf("/proc/%d/ns/net", box.PID1()))}
+	socket, err := os.ReadFile(filepath.Join("..", "systemd", "units", "webapp.socket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.addr = unitSetting(socket, "ListenStream")
+	host, port, err := net.SplitHostPort(w.addr)
+	if w.port, _ = strconv.Atoi(port); err != nil || net.ParseIP(host).To4() == nil || w.port == 0 {
+		t.Fatalf("webapp.socket: ListenStream=%s, want a numeric IPv4 host:port", w.addr)
+	}
 	box.CopyFile(t, e.bins.webapp, "/usr/bin/webapp", 0o755)
 	for _, u := range []string{"webapp.socket", "webapp.service"} {
 		box.CopyFile(t, filepath.Join("..", "systemd", "units", u), "/etc/systemd/system/"+u, 0o644)
 	}
-	box.WriteFile(t, "/etc/systemd/system/webapp.socket.d/bench.conf", fmt.Appendf(nil, "[Socket]\nListenStream=\nListenStream=%s\n", w.addr), 0o644)
 	box.Systemctl(t, "daemon-reload")
 	box.Systemctl(t, "start", "webapp.socket")
 	w.setVariant(t, v)
@@ -170,6 +180,7 @@ func installScaleWebapp(t *testing.T, e *benchEnv, box *systemdtest.Box, v Scale
 		}
 	}
 	s.NoFileDropIn = w.noFile
+	s.Addr = w.addr
 	show := box.Show(t, "webapp.service", "LimitNOFILE", "LimitNOFILESoft")
 	s.LimitNOFILE = fmt.Sprintf("%d (hard %d) in webapp's main process, `LimitNOFILESoft=%s` and `LimitNOFILE=%s` by `systemctl show`", soft, hard, show["LimitNOFILESoft"], show["LimitNOFILE"])
 	unit, err := os.ReadFile(filepath.Join("..", "systemd", "units", "webapp.service"))
@@ -201,9 +212,37 @@ func (w *scaleWebapp) setVariant(t *testing.T, v ScaleVariant) {
 func (w *scaleWebapp) restart(t *testing.T) {
 	t.Helper()
 	w.box.Systemctl(t, "restart", "webapp.service")
-	if err := waitServing(t.Context(), w.url(), 30*time.Second); err != nil {
+	if err := w.waitServing(t.Context(), 30*time.Second); err != nil {
 		t.Fatalf("webapp in the sandbox: %v\n%s", err, w.box.Journal(t, "-u", "webapp.service", "-n", "30"))
 	}
+}
+
+// waitServing polls webapp from the box's network until it answers 200.
+func (w *scaleWebapp) waitServing(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		res, err := load.Run(ctx, w.url(), load.Options{Clients: 1, MaxRequests: 1, Timeout: 5 * time.Second, Dial: w.dial.DialContext})
+		if err == nil && res.OK == 1 {
+			return nil
+		}
+		if !sleepCtx(ctx, 50*time.Millisecond) {
+			if res != nil && len(res.FailureDetails) > 0 {
+				return fmt.Errorf("not serving after %v: %s", timeout, res.FailureDetails[0].Error)
+			}
+			return fmt.Errorf("not serving after %v", timeout)
+		}
+	}
+}
+
+// activeOpens is the TCP ActiveOpens counter of the box's network
+// namespace: the connections its clients opened (attempted).
+func (w *scaleWebapp) activeOpens() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/snmp", w.box.PID1()))
+	if err != nil {
+		return 0, err
+	}
+	return ParseTCPActiveOpens(b)
 }
 
 func (w *scaleWebapp) mainPID(t *testing.T) int {
@@ -303,7 +342,7 @@ func (w *scaleWebapp) noteDrains(t *testing.T, r *ScaleRun, since time.Time) {
 // through the reloads.
 func scaleGenerator(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int) ScaleRun {
 	cfg := e.cfg
-	ramp := newRampDialer(n)
+	ramp := newRampDialer(n, w.dial.DialContext)
 	opts := load.Options{
 		Clients:  n,
 		Duration: cfg.scaleLead + time.Duration(cfg.scaleReloads)*(cfg.scaleEvery+scaleEventSlack) + cfg.scaleTail,
@@ -323,7 +362,7 @@ func scaleGenerator(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n
 		Conns: n, Variant: v, Client: "generator",
 		Command:  fmt.Sprintf("baton's generator (`internal/load`, in the test's process): %d keep-alive clients, a %s timeout, no retries", n, fmtDur(scaleTimeout)),
 		Requests: res.Requests, Failed: res.Failed(), Failures: byClass(res.Failures), RPS: res.RPS,
-		Opened: res.Dials - int64(n), OpenedExact: true,
+		Opened: res.Dials - int64(n),
 	}
 	for _, ev := range res.Events {
 		r.Events = append(r.Events, ProtoEvent{Start: ev.Start, Duration: ev.Duration, Error: ev.Error})
@@ -354,48 +393,36 @@ func scaleGenerator(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n
 	return r
 }
 
-// rampDialer dials for the generator. A client's first connection
-// waits while scaleDialers others have not had the first bytes of their
-// first response: the connections come up no faster than webapp takes
-// them, instead of overflowing the socket's backlog (where the kernel
-// holds a connection that the client already counts as open, and its
-// first request may wait for seconds). The later dials, the reconnects
-// that reloads cause, are not held back. It remembers when every client
-// had its first answer.
+// rampDialer dials for the generator and remembers when every client
+// had the first bytes of its first response. It does not hold dials
+// back: holding a client's first connection until others were answered
+// made the ramp at 16,000 connections slower than the clients' timeout
+// (the clients already connected keep webapp busy), while 16,000 dials
+// at once are all taken within seconds, the socket's backlog (4096)
+// notwithstanding.
 type rampDialer struct {
 	first   int64
-	sem     chan struct{}
 	dials   atomic.Int64
 	served  atomic.Int64
 	allUpAt atomic.Int64 // unix nanoseconds
-	d       net.Dialer
+	d       func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-func newRampDialer(n int) *rampDialer {
-	return &rampDialer{first: int64(n), sem: make(chan struct{}, scaleDialers)}
+func newRampDialer(n int, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *rampDialer {
+	return &rampDialer{first: int64(n), d: dial}
 }
 
 func (r *rampDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if r.dials.Add(1) > r.first {
-		return r.d.DialContext(ctx, network, addr)
-	}
-	select {
-	case r.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	c, err := r.d.DialContext(ctx, network, addr)
-	if err != nil {
-		<-r.sem
-		return nil, err
+	c, err := r.d(ctx, network, addr)
+	if err != nil || r.dials.Add(1) > r.first {
+		return c, err
 	}
 	return &rampConn{Conn: c, r: r}, nil
 }
 
-// answered releases the slot of a first connection, once.
-func (r *rampDialer) answered(ok bool) {
-	<-r.sem
-	if ok && r.served.Add(1) == r.first {
+// answered counts a first connection's first answer.
+func (r *rampDialer) answered() {
+	if r.served.Add(1) == r.first {
 		r.allUpAt.Store(time.Now().UnixNano())
 	}
 }
@@ -409,8 +436,8 @@ func (r *rampDialer) upAt() time.Time {
 	return time.Time{}
 }
 
-// rampConn is a client's first connection: its first read (or its
-// close) frees its dial slot.
+// rampConn is a client's first connection; its first bytes read count
+// as the client's first answer.
 type rampConn struct {
 	net.Conn
 	r    *rampDialer
@@ -419,22 +446,15 @@ type rampConn struct {
 
 func (c *rampConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if (n > 0 || err != nil) && !c.done.Swap(true) {
-		c.r.answered(n > 0)
+	if n > 0 && !c.done.Load() && !c.done.Swap(true) {
+		c.r.answered()
 	}
 	return n, err
 }
 
-func (c *rampConn) Close() error {
-	if !c.done.Swap(true) {
-		c.r.answered(false)
-	}
-	return c.Conn.Close()
-}
-
 // scaleWrk loads webapp with n keep-alive connections of wrk (two
 // processes or more above wrkMaxConns) through the reloads: wrk runs for
-// an upper bound and is interrupted (SIGINT, after which it reports)
+// an upper bound of time and is interrupted (SIGINT, after which it reports)
 // once the tail is over.
 func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, bin string) ScaleRun {
 	cfg := e.cfg
@@ -477,7 +497,10 @@ func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, 
 			}
 			r.Command += ", interrupted after the tail"
 		}
-		p := &proc{cmd: exec.CommandContext(ctx, bin, args...)}
+		// nsenter enters the box's network namespace only and then is wrk
+		// (it does not fork): the signal below reaches wrk.
+		ns := append([]string{fmt.Sprintf("--net=/proc/%d/ns/net", w.box.PID1()), "--", bin}, args...)
+		p := &proc{cmd: exec.CommandContext(ctx, "nsenter", ns...)}
 		p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 		p.cmd.WaitDelay = 5 * time.Second
 		if err := p.cmd.Start(); err != nil {
@@ -487,7 +510,7 @@ func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, 
 			t0 = time.Now()
 		}
 		ps = append(ps, p)
-		up, err := waitEstablished(ctx, w.port, want, scaleConnectWait)
+		up, err := w.waitEstablished(ctx, want, scaleConnectWait)
 		if err != nil {
 			t.Logf("wrk, %d connections: %v", n, err)
 		}
@@ -495,14 +518,14 @@ func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, 
 			r.Failures = fmt.Sprintf("only %d of %d connections up after %s; ", up, want, fmtDur(scaleConnectWait))
 		}
 	}
-	opens0, err := hostActiveOpens()
+	opens0, err := w.activeOpens()
 	if err != nil {
 		t.Fatal(err)
 	}
 	sleepCtx(ctx, cfg.scaleWrkLead)
 	r.Events = runReloads(ctx, t0, cfg.scaleReloads, cfg.scaleEvery, w.reload)
 	sleepCtx(ctx, cfg.scaleWrkLead)
-	opens1, err := hostActiveOpens()
+	opens1, err := w.activeOpens()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,7 +549,7 @@ func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, 
 	}
 	r.Failures += fmt.Sprintf("connect %d, read %d, write %d, timeout %d, non-2xx %d", sum.Connect, sum.Read, sum.Write, sum.Timeout, sum.Non2xx)
 	w.noteDrains(t, &r, since)
-	t.Logf("wrk, %d connections (%d processes, %d threads each), %s: %d requests (%.0f/s), %d failed (%s), %d TCP opens on the host after all were up (%.1f per reload), reloads %d (%d failed)",
+	t.Logf("wrk, %d connections (%d processes, %d threads each), %s: %d requests (%.0f/s), %d failed (%s), %d TCP opens in the box after all were up (%.1f per reload), reloads %d (%d failed)",
 		n, procs, threads, v.Title, r.Requests, r.RPS, r.Failed, r.Failures, r.Opened, r.OpenedPerReload(), len(r.Events), r.EventErrors())
 	return r
 }
@@ -572,17 +595,17 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// waitEstablished waits until n client connections to port are
-// established on the host (the box shares its network), at most d.
-func waitEstablished(ctx context.Context, port, n int, d time.Duration) (int, error) {
+// waitEstablished waits until n client connections to webapp's socket
+// are established in the box, at most d.
+func (w *scaleWebapp) waitEstablished(ctx context.Context, n int, d time.Duration) (int, error) {
 	deadline := time.Now().Add(d)
 	up := 0
 	for {
-		out, err := exec.CommandContext(ctx, "ss", "-Htn", "state", "established", fmt.Sprintf("( dport = :%d )", port)).Output()
+		out, stderr, err := w.box.Exec(ctx, "ss", "-Htn", "state", "established", fmt.Sprintf("( dport = :%d )", w.port))
 		if err != nil {
-			return up, fmt.Errorf("ss: %w", err)
+			return up, fmt.Errorf("ss: %w", cmdError(err, stderr))
 		}
-		up = bytes.Count(out, []byte("\n"))
+		up = strings.Count(out, "\n")
 		if up >= n {
 			return up, nil
 		}
@@ -590,15 +613,6 @@ func waitEstablished(ctx context.Context, port, n int, d time.Duration) (int, er
 			return up, fmt.Errorf("%d of %d connections established after %v", up, n, d)
 		}
 	}
-}
-
-// hostActiveOpens is the host's TCP ActiveOpens counter.
-func hostActiveOpens() (int64, error) {
-	b, err := os.ReadFile("/proc/net/snmp")
-	if err != nil {
-		return 0, err
-	}
-	return ParseTCPActiveOpens(b)
 }
 
 // idleConn is a kept-alive connection of the benchmark's own clients.
@@ -630,10 +644,14 @@ func (c *idleConn) roundTrip(timeout time.Duration) (*http.Response, error) {
 	return resp, nil
 }
 
-// openIdle opens n keep-alive connections to addr, scaleDialers at a
-// time, each having had one response to GET /. A connection that fails
-// while being set up is tried again, three times at most.
-func openIdle(ctx context.Context, addr string, n int) ([]*idleConn, error) {
+// dialFunc opens a connection.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// openIdle opens n keep-alive connections to addr with dial,
+// scaleDialers at a time, each having had one response to GET /. A
+// connection that fails while being set up is tried again, three times
+// at most.
+func openIdle(ctx context.Context, dial dialFunc, addr string, n int) ([]*idleConn, error) {
 	conns := make([]*idleConn, n)
 	var next atomic.Int64
 	var mu sync.Mutex
@@ -641,7 +659,6 @@ func openIdle(ctx context.Context, addr string, n int) ([]*idleConn, error) {
 	var wg sync.WaitGroup
 	for range min(n, scaleDialers) {
 		wg.Go(func() {
-			var d net.Dialer
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= n {
@@ -651,7 +668,7 @@ func openIdle(ctx context.Context, addr string, n int) ([]*idleConn, error) {
 				for range 3 {
 					var c net.Conn
 					dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-					c, err = d.DialContext(dctx, "tcp", addr)
+					c, err = dial(dctx, "tcp", addr)
 					cancel()
 					if err != nil {
 						continue
@@ -698,13 +715,14 @@ func scaleMemory(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n in
 	w.restart(t)
 	pid := w.mainPID(t)
 	var err error
-	m.Webapp, err = rssWith(t.Context(), w.addr, n, func() (int64, error) { return w.rss(pid) })
+	m.Webapp, err = rssWith(t.Context(), w.dial.DialContext, w.addr, n, func() (int64, error) { return w.rss(pid) })
 	if err != nil {
 		m.WebappError = err.Error()
 		t.Errorf("webapp's memory with %d connections: %v", n, err)
 	}
 	p, url := startServer(t, e, "scale-plain", e.bins.plain, plainArgs, plainReady)
-	m.Plain, err = rssWith(t.Context(), strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/"), n, func() (int64, error) {
+	var host net.Dialer
+	m.Plain, err = rssWith(t.Context(), host.DialContext, strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/"), n, func() (int64, error) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID))
 		if err != nil {
 			return 0, err
@@ -724,9 +742,9 @@ func scaleMemory(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n in
 // rssWith reads a server's resident memory after one request on a
 // connection of its own, then with n idle keep-alive connections open
 // that each had one response.
-func rssWith(ctx context.Context, addr string, n int, rss func() (int64, error)) (RSSPair, error) {
+func rssWith(ctx context.Context, dial dialFunc, addr string, n int, rss func() (int64, error)) (RSSPair, error) {
 	var p RSSPair
-	warm, err := openIdle(ctx, addr, 1)
+	warm, err := openIdle(ctx, dial, addr, 1)
 	if err != nil {
 		return p, err
 	}
@@ -735,7 +753,7 @@ func rssWith(ctx context.Context, addr string, n int, rss func() (int64, error))
 	if p.Before, err = rss(); err != nil {
 		return p, err
 	}
-	conns, err := openIdle(ctx, addr, n)
+	conns, err := openIdle(ctx, dial, addr, n)
 	if err != nil {
 		return p, err
 	}
@@ -756,7 +774,7 @@ func scaleStop(t *testing.T, w *scaleWebapp, v ScaleVariant, n int, period time.
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
 	w.restart(t)
-	conns, err := openIdle(ctx, w.addr, n)
+	conns, err := openIdle(ctx, w.dial.DialContext, w.addr, n)
 	if err != nil {
 		t.Fatalf("stop: %v", err)
 	}
@@ -889,7 +907,7 @@ func scaleStop(t *testing.T, w *scaleWebapp, v ScaleVariant, n int, period time.
 	}
 	t.Logf("stop: systemctl stop took %v, webapp's drain %v, %d cut", s.Took, s.Drain, s.Cut)
 	w.box.Systemctl(t, "start", "webapp.service")
-	if err := waitServing(t.Context(), w.url(), 30*time.Second); err != nil {
+	if err := w.waitServing(t.Context(), 30*time.Second); err != nil {
 		t.Fatalf("webapp after the stop: %v", err)
 	}
 	return s
