@@ -99,4 +99,12 @@
 //	-charts DIR     write the SVG charts to DIR (linked from the report
 //	                relative to FILE's directory)
 //	-command TEXT   the command shown in the report
+//	-keep DIR       keep the servers' logs and the sandbox journals in DIR
+//
+// Each scenario is a subtest of TestBench named by its key (steady,
+// stop, alternatives, systemd, drain, protocols, systemd257, longlived,
+// scale); -run selects some, and the report then holds what they
+// measured, for example scenario 10 alone, in full:
+//
+//	go test -count=1 -timeout 30m -run '^TestBench$/^scale$' -v . -args -full -report /var/tmp/scale.md
 package bench

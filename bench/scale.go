@@ -39,6 +39,9 @@ type Scale struct {
 	// unit's LimitNOFILE= ("" if it sets none), and NoFileDropIn the
 	// drop-in line the benchmark added ("" when none was needed).
 	LimitNOFILE, UnitNoFile, NoFileDropIn string
+	// OwnNoFile is the benchmark's own hard open-file limit, which the
+	// sandbox inherits.
+	OwnNoFile int64
 	// Overhead is the median time of a trivial systemctl call in the
 	// sandbox, part of every reload's wall time.
 	Overhead time.Duration

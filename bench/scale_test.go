@@ -83,11 +83,11 @@ func runScale(t *testing.T, e *benchEnv) *Scale {
 		t.Fatal(err)
 	}
 	s := &Scale{Reloads: cfg.scaleReloads, Every: cfg.scaleEvery, Margin: load.DefaultMargin, Lead: cfg.scaleLead, Tail: cfg.scaleTail, HandoverFlag: flag}
-	variants := []ScaleVariant{{Handover: false, Title: "today's webapp (no `--conn-handover`): idle connections closed after the idle grace"}}
+	variants := []ScaleVariant{{Handover: false, Title: "today's (no `--conn-handover`)"}}
 	if flag {
 		variants = []ScaleVariant{
-			{Handover: true, Title: "with the connection hand-over (webapp's default)"},
-			{Handover: false, Title: "without it (`--conn-handover=false`)", Opts: "--conn-handover=false"},
+			{Handover: true, Title: "with hand-over"},
+			{Handover: false, Title: "without (`--conn-handover=false`)", Opts: "--conn-handover=false"},
 		}
 	}
 	largest := slicesMax(cfg.scaleConns)
@@ -181,8 +181,12 @@ func installScaleWebapp(t *testing.T, e *benchEnv, box *systemdtest.Box, v Scale
 	}
 	s.NoFileDropIn = w.noFile
 	s.Addr = w.addr
+	var own syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &own); err == nil {
+		s.OwnNoFile = int64(own.Max)
+	}
 	show := box.Show(t, "webapp.service", "LimitNOFILE", "LimitNOFILESoft")
-	s.LimitNOFILE = fmt.Sprintf("%d (hard %d) in webapp's main process, `LimitNOFILESoft=%s` and `LimitNOFILE=%s` by `systemctl show`", soft, hard, show["LimitNOFILESoft"], show["LimitNOFILE"])
+	s.LimitNOFILE = fmt.Sprintf("%s (hard %s) in webapp's main process (`systemctl show`: `LimitNOFILESoft=%s`, `LimitNOFILE=%s`)", thousands(int64(soft)), thousands(int64(hard)), show["LimitNOFILESoft"], show["LimitNOFILE"])
 	unit, err := os.ReadFile(filepath.Join("..", "systemd", "units", "webapp.service"))
 	if err != nil {
 		t.Fatal(err)
