@@ -29,6 +29,8 @@ type Scale struct {
 	// by then) and after the last.
 	Reloads                   int
 	Every, Margin, Lead, Tail time.Duration
+	// Timeout is every client's per-request timeout.
+	Timeout time.Duration
 	// Addr is webapp.socket's address (in the box's own network).
 	Addr string
 	// HandoverFlag says whether this webapp has --conn-handover; without
