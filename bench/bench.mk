@@ -13,7 +13,7 @@ APT_PACKAGES += wrk
 
 .PHONY: bench bench-smoke
 
-bench: deps ## run the benchmark (root, ~32 min on 2 cores): writes BENCHMARKS.md and bench/charts/*.svg
+bench: deps ## run the benchmark (root, ~35 min on 2 cores): writes BENCHMARKS.md and bench/charts/*.svg
 	cd bench && $(GO) test -count=1 -timeout $(BENCH_TIMEOUT) -run '^TestBench$$' -v . \
 		-args -full -report ../BENCHMARKS.md -charts charts -command 'make bench'
 

@@ -83,7 +83,7 @@ var (
 		drainRounds:    3, drainConns: 100, drainStreams: 20, drainTimeout: 20 * time.Second,
 		liveWS: 500, liveSSE: 100, liveReloads: 20, liveRestarts: 5, liveContrastReloads: 3,
 		scaleConns: []int{1000, 4000, 16000}, scaleReloads: 20,
-		scaleEvery: 2 * time.Second, scaleLead: 7 * time.Second, scaleTail: 4 * time.Second, scaleWrkLead: 2 * time.Second,
+		scaleEvery: 2 * time.Second, scaleLead: 10 * time.Second, scaleTail: 5 * time.Second, scaleWrkLead: 2 * time.Second,
 		scaleStopConns: 16000, scaleStopEvery: 2 * time.Second,
 	}
 	smoke = config{

@@ -140,8 +140,8 @@ func (s *Scale) writeHeadline(b *strings.Builder) {
 	fmt.Fprintf(b, "| %s: new connections per reload (the client that opened more; %% of those open) | %s | ≤ %s %s |\n", what, strings.Join(dials, " / "), pct(TargetDialsPerReload), mark(allDials))
 	fmt.Fprintf(b, "| %s: throughput within ±%s of a reload / steady (generator) | %s | ≥ %.1f× %s |\n", what, fmtDur(s.Margin), strings.Join(ratio, " / "), TargetReloadThroughput, mark(allRatio))
 	if st := s.Stop; st != nil {
-		fmt.Fprintf(b, "| scale: `systemctl stop` with %s keep-alive connections open: requests sent and not answered; stop took | %d; %s | 0 %s |\n",
-			thousands(int64(st.Conns)), s.stopFailed(), fmtDur(st.Took), mark(s.stopOK()))
+		fmt.Fprintf(b, "| scale: `systemctl stop` with %s keep-alive connections open: requests sent and not answered; stop took | %s; %s | 0 %s |\n",
+			thousands(int64(st.Conns)), thousands(int64(s.stopFailed())), fmtDur(st.Took), mark(s.stopOK()))
 	}
 	if k := len(s.Memory); k > 0 {
 		m := s.Memory[k-1]
@@ -176,7 +176,7 @@ func (s *Scale) misses() []string {
 		}
 	}
 	if s.Stop != nil && !s.stopOK() {
-		m := fmt.Sprintf("scale: `systemctl stop` with %s connections open: %d requests sent and not answered (or connections not ended)", thousands(int64(s.Stop.Conns)), s.stopFailed())
+		m := fmt.Sprintf("scale: `systemctl stop` with %s connections open: %s requests sent and not answered (or connections not ended)", thousands(int64(s.Stop.Conns)), thousands(int64(s.stopFailed())))
 		if s.Stop.Error != "" {
 			m += fmt.Sprintf("; the stop failed: `%s`", oneLine(s.Stop.Error))
 		}
@@ -238,7 +238,7 @@ func writeScale(b *strings.Builder, s *Scale, caption string) {
 		ws, ds := DurationSpread(wall), DurationSpread(r.Drains)
 		drain := "–"
 		if ds.N > 0 {
-			drain = fmt.Sprintf("%s / %s; %d", fmtDur(time.Duration(ds.Median)), fmtDur(time.Duration(ds.Max)), r.DrainCut)
+			drain = fmt.Sprintf("%s / %s; %s", fmtDur(time.Duration(ds.Median)), fmtDur(time.Duration(ds.Max)), thousands(int64(r.DrainCut)))
 			if ds.N < len(r.Events)-r.EventErrors() {
 				drain += fmt.Sprintf(" (%d of %d reloads)", ds.N, len(r.Events)-r.EventErrors())
 			}
