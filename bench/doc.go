@@ -59,8 +59,8 @@
 //     Without python3-websockets it is skipped off CI, like scenario 6.
 //  10. keep-alive connections by the thousand (1,000, 4,000 and 16,000)
 //     through 20 reloads each under the real systemd, loaded by wrk
-//     (Debian's; two processes of 8,000 connections at 16,000, since the
-//     machine's open-file limit is 20,000 per process) and by the
+//     (Debian's; at most 4,000 connections to a process, which opens
+//     them all at once: the socket's backlog is 4,096) and by the
 //     generator (in the test's process): failed requests, the new
 //     connections each reload made the clients open (the generator's
 //     dials; for wrk the host's TCP active opens, an upper bound), the
