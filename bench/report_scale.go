@@ -239,9 +239,9 @@ func writeScale(b *strings.Builder, s *Scale, caption string) {
 		drain := "–"
 		if ds.N > 0 {
 			drain = fmt.Sprintf("%s / %s; %s", fmtDur(time.Duration(ds.Median)), fmtDur(time.Duration(ds.Max)), thousands(int64(r.DrainCut)))
-			if ds.N < len(r.Events)-r.EventErrors() {
-				drain += fmt.Sprintf(" (%d of %d reloads)", ds.N, len(r.Events)-r.EventErrors())
-			}
+		}
+		if ok := len(r.Events) - r.EventErrors(); ds.N < ok {
+			drain += fmt.Sprintf(" (**%d of %d reloads**; %d old generations still running 30 s after the run)", ds.N, ok, r.Lingering)
 		}
 		dc := "–"
 		if len(r.DrainConns) > 0 {

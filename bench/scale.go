@@ -92,6 +92,10 @@ type ScaleRun struct {
 	Drains     []time.Duration
 	DrainConns []int
 	DrainCut   int
+	// Lingering counts the old generations still running when the
+	// benchmark stopped waiting for their drain-finished entries (30 s
+	// after the run), counted only when some are missing.
+	Lingering int
 	// FirstFailures are the generator's first failed requests.
 	FirstFailures []load.Failure
 }

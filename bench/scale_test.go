@@ -343,7 +343,16 @@ func (w *scaleWebapp) noteDrains(t *testing.T, r *ScaleRun, since time.Time) {
 		r.DrainConns = append(r.DrainConns, ev.Connections)
 	}
 	if len(finished) < ok {
-		t.Logf("%d connections, %s, %s: %d drain-finished entries in the journal for %d reloads", r.Conns, r.Variant.Title, r.Client, len(finished), ok)
+		// Which old generations are still there, 30 s after the run.
+		main := w.mainPID(t)
+		out, _, _ := w.box.Exec(t.Context(), "pgrep", "-x", "webapp")
+		for _, f := range strings.Fields(out) {
+			if pid, _ := strconv.Atoi(f); pid != main {
+				r.Lingering++
+			}
+		}
+		t.Logf("%d connections, %s, %s: %d drain-finished entries in the journal for %d reloads; %d old generations still running (pgrep: %s, main %d)",
+			r.Conns, r.Variant.Title, r.Client, len(finished), ok, r.Lingering, strings.Join(strings.Fields(out), " "), main)
 	}
 }
 
