@@ -56,6 +56,15 @@ type config struct {
 	// the reloads of the contrast.
 	liveWS, liveSSE                                int
 	liveReloads, liveRestarts, liveContrastReloads int
+	// Scenario 10: the keep-alive connection counts, the reloads per run
+	// and their period, the generator's load before the first reload and
+	// after the last (wrk's, which gives no time series, is shorter), the
+	// stop's connections and the period of the paced half of them.
+	scaleConns                                     []int
+	scaleReloads                                   int
+	scaleEvery, scaleLead, scaleTail, scaleWrkLead time.Duration
+	scaleStopConns                                 int
+	scaleStopEvery                                 time.Duration
 }
 
 var (
@@ -73,6 +82,9 @@ var (
 		h2loadRequests: 4000,
 		drainRounds:    3, drainConns: 100, drainStreams: 20, drainTimeout: 20 * time.Second,
 		liveWS: 500, liveSSE: 100, liveReloads: 20, liveRestarts: 5, liveContrastReloads: 3,
+		scaleConns: []int{1000, 4000, 16000}, scaleReloads: 20,
+		scaleEvery: 2 * time.Second, scaleLead: 10 * time.Second, scaleTail: 5 * time.Second, scaleWrkLead: 2 * time.Second,
+		scaleStopConns: 16000, scaleStopEvery: 2 * time.Second,
 	}
 	smoke = config{
 		clients: load.DefaultClients,
@@ -88,6 +100,9 @@ var (
 		h2loadRequests: 2000,
 		drainRounds:    1, drainConns: 10, drainStreams: 4, drainTimeout: 4 * time.Second,
 		liveWS: 50, liveSSE: 10, liveReloads: 2, liveRestarts: 1, liveContrastReloads: 1,
+		scaleConns: []int{300}, scaleReloads: 2,
+		scaleEvery: 1500 * time.Millisecond, scaleLead: 2 * time.Second, scaleTail: 1500 * time.Millisecond, scaleWrkLead: 500 * time.Millisecond,
+		scaleStopConns: 300, scaleStopEvery: time.Second,
 	}
 )
 
@@ -148,15 +163,20 @@ func TestBench(t *testing.T) {
 		defer func() { liveSkipped = t.Skipped() }()
 		rep.LongLived = runLongLived(t, env)
 	})
+	scaleSkipped := false
+	t.Run("scale", func(t *testing.T) {
+		defer func() { scaleSkipped = t.Skipped() }()
+		rep.Scale = runScale(t, env)
+	})
 	rep.Took = time.Since(started)
 	rep.Machine.LoadAfter = LoadAverage()
-	// protocols is skipped off CI when h2load or ghz cannot be had, and
-	// longlived without python3-websockets. A run filtered to some
+	// protocols is skipped off CI when h2load or ghz cannot be had,
+	// longlived without python3-websockets, and scale without wrk. A run filtered to some
 	// scenarios (-run 'TestBench/longlived') writes what it measured.
 	filtered := strings.Contains(flag.Lookup("test.run").Value.String(), "/")
 	if t.Failed() || !filtered && (rep.Steady == nil || rep.Stop == nil || rep.Reload == nil || rep.Restart == nil || len(rep.Alternatives) == 0 ||
 		rep.Drain == nil || (!protoSkipped && rep.Protocols == nil) || (!skipped257 && len(rep.Reload257) != len(reload257Variants)) ||
-		(!liveSkipped && rep.LongLived == nil)) {
+		(!liveSkipped && rep.LongLived == nil) || (!scaleSkipped && rep.Scale == nil)) {
 		t.Errorf("a scenario did not run to its end: the report below is incomplete")
 	}
 

@@ -26,7 +26,7 @@
 //     github.com/cloudflare/tableflip's documented upgrade pattern
 //     (cmd/flipapp), next to webapp's own swap without systemd.
 //
-// Scenarios 6, 7 and 9 use clients nobody here wrote (scenario 8 is
+// Scenarios 6, 7, 9 and 10 use clients nobody here wrote (scenario 8 is
 // scenario 2 again under systemd 257):
 //
 //  6. every protocol through reloads and then restarts under the real
@@ -57,6 +57,22 @@
 //     reload returned and the old generation's exit; then the contrast,
 //     with webapp's drain signal switched off (WEBAPP_IGNORE_DRAIN=1).
 //     Without python3-websockets it is skipped off CI, like scenario 6.
+//  10. keep-alive connections by the thousand (1,000, 4,000 and 16,000)
+//     through 20 reloads each under the real systemd, loaded by wrk
+//     (Debian's; at most 4,000 connections to a process, which opens
+//     them all at once: the socket's backlog is 4,096) and by the
+//     generator (in the test's process): failed requests, the new
+//     connections each reload made the clients open (the generator's
+//     dials; for wrk the host's TCP active opens, an upper bound), the
+//     throughput within ±1 s of the reloads against steady (from the
+//     generator's samples), the reloads' wall time and the old
+//     generations' drains (webapp's drain-finished journal entries);
+//     with webapp's connection hand-over and without it
+//     (--conn-handover=false; a webapp without the flag runs only
+//     without). Then webapp's resident memory per idle connection
+//     against plain net/http's, and `systemctl stop` with 16,000
+//     connections open, half idle and half paced, counting how each
+//     ended. Without wrk it is skipped off CI.
 //
 // The sandbox installs webapp.service and the four socket units from
 // systemd/units, moves each socket to a free port with a drop-in, and
@@ -66,7 +82,7 @@
 //
 // ghz is installed by the benchmark itself (go install, version
 // ghzVersion) into bin/tools/ghz-VERSION at the top of the repository,
-// outside every go.mod; h2load comes from `make deps`. With CI=true a
+// outside every go.mod; h2load and wrk come from `make deps`. With CI=true a
 // missing one fails the test; otherwise scenario 6 is skipped with one
 // line saying so.
 //
@@ -78,9 +94,17 @@
 //
 // The test's flags (after -args):
 //
-//	-full           full durations (about 14 minutes on 2 cores)
+//	-full           full durations (about 35 minutes on 2 cores)
 //	-report FILE    write the Markdown report to FILE
 //	-charts DIR     write the SVG charts to DIR (linked from the report
 //	                relative to FILE's directory)
 //	-command TEXT   the command shown in the report
+//	-keep DIR       keep the servers' logs and the sandbox journals in DIR
+//
+// Each scenario is a subtest of TestBench named by its key (steady,
+// stop, alternatives, systemd, drain, protocols, systemd257, longlived,
+// scale); -run selects some, and the report then holds what they
+// measured, for example scenario 10 alone, in full:
+//
+//	go test -count=1 -timeout 30m -run '^TestBench$/^scale$' -v . -args -full -report /var/tmp/scale.md
 package bench

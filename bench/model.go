@@ -34,6 +34,7 @@ type Report struct {
 	// ExecReload= and with Type=notify-reload, in that order.
 	Reload257 []*Disruption
 	LongLived *LongLived // scenario 9
+	Scale     *Scale     // scenario 10
 }
 
 // Machine describes where the benchmark ran.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"regexp"
 	"strconv"
@@ -211,4 +212,148 @@ func ParseCPUStat(b []byte) (time.Duration, error) {
 		}
 	}
 	return 0, errors.New("cpu.stat: no usage_usec line")
+}
+
+// WrkSummary is what one wrk run printed.
+type WrkSummary struct {
+	// Requests is the "N requests in T" count: responses read to their
+	// end.
+	Requests int64
+	Took     time.Duration
+	// The "Socket errors:" line (absent when all are zero).
+	Connect, Read, Write, Timeout int64
+	// Non2xx is the "Non-2xx or 3xx responses:" count.
+	Non2xx int64
+}
+
+var (
+	wrkRequests = regexp.MustCompile(`(?m)^\s*(\d+) requests in ([0-9.]+)(us|ms|s|m|h),`)
+	wrkSocket   = regexp.MustCompile(`(?m)^\s*Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	wrkNon2xx   = regexp.MustCompile(`(?m)^\s*Non-2xx or 3xx responses: (\d+)`)
+)
+
+// ParseWrk reads wrk's report. Output without the "requests in" line
+// (wrk was killed, or could not start) is an error.
+func ParseWrk(out []byte) (WrkSummary, error) {
+	var s WrkSummary
+	m := wrkRequests.FindSubmatch(out)
+	if m == nil {
+		return s, fmt.Errorf("wrk: no \"requests in\" line in its output: %s", oneLine(lastLines(string(out), 3)))
+	}
+	s.Requests, _ = strconv.ParseInt(string(m[1]), 10, 64)
+	f, _ := strconv.ParseFloat(string(m[2]), 64)
+	unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second, "m": time.Minute, "h": time.Hour}[string(m[3])]
+	s.Took = time.Duration(math.Round(f * float64(unit)))
+	if m := wrkSocket.FindSubmatch(out); m != nil {
+		for i, p := range []*int64{&s.Connect, &s.Read, &s.Write, &s.Timeout} {
+			*p, _ = strconv.ParseInt(string(m[i+1]), 10, 64)
+		}
+	}
+	if m := wrkNon2xx.FindSubmatch(out); m != nil {
+		s.Non2xx, _ = strconv.ParseInt(string(m[1]), 10, 64)
+	}
+	return s, nil
+}
+
+// Errors is what wrk counts as failed: its socket errors (connect, read,
+// write, timeout) and the responses that were not 2xx or 3xx.
+func (s WrkSummary) Errors() int64 { return s.Connect + s.Read + s.Write + s.Timeout + s.Non2xx }
+
+// Add sums two runs' counts (wrk processes run side by side); Took is the
+// longer.
+func (s WrkSummary) Add(o WrkSummary) WrkSummary {
+	return WrkSummary{Requests: s.Requests + o.Requests, Took: max(s.Took, o.Took),
+		Connect: s.Connect + o.Connect, Read: s.Read + o.Read, Write: s.Write + o.Write, Timeout: s.Timeout + o.Timeout, Non2xx: s.Non2xx + o.Non2xx}
+}
+
+// ParseVmRSS reads VmRSS, in bytes, from the contents of
+// /proc/PID/status.
+func ParseVmRSS(b []byte) (int64, error) {
+	for l := range strings.Lines(string(b)) {
+		v, ok := strings.CutPrefix(l, "VmRSS:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("/proc/PID/status: VmRSS line %q", strings.TrimSpace(l))
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/PID/status: VmRSS: %w", err)
+		}
+		return n << 10, nil
+	}
+	return 0, errors.New("/proc/PID/status: no VmRSS line")
+}
+
+// ParseTCPActiveOpens reads the Tcp ActiveOpens counter (connect() calls
+// that sent a SYN, in the network namespace) from the contents of
+// /proc/net/snmp.
+func ParseTCPActiveOpens(b []byte) (int64, error) {
+	var names []string
+	for l := range strings.Lines(string(b)) {
+		f := strings.Fields(l)
+		if len(f) < 2 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f[1:]
+			continue
+		}
+		for i, n := range names {
+			if n == "ActiveOpens" && i+1 < len(f) {
+				return strconv.ParseInt(f[i+1], 10, 64)
+			}
+		}
+		break
+	}
+	return 0, errors.New("/proc/net/snmp: no Tcp ActiveOpens")
+}
+
+// DrainEvent is one of webapp's drain-started or drain-finished journal
+// entries (native fields BATON_*, `journalctl -o json`).
+type DrainEvent struct {
+	Event string
+	At    time.Time
+	PID   int
+	// Stopping says it was a stop's drain, not the old generation's after
+	// a reload.
+	Stopping bool
+	// Duration (drain-finished) is how long the drain took; Cut what it
+	// cut at the deadline; Connections (drain-started) the connections
+	// open when it began.
+	Duration         time.Duration
+	Cut, Connections int
+}
+
+// ParseDrainEvents reads `journalctl -o json` output, one entry a line,
+// and returns the drain events among them in order.
+func ParseDrainEvents(out []byte) ([]DrainEvent, error) {
+	var evs []DrainEvent
+	for l := range strings.Lines(string(out)) {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		var e map[string]any
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			return evs, fmt.Errorf("journal entry: %w: %s", err, oneLine(l))
+		}
+		str := func(k string) string { s, _ := e[k].(string); return s }
+		num := func(k string) int64 { n, _ := strconv.ParseInt(str(k), 10, 64); return n }
+		kind := str("BATON_EVENT")
+		if kind != "drain-started" && kind != "drain-finished" {
+			continue
+		}
+		evs = append(evs, DrainEvent{
+			Event:       kind,
+			At:          time.UnixMicro(num("__REALTIME_TIMESTAMP")),
+			PID:         int(num("BATON_PID")),
+			Stopping:    str("BATON_STOPPING") == "true",
+			Duration:    time.Duration(num("BATON_DURATION_USEC")) * time.Microsecond,
+			Cut:         int(num("BATON_CUT")),
+			Connections: int(num("BATON_CONNECTIONS")),
+		})
+	}
+	return evs, nil
 }

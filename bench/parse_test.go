@@ -128,3 +128,92 @@ func TestServiceDropIn(t *testing.T) {
 		}
 	}
 }
+
+// wrkOutput is a real wrk 4.1.0 run whose server went away during it.
+const wrkOutput = `Running 3s test @ http://127.0.0.1:18181/nothere
+  2 threads and 100 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.67ms    2.11ms  15.97ms   85.78%
+    Req/Sec    28.86k     2.61k   32.81k    70.00%
+  57638 requests in 3.01s, 12.15MB read
+  Socket errors: connect 0, read 100, write 215076, timeout 0
+  Non-2xx or 3xx responses: 57638
+Requests/sec:  19178.09
+Transfer/sec:      4.04MB
+`
+
+func TestParseWrk(t *testing.T) {
+	got, err := ParseWrk([]byte(wrkOutput))
+	want := WrkSummary{Requests: 57638, Took: 3010 * time.Millisecond, Read: 100, Write: 215076, Non2xx: 57638}
+	if err != nil || got != want {
+		t.Errorf("ParseWrk = %+v, %v; want %+v", got, err, want)
+	}
+	if got.Errors() != 100+215076+57638 {
+		t.Errorf("Errors() = %d, want %d", got.Errors(), 100+215076+57638)
+	}
+	// A clean run prints neither error line.
+	clean := "Running 2s test @ http://127.0.0.1:18181/\n  2 threads and 200 connections\n  130595 requests in 2.01s, 21.67MB read\nRequests/sec:  64940.91\n"
+	got, err = ParseWrk([]byte(clean))
+	if err != nil || got != (WrkSummary{Requests: 130595, Took: 2010 * time.Millisecond}) || got.Errors() != 0 {
+		t.Errorf("ParseWrk(clean run) = %+v, %v; want 130595 requests in 2.01s, no errors", got, err)
+	}
+	if sum := got.Add(WrkSummary{Requests: 5, Took: time.Second, Timeout: 2}); sum.Requests != 130600 || sum.Took != 2010*time.Millisecond || sum.Errors() != 2 {
+		t.Errorf("Add = %+v, want 130600 requests, 2.01s, 2 errors", sum)
+	}
+	if _, err := ParseWrk([]byte("Running 1m test @ http://127.0.0.1:1/\n")); err == nil {
+		t.Error("ParseWrk(output without a requests line) = nil error, want one")
+	}
+}
+
+func TestParseVmRSS(t *testing.T) {
+	got, err := ParseVmRSS([]byte("Name:\tcat\nVmHWM:\t    2000 kB\nVmRSS:\t    1988 kB\nRssAnon:\t  100 kB\n"))
+	if err != nil || got != 1988*1024 {
+		t.Errorf("ParseVmRSS = %d, %v; want %d", got, err, 1988*1024)
+	}
+	if _, err := ParseVmRSS([]byte("Name:\tkthreadd\n")); err == nil {
+		t.Error("ParseVmRSS(no VmRSS line) = nil error, want one")
+	}
+}
+
+func TestParseTCPActiveOpens(t *testing.T) {
+	snmp := `Ip: Forwarding DefaultTTL InReceives
+Ip: 1 64 1052117
+Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors
+Tcp: 1 200 120000 -1 220287 5096 215180 549 0 1052117 1051717 119 0 215595 0
+Udp: InDatagrams NoPorts
+Udp: 10 0
+`
+	got, err := ParseTCPActiveOpens([]byte(snmp))
+	if err != nil || got != 220287 {
+		t.Errorf("ParseTCPActiveOpens = %d, %v; want 220287", got, err)
+	}
+	if _, err := ParseTCPActiveOpens([]byte("Udp: InDatagrams\nUdp: 10\n")); err == nil {
+		t.Error("ParseTCPActiveOpens(no Tcp lines) = nil error, want one")
+	}
+}
+
+func TestParseDrainEvents(t *testing.T) {
+	out := `{"__REALTIME_TIMESTAMP":"1780000000123456","__MONOTONIC_TIMESTAMP":"1","_BOOT_ID":"b","__CURSOR":"c1","BATON_EVENT":"drain-started","BATON_PID":"120","BATON_STOPPING":"false","BATON_CONNECTIONS":"16000"}
+{"__REALTIME_TIMESTAMP":"1780000000200000","__CURSOR":"c2","BATON_EVENT":"reload-committed","BATON_PID":"120"}
+{"__REALTIME_TIMESTAMP":"1780000001200000","__CURSOR":"c3","BATON_EVENT":"drain-finished","BATON_PID":"120","BATON_STOPPING":"false","BATON_DURATION_USEC":"1076543","BATON_CUT":"0"}
+{"__REALTIME_TIMESTAMP":"1780000009000000","__CURSOR":"c4","BATON_EVENT":"drain-finished","BATON_PID":"135","BATON_STOPPING":"true","BATON_DURATION_USEC":"2000000","BATON_CUT":"3"}
+`
+	got, err := ParseDrainEvents([]byte(out))
+	want := []DrainEvent{
+		{Event: "drain-started", At: time.UnixMicro(1780000000123456), PID: 120, Connections: 16000},
+		{Event: "drain-finished", At: time.UnixMicro(1780000001200000), PID: 120, Duration: 1076543 * time.Microsecond},
+		{Event: "drain-finished", At: time.UnixMicro(1780000009000000), PID: 135, Stopping: true, Duration: 2 * time.Second, Cut: 3},
+	}
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("ParseDrainEvents = %+v, %v; want %+v", got, err, want)
+	}
+	for i := range want {
+		if !got[i].At.Equal(want[i].At) || got[i].Event != want[i].Event || got[i].PID != want[i].PID || got[i].Stopping != want[i].Stopping ||
+			got[i].Duration != want[i].Duration || got[i].Cut != want[i].Cut || got[i].Connections != want[i].Connections {
+			t.Errorf("ParseDrainEvents entry %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if _, err := ParseDrainEvents([]byte("not json\n")); err == nil {
+		t.Error("ParseDrainEvents(not JSON) = nil error, want one")
+	}
+}

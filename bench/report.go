@@ -51,7 +51,7 @@ func (r *Report) WriteMarkdown(w io.Writer, chartDir string) error {
 	}
 	fmt.Fprintf(b, "| date | %s |\n\n", r.Started.UTC().Format(time.RFC3339))
 
-	fmt.Fprintf(b, "In scenarios 1 to 5 the load generator is baton's own (`internal/load`): %d concurrent clients, no client-side retries, every request that does not end in a complete 2xx response counted as failed and classified (refused, reset, eof, timeout, status, truncated, other). Latency runs from the start of a request (the dial included when there is one) to the last byte of the body; percentiles are over successful requests. Load generator, servers and, for scenarios 2 and 3, the sandboxed systemd share the machine's cores, which other work may also use: numbers that vary from run to run are given as median (min–max) over rounds. Scenario 6 loads each of webapp's four sockets with a client nobody here wrote (h2load, ghz) or, for UDP, one that counts every datagram; scenario 7 holds HTTP/2 connections and gRPC streams open with Go's `net/http` and grpc-go clients.\n\n", r.Clients)
+	fmt.Fprintf(b, "In scenarios 1 to 5 the load generator is baton's own (`internal/load`): %d concurrent clients, no client-side retries, every request that does not end in a complete 2xx response counted as failed and classified (refused, reset, eof, timeout, status, truncated, other). Latency runs from the start of a request (the dial included when there is one) to the last byte of the body; percentiles are over successful requests. Load generator, servers and, for scenarios 2 and 3, the sandboxed systemd share the machine's cores, which other work may also use: numbers that vary from run to run are given as median (min–max) over rounds. Scenario 6 loads each of webapp's four sockets with a client nobody here wrote (h2load, ghz) or, for UDP, one that counts every datagram; scenario 7 holds HTTP/2 connections and gRPC streams open with Go's `net/http` and grpc-go clients; scenario 10 holds keep-alive connections by the thousand open with wrk and with the generator.\n\n", r.Clients)
 
 	r.writeHeadline(b, caption)
 	if s := r.Steady; s != nil {
@@ -82,6 +82,9 @@ func (r *Report) WriteMarkdown(w io.Writer, chartDir string) error {
 	}
 	if l := r.LongLived; l != nil {
 		writeLongLived(b, l, caption)
+	}
+	if s := r.Scale; s != nil {
+		writeScale(b, s, caption)
 	}
 	r.writeMisses(b)
 	_, err := io.WriteString(w, b.String())
@@ -171,6 +174,9 @@ func (r *Report) writeHeadline(b *strings.Builder, caption string) {
 				fmt.Fprintf(b, "| long-lived, contrast %s: abnormal closures | %d of %d closes | |\n", c.Title, t.Abnormal, t.Abnormal+t.Clean)
 			}
 		}
+	}
+	if s := r.Scale; s != nil {
+		s.writeHeadline(b)
 	}
 	for _, d := range r.Alternatives {
 		target := ""
@@ -610,6 +616,9 @@ func (r *Report) writeMisses(b *strings.Builder) {
 				miss = append(miss, fmt.Sprintf("long-lived: an old generation exited %s after its reload returned, target ≤ 2 s", fmtDur(m)))
 			}
 		}
+	}
+	if s := r.Scale; s != nil {
+		miss = append(miss, s.misses()...)
 	}
 	fmt.Fprintf(b, "## Targets not reached in this run\n\n")
 	if len(miss) == 0 {

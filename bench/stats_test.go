@@ -69,3 +69,36 @@ func TestFmtDur(t *testing.T) {
 		}
 	}
 }
+
+func TestReloadThroughput(t *testing.T) {
+	ms := time.Millisecond
+	// One response completing every 10 ms from 0 to 10 s, except at
+	// half the rate from 4 s to 6 s; one failure (not counted) in the
+	// window.
+	var samples []load.Sample
+	for at := time.Duration(0); at < 10*time.Second; at += 10 * ms {
+		if at >= 4*time.Second && at < 6*time.Second && at%(20*ms) != 0 {
+			continue
+		}
+		samples = append(samples, load.Sample{Start: at - 5*ms, Latency: 5 * ms})
+	}
+	samples = append(samples, load.Sample{Start: 5 * time.Second, Latency: ms, Class: load.ClassReset})
+	events := []load.Event{
+		{Start: 4500 * ms, Duration: 200 * ms, Window: load.Window{From: 4 * time.Second, To: 5 * time.Second}},
+		{Start: 5500 * ms, Duration: 200 * ms, Window: load.Window{From: 5 * time.Second, To: 6 * time.Second}},
+	}
+	got := ReloadThroughput(samples, events, time.Second, 9*time.Second)
+	if got.WindowSpan != 2*time.Second || got.SteadySpan != 6*time.Second {
+		t.Errorf("ReloadThroughput spans = %v window, %v steady; want 2s, 6s", got.WindowSpan, got.SteadySpan)
+	}
+	near := func(x, want float64) bool { return x > want*0.98 && x < want*1.02 }
+	if !near(got.Steady, 100) || !near(got.Pooled, 50) || len(got.Windows) != 2 || !near(got.Windows[0], 50) || !near(got.Windows[1], 50) {
+		t.Errorf("ReloadThroughput = steady %.1f/s, pooled %.1f/s, windows %v; want 100, 50, [50 50]", got.Steady, got.Pooled, got.Windows)
+	}
+	if r := got.Ratio(); !near(r, 0.5) {
+		t.Errorf("Ratio() = %.3f, want 0.5", r)
+	}
+	if z := ReloadThroughput(samples, events, 3*time.Second, 3*time.Second); z.Steady != 0 || z.Ratio() != 0 {
+		t.Errorf("ReloadThroughput(empty span) = %+v, want zero", z)
+	}
+}
