@@ -311,6 +311,27 @@ func ParseTCPActiveOpens(b []byte) (int64, error) {
 	return 0, errors.New("/proc/net/snmp: no Tcp ActiveOpens")
 }
 
+// ParseListenOverflows reads the TcpExt ListenOverflows counter (a
+// connection that completed its handshake while the listening socket's
+// accept queue was full: the kernel dropped it, and the client's
+// retransmission, a second or more later, tries again) from the
+// contents of /proc/net/netstat.
+func ParseListenOverflows(b []byte) (int64, error) {
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) || values[0] != "TcpExt:" {
+			continue
+		}
+		for j, n := range names {
+			if n == "ListenOverflows" {
+				return strconv.ParseInt(values[j], 10, 64)
+			}
+		}
+	}
+	return 0, errors.New("/proc/net/netstat: no TcpExt ListenOverflows")
+}
+
 // DrainEvent is one of webapp's drain-started or drain-finished journal
 // entries (native fields BATON_*, `journalctl -o json`).
 type DrainEvent struct {

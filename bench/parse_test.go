@@ -217,3 +217,18 @@ func TestParseDrainEvents(t *testing.T) {
 		t.Error("ParseDrainEvents(not JSON) = nil error, want one")
 	}
 }
+
+func TestParseListenOverflows(t *testing.T) {
+	netstat := `TcpExt: SyncookiesSent SyncookiesRecv ListenOverflows ListenDrops
+TcpExt: 0 0 1748 1748
+IpExt: InNoRoutes InTruncatedPkts
+IpExt: 0 0
+`
+	got, err := ParseListenOverflows([]byte(netstat))
+	if err != nil || got != 1748 {
+		t.Errorf("ParseListenOverflows = %d, %v; want 1748", got, err)
+	}
+	if _, err := ParseListenOverflows([]byte("IpExt: InNoRoutes\nIpExt: 0\n")); err == nil {
+		t.Error("ParseListenOverflows(no TcpExt lines) = nil error, want one")
+	}
+}

@@ -207,9 +207,10 @@ func writeScale(b *strings.Builder, s *Scale, caption string) {
 	}
 	fmt.Fprintf(b, "- **failed**: the generator's failed requests (no retries; a request that does not end in a complete 2xx response), and wrk's socket errors (connect, read, write, timeout: %s) plus its non-2xx responses; wrk reconnects after an error by itself.\n", fmtDur(s.Timeout))
 	fmt.Fprintf(b, "- **new connections per reload**: the connections the clients had to open beyond one per connection of the count, over the reloads, and as a share of the connections open. The generator's are its own count of dials; for wrk, which does not count them, they are the TCP active opens (`/proc/PID/net/snmp`) of the sandbox's network namespace, where only the run's clients connect, from the moment every connection was established to the end of the run.\n")
+	fmt.Fprintf(b, "- **accept queue overflows**: the `ListenOverflows` counter of the sandbox's network namespace (`/proc/PID/net/netstat`) over the run: connections whose handshake completed while webapp's accept queue (`Backlog=4096`) was full, which the kernel dropped and the client's retransmission brought again a second or more later.\n")
 	fmt.Fprintf(b, "- **throughput within ±%s of a reload / steady**: from the generator's samples, successful responses counted at the moment each completed. A reload's window runs from %s before it began to %s after it returned; the windows of consecutive reloads overlap and are merged. The throughput inside the windows is the responses completed in their union over its length; steady is the rest of the run, from half a second after every client's connection was up (the generator's load runs %s before the first reload and %s after the last) to the moment the load stopped. The worst window is the lowest throughput of a single window against the same steady one.\n", fmtDur(s.Margin), fmtDur(s.Margin), fmtDur(s.Margin), fmtDur(s.Lead), fmtDur(s.Tail))
 	fmt.Fprintf(b, "- **reload wall time**: how long `systemctl reload` took, about %s of it running a command in the sandbox (median time of `systemctl is-active` the same way). **Old generation's drain**: what each old generation's `drain-finished` journal entry says (`BATON_DURATION_USEC`, `BATON_STOPPING=false`), with the connections open when its drain began (`drain-started`, `BATON_CONNECTIONS`) and what it cut.\n\n", fmtDur(s.Overhead))
-	fmt.Fprintf(b, "| connections | webapp | client | reloads | requests (req/s) | **failed** | failures | new connections per reload (share of those open) | throughput within ±%s of a reload / steady (worst window) | reload wall time p50 / max | old generation's drain p50 / max; cut | connections at the drain's start, median (max) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n", fmtDur(s.Margin))
+	fmt.Fprintf(b, "| connections | webapp | client | reloads | requests (req/s) | **failed** | failures | new connections per reload (share of those open) | accept queue overflows | throughput within ±%s of a reload / steady (worst window) | reload wall time p50 / max | old generation's drain p50 / max; cut | connections at the drain's start, median (max) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", fmtDur(s.Margin))
 	for _, r := range s.Runs {
 		target := s.targeted(r.Variant)
 		evs := fmt.Sprint(len(r.Events))
@@ -252,8 +253,8 @@ func writeScale(b *strings.Builder, s *Scale, caption string) {
 			sp := SpreadOf(f)
 			dc = fmt.Sprintf("%s (%s)", thousands(int64(sp.Median)), thousands(int64(sp.Max)))
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s (%s/s) | %s | %s | %s | %s | %s / %s | %s | %s |\n",
-			thousands(int64(r.Conns)), r.Variant.Title, r.Client, evs, thousands(r.Requests), thousands(int64(r.RPS+0.5)), failed, orDash(r.Failures), opened, th,
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s (%s/s) | %s | %s | %s | %s | %s | %s / %s | %s | %s |\n",
+			thousands(int64(r.Conns)), r.Variant.Title, r.Client, evs, thousands(r.Requests), thousands(int64(r.RPS+0.5)), failed, orDash(r.Failures), opened, thousands(r.ListenOverflows), th,
 			fmtDur(time.Duration(ws.Median)), fmtDur(time.Duration(ws.Max)), drain, dc)
 	}
 	fmt.Fprintf(b, "\n%s\n\n", caption)

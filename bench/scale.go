@@ -81,6 +81,11 @@ type ScaleRun struct {
 	// box's network namespace (where only the run's clients connect)
 	// from the moment every connection was up to the end of the run.
 	Opened int64
+	// ListenOverflows is the box's TcpExt ListenOverflows over the run:
+	// connections the kernel dropped while webapp's accept queue was
+	// full (the client's retransmission tried again a second or more
+	// later).
+	ListenOverflows int64
 	// Throughput is the generator's, from its samples (nil for wrk).
 	Throughput *Throughput
 	// Events are the reloads, from the run's start.

@@ -30,10 +30,11 @@ const (
 	// wrkMaxConns is the most connections one wrk process holds. The
 	// machine's open-file limit (20,000 per process) would allow 8,000
 	// of them to two processes, but a wrk process opens all of its
-	// connections at once, and 8,000 at once overflow the socket's
-	// backlog (4,096): on a busy machine some SYNs then back off for
-	// more than a minute. So 4,000 to a process, the processes started
-	// one after the other.
+	// connections at once: a second process of 8,000 beside a busy first
+	// one overflowed webapp's accept queue (backlog 4,096; measured,
+	// 1,748 ListenOverflows, each a connection retried a second or more
+	// later), 4,000 at a time did not. So 4,000 to a process, the
+	// processes started one after the other.
 	wrkMaxConns = 4000
 	// scaleDialers is how many of the benchmark's own clients set up
 	// their connections at once (the memory and the stop).
@@ -254,6 +255,21 @@ func (w *scaleWebapp) activeOpens() (int64, error) {
 	return ParseTCPActiveOpens(b)
 }
 
+// listenOverflows is the ListenOverflows counter of the box's network
+// namespace: connections the kernel dropped because webapp's accept
+// queue was full (0 if it cannot be read).
+func (w *scaleWebapp) listenOverflows(t *testing.T) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/netstat", w.box.PID1()))
+	if err == nil {
+		var n int64
+		if n, err = ParseListenOverflows(b); err == nil {
+			return n
+		}
+	}
+	t.Logf("listen overflows: %v", err)
+	return 0
+}
+
 func (w *scaleWebapp) mainPID(t *testing.T) int {
 	t.Helper()
 	pid, _ := strconv.Atoi(w.box.Show(t, "webapp.service", "MainPID")["MainPID"])
@@ -372,6 +388,7 @@ func scaleGenerator(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n
 	ctx, cancel := context.WithTimeout(t.Context(), opts.Duration+2*time.Minute)
 	defer cancel()
 	since := time.Now()
+	over0 := w.listenOverflows(t)
 	res, err := load.Run(ctx, w.url(), opts)
 	if err != nil {
 		t.Fatalf("generator, %d connections: %v", n, err)
@@ -400,6 +417,7 @@ func scaleGenerator(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n
 	}
 	th := ReloadThroughput(res.Samples, res.Events, from, to)
 	r.Throughput = &th
+	r.ListenOverflows = w.listenOverflows(t) - over0
 	r.FirstFailures = res.FailureDetails[:min(len(res.FailureDetails), maxFailureRows)]
 	res.Samples = nil
 	w.noteDrains(t, &r, since)
@@ -482,6 +500,7 @@ func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, 
 	ctx, cancel := context.WithTimeout(t.Context(), bound+time.Minute)
 	defer cancel()
 	r := ScaleRun{Conns: n, Variant: v, Client: "wrk"}
+	over0 := w.listenOverflows(t)
 	type proc struct {
 		cmd *exec.Cmd
 		out bytes.Buffer
@@ -530,7 +549,8 @@ func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, 
 		ps = append(ps, p)
 		up, err := w.waitEstablished(ctx, want, scaleConnectWait)
 		if err != nil {
-			t.Logf("wrk, %d connections: %v", n, err)
+			states, _, _ := w.box.Exec(ctx, "sh", "-c", "ss -Htan | awk '{print $1}' | sort | uniq -c")
+			t.Logf("wrk, %d connections: %v; %d listen overflows so far; sockets by state: %s", n, err, w.listenOverflows(t)-over0, strings.Join(strings.Fields(states), " "))
 		}
 		if up < want {
 			r.Failures = fmt.Sprintf("only %d of %d connections up after %s; ", up, want, fmtDur(scaleConnectWait))
@@ -548,6 +568,7 @@ func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, 
 		t.Fatal(err)
 	}
 	r.Opened = opens1 - opens0
+	r.ListenOverflows = w.listenOverflows(t) - over0
 	var sum WrkSummary
 	for _, p := range ps {
 		_ = p.cmd.Process.Signal(os.Interrupt)
