@@ -58,6 +58,11 @@ type ConnSender struct {
 	c       *net.UnixConn
 	timeout time.Duration // connsSendTimeout
 
+	// slots bounds the descriptors duplicated and not yet sent: at
+	// thousands of connections sent at once, a duplicate of each would
+	// double the process's descriptors (EMFILE).
+	slots chan struct{}
+
 	mu      sync.Mutex
 	idle    *sync.Cond // signaled when writing turns false
 	queue   []*outgoing
@@ -67,6 +72,10 @@ type ConnSender struct {
 	sent    int
 }
 
+// maxConnsQueued is how many Sends may hold a duplicate of their
+// descriptor at once: four messages' worth.
+const maxConnsQueued = 4 * maxConnsPerMessage
+
 // outgoing is a descriptor that a Send queued.
 type outgoing struct {
 	name string
@@ -75,7 +84,7 @@ type outgoing struct {
 }
 
 func newConnSender(c *net.UnixConn) *ConnSender {
-	s := &ConnSender{c: c, timeout: connsSendTimeout}
+	s := &ConnSender{c: c, timeout: connsSendTimeout, slots: make(chan struct{}, maxConnsQueued)}
 	s.idle = sync.NewCond(&s.mu)
 	return s
 }
@@ -110,6 +119,8 @@ func (s *ConnSender) Send(name string, c syscall.Conn) error {
 	if err != nil {
 		return err
 	}
+	s.slots <- struct{}{}
+	defer func() { <-s.slots }()
 	fd, err := dupSocket(c)
 	if err != nil {
 		return fmt.Errorf("upgrade: cannot send a connection of %s: %w", name, err)
@@ -175,8 +186,16 @@ func (s *ConnSender) write() {
 	hdr = append(hdr, ' ')
 	hdr = strconv.AppendInt(hdr, int64(len(batch)), 10)
 	hdr = append(hdr, '\n')
-	s.c.SetWriteDeadline(time.Now().Add(s.timeout))
+	deadline := time.Now().Add(s.timeout)
+	s.c.SetWriteDeadline(deadline)
 	err := writeMsg(s.c, hdr, fds)
+	// ETOOMANYREFS: the descriptors this user has in flight in unix
+	// sockets (sent, not yet received) would pass its open-file limit;
+	// they drain as the new generation takes them.
+	for errors.Is(err, syscall.ETOOMANYREFS) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		err = writeMsg(s.c, hdr, fds)
+	}
 	closeFDs(fds)
 
 	s.mu.Lock()
