@@ -961,7 +961,13 @@ func fdSnapshot(t *testing.T) map[string]string {
 	}
 	m := make(map[string]string, len(ents))
 	for _, e := range ents {
-		m[e.Name()], _ = os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err != nil {
+			// Closed since it was listed (ReadDir's own descriptor, or
+			// another goroutine's): not open any more.
+			continue
+		}
+		m[e.Name()] = target
 	}
 	return m
 }
