@@ -150,9 +150,7 @@ func (d *netnsDialer) DialContext(ctx context.Context, network, addr string) (ne
 // a connection that is accepted, one that is refused, one that cannot
 // finish before its deadline.
 func TestNetnsDialer(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("netnsDialer: setns needs root")
-	}
+	requireRoot(t) // setns needs root
 	d := newNetnsDialer(t, "/proc/self/ns/net")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
