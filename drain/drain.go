@@ -701,13 +701,7 @@ const graceTick = 50 * time.Millisecond
 // that reaches it at that very moment is lost, as with any server that
 // closes a kept-alive connection; the adaptive grace makes that moment
 // one at which the client has been silent for twice its usual gap.
-func closeIdle(c net.Conn) {
-	if hc, ok := c.(*hconn); ok {
-		hc.Conn.Close()
-		return
-	}
-	c.Close()
-}
+func closeIdle(c net.Conn) { c.Close() }
 
 // settleHTTP2 lets busy HTTP/2 connections finish before the servers'
 // Shutdown sends every one of them GOAWAY: it returns once each HTTP/2
