@@ -269,7 +269,9 @@ func (k *httpKind) setup(o drain.Options) { k.d = drain.New(o) }
 func (k *httpKind) serve(sock any) error {
 	ln := sock.(net.Listener)
 	var err error
-	if _, probe := ln.(*probe); k.tls && !probe {
+	if _, probe := ln.(*probe); probe {
+		err = k.d.ServeProbe(k.srv, ln) // plaintext, and not a client's
+	} else if k.tls {
 		err = k.d.ServeTLS(k.srv, ln)
 	} else {
 		err = k.d.Serve(k.srv, ln)

@@ -198,11 +198,31 @@ func (d *Drainer) ServeTLS(srv *http.Server, ln net.Listener) error {
 	return d.serve(srv, ln, true)
 }
 
+// ServeProbe is Serve for the service's own checks of srv: a health
+// probe that sends requests through an in-memory listener, so that they
+// pass through srv's accept loop and handler like a client's. Its
+// connections are not the service's clients: Connections, InFlight and
+// Raw leave them out, and a drain neither waits for them nor closes
+// them (the probe ends its own). Shutdown closes ln like the others.
+func (d *Drainer) ServeProbe(srv *http.Server, ln net.Listener) error {
+	wl, err := d.register(srv, ln, false)
+	if err != nil {
+		return err
+	}
+	wl.probe = true
+	return d.serveOn(srv, wl, false)
+}
+
 func (d *Drainer) serve(srv *http.Server, ln net.Listener, tls bool) error {
 	wl, err := d.register(srv, ln, !tls)
 	if err != nil {
 		return err
 	}
+	return d.serveOn(srv, wl, tls)
+}
+
+func (d *Drainer) serveOn(srv *http.Server, wl *listener, tls bool) error {
+	var err error
 	defer func() {
 		d.mu.Lock()
 		d.serving--
@@ -267,6 +287,9 @@ func (d *Drainer) add(c net.Conn) *connMark {
 	if hc, ok := c.(*hconn); ok {
 		hc.m = m
 	}
+	if _, ok := c.(probeConn); ok {
+		return m // not a client's: not tracked
+	}
 	d.mu.Lock()
 	d.conns[c] = m
 	d.mu.Unlock()
@@ -281,6 +304,9 @@ func (d *Drainer) add(c net.Conn) *connMark {
 func (d *Drainer) connState(c net.Conn, st http.ConnState) {
 	if st == http.StateNew {
 		return // registered by add
+	}
+	if _, ok := c.(probeConn); ok {
+		return
 	}
 	if hc, ok := c.(*hconn); ok && (st == http.StateActive || st == http.StateIdle) {
 		if m := hc.m; m != nil && !m.h2.Load() {

@@ -28,6 +28,7 @@ type listener struct {
 	d     *Drainer
 	raw   bool
 	plain bool // a plaintext server's: its connections are hconns
+	probe bool // ServeProbe's: its connections are probeConns
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed by Close, to end a backoff
@@ -53,6 +54,9 @@ func (l *listener) Accept() (net.Conn, error) {
 			}
 			if l.raw {
 				return l.d.track(c), nil
+			}
+			if l.probe {
+				return probeConn{c}, nil
 			}
 			if _, fd := c.(syscall.Conn); l.plain && fd {
 				_, adopted := l.Listener.(*adoptListener)
@@ -124,6 +128,10 @@ func (l *listener) Close() error {
 	l.closeOnce.Do(func() { close(l.closed) })
 	return l.Listener.Close()
 }
+
+// probeConn is a connection of ServeProbe's listener: the service's
+// own, not a client's, and so not tracked.
+type probeConn struct{ net.Conn }
 
 // conn is a raw or hijacked connection, untracked when closed.
 type conn struct {
