@@ -86,6 +86,9 @@ func longLivedCase(t *testing.T, e *benchEnv, c LongLivedCase) LongLivedCase {
 			t.Fatalf("%d of %d clients connected after 60 s", n, c.WS+c.SSE)
 		}
 	}
+	if err := clients.WaitSettled(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(time.Second)
 	var gens []livetest.Generation
 	events := c.Reloads + c.Restarts

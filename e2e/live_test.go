@@ -46,6 +46,9 @@ func longLivedCycles(t *testing.T, s *service, ws, sse, cycles, restartEvery int
 		n, _ := s.connsHeldBy(ctx, s.port, s.mainPID(t))
 		return n >= ws+sse, strconv.Itoa(n) + " connections"
 	})
+	if err := clients.WaitSettled(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(time.Second)
 	for i := range cycles {
 		verb := "reload"
@@ -202,6 +205,10 @@ func TestLongLivedStop(t *testing.T) {
 		n, _ := s.connsHeldBy(ctx, s.port, pid)
 		return n >= ws+1, strconv.Itoa(n) + " connections"
 	})
+	// Each WebSocket hijacked, not only accepted: the drain counts them all.
+	if err := clients.WaitSettled(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	s.box.Systemctl(t, "log-level", "debug")
 	took := s.timedSystemctl(t, "stop", "webapp.service")
 	s.box.Systemctl(t, "log-level", "info")
@@ -285,6 +292,9 @@ func TestLongLivedStopExtends(t *testing.T) {
 		n, _ := s.connsHeldBy(ctx, s.port, pid)
 		return n >= slow, strconv.Itoa(n) + " connections"
 	})
+	if err := clients.WaitSettled(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	took := s.timedSystemctl(t, "stop", "webapp.service")
 	res, err := clients.Stop(time.Minute)
 	if err != nil {

@@ -19,6 +19,12 @@ close frames included; it reports whether and when the server cut it.
 
 SSE client: GET /events with Last-Event-ID on every reconnect; counts ids
 missing or repeated across the whole run.
+
+Once every client of the process is settled (a WebSocket client got its
+first echo, a stubborn or slow one the echo of the one message it sends
+after the handshake, an SSE client its first event), the process prints
+one {"settled": N} line: the server then holds each connection as what
+it is (hijacked, streaming), not as a request still being answered.
 """
 
 import argparse
@@ -59,7 +65,22 @@ class Stop:
         self.event = threading.Event()
 
 
-async def ws_client(args, cid, stop, out):
+class Settled:
+    """Counts clients settled; prints {"settled": N} when all N are."""
+
+    def __init__(self, total):
+        self.total, self.n, self.lock = total, 0, threading.Lock()
+        if total == 0:
+            print(json.dumps({"settled": 0}), flush=True)
+
+    def one(self):
+        with self.lock:
+            self.n += 1
+            if self.n == self.total:
+                print(json.dumps({"settled": self.total}), flush=True)
+
+
+async def ws_client(args, cid, stop, out, settled):
     url = "ws://%s:%d/ws" % (args.host, args.port)
     seq = 0
     unacked = {}  # seq -> first sent (time)
@@ -86,6 +107,8 @@ async def ws_client(args, cid, stop, out):
                     st["dup"] += 1
                 elif s in unacked:
                     del unacked[s]
+                    if st["echoed"] == 0:
+                        settled.one()
                     st["echoed"] += 1
                     st["last_echoed"] = max(st["last_echoed"], s)
                 else:
@@ -145,7 +168,14 @@ async def ws_client(args, cid, stop, out):
     out.append(st)
 
 
-async def stubborn_client(args, cid, stop, out, delay=None):
+def masked(opcode, payload):
+    """A client's frame (FIN set, masked as a client's must be)."""
+    mask = os.urandom(4)
+    return (bytes([0x80 | opcode, 0x80 | len(payload)]) + mask +
+            bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
+
+
+async def stubborn_client(args, cid, stop, out, settled, delay=None):
     """Ignores close frames; with delay, answers the first one after delay
     seconds (a close frame 1001 of its own, masked as a client's must be)."""
     st = {"kind": "stubborn" if delay is None else "slow", "cid": cid, "connected": False,
@@ -159,6 +189,15 @@ async def stubborn_client(args, cid, stop, out, delay=None):
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         st["connected"] = head.startswith(b"HTTP/1.1 101")
+        if st["connected"]:
+            # One text message and its echo (0x81, unmasked, short).
+            msg = ("%d 1" % cid).encode()
+            writer.write(masked(0x1, msg))
+            await writer.drain()
+            echo = await asyncio.wait_for(reader.readexactly(2 + len(msg)), timeout=15)
+            if echo != bytes([0x81, len(msg)]) + msg:
+                raise ValueError("echo %r, want %r" % (echo, msg))
+            settled.one()
         while True:
             if stop.event.is_set():
                 break
@@ -174,10 +213,7 @@ async def stubborn_client(args, cid, stop, out, delay=None):
             n = b.count(b"\x88")
             if n and st["close_frames"] == 0 and delay is not None:
                 await asyncio.sleep(delay)
-                mask = os.urandom(4)
-                payload = bytes([0x03, 0xE9])  # 1001
-                writer.write(bytes([0x88, 0x80 | len(payload)]) + mask +
-                             bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
+                writer.write(masked(0x8, bytes([0x03, 0xE9])))  # 1001
                 await writer.drain()
                 st["answered_at"] = time.time()
             st["close_frames"] += n
@@ -189,7 +225,7 @@ async def stubborn_client(args, cid, stop, out, delay=None):
     out.append(st)
 
 
-def sse_client(args, cid, stop, out, lock):
+def sse_client(args, cid, stop, out, lock, settled):
     st = {"kind": "sse", "cid": cid, "events": 0, "missing": 0, "repeated": 0, "streams": 0,
           "errors": 0, "error_what": [], "connects": []}
     last = None
@@ -224,6 +260,8 @@ def sse_client(args, cid, stop, out, lock):
                         st["repeated"] += want - ev_id
                     if last is None or ev_id > last:
                         last = ev_id
+                    if st["events"] == 0:
+                        settled.one()
                     st["events"] += 1
                     ev_id = None
         except Exception as e:
@@ -238,13 +276,13 @@ def sse_client(args, cid, stop, out, lock):
         out.append(st)
 
 
-async def main_async(args, stop):
+async def main_async(args, stop, settled):
     out = []
-    tasks = [asyncio.ensure_future(ws_client(args, args.base + i, stop, out)) for i in range(args.ws)]
-    tasks += [asyncio.ensure_future(stubborn_client(args, args.base + args.ws + i, stop, out))
+    tasks = [asyncio.ensure_future(ws_client(args, args.base + i, stop, out, settled)) for i in range(args.ws)]
+    tasks += [asyncio.ensure_future(stubborn_client(args, args.base + args.ws + i, stop, out, settled))
               for i in range(args.stubborn)]
     tasks += [asyncio.ensure_future(stubborn_client(args, args.base + args.ws + args.stubborn + i, stop, out,
-                                                    delay=(i + 1) * args.slow_step))
+                                                    settled, delay=(i + 1) * args.slow_step))
               for i in range(args.slow)]
     if tasks:
         await asyncio.gather(*tasks)
@@ -261,13 +299,14 @@ def main():
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     threading.Timer(args.duration, stop.event.set).start()
+    print(json.dumps({"ready": True}), flush=True)
+    settled = Settled(args.ws + args.stubborn + args.slow + args.sse)
     sse_out, lock = [], threading.Lock()
-    threads = [threading.Thread(target=sse_client, args=(args, args.base + 100000 + i, stop, sse_out, lock))
+    threads = [threading.Thread(target=sse_client, args=(args, args.base + 100000 + i, stop, sse_out, lock, settled))
                for i in range(args.sse)]
     for t in threads:
         t.start()
-    print(json.dumps({"ready": True}), flush=True)
-    out = asyncio.run(main_async(args, stop))
+    out = asyncio.run(main_async(args, stop, settled))
     stop.event.wait()
     for t in threads:
         t.join()

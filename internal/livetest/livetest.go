@@ -90,6 +90,7 @@ type proc struct {
 	stdin  io.WriteCloser
 	stderr strings.Builder
 	lines  chan string
+	early  []string // report lines read by WaitSettled, for Stop
 	done   chan error
 }
 
@@ -215,6 +216,34 @@ func (c *Clients) kill() {
 	os.RemoveAll(c.dir)
 }
 
+// WaitSettled waits, up to timeout in all, until every client of every
+// process is settled: each WebSocket client has had its first echo, each
+// stubborn or slow client the echo of the message it sends after the
+// handshake, each SSE client its first event. The server then holds each
+// connection as what it is (hijacked, streaming) rather than as a
+// request it is still answering. Stop still collects the reports.
+func (c *Clients) WaitSettled(timeout time.Duration) error {
+	deadline := time.After(timeout)
+	for i, p := range c.procs {
+	read:
+		for {
+			select {
+			case line, ok := <-p.lines:
+				if !ok {
+					return fmt.Errorf("livetest: client process %d ended before its clients settled: %s", i, p.stderr.String())
+				}
+				if strings.HasPrefix(line, `{"settled"`) {
+					break read
+				}
+				p.early = append(p.early, line)
+			case <-deadline:
+				return fmt.Errorf("livetest: the clients of process %d of %d were not all settled within %v", i+1, len(c.procs), timeout)
+			}
+		}
+	}
+	return nil
+}
+
 // Stop tells every client to stop (end of its standard input), waits for
 // the echoes owed and the processes' reports, and returns them.
 func (c *Clients) Stop(timeout time.Duration) (*Result, error) {
@@ -227,6 +256,11 @@ func (c *Clients) Stop(timeout time.Duration) (*Result, error) {
 	deadline := time.After(timeout)
 	for _, p := range c.procs {
 		finished := false
+		for _, line := range p.early {
+			if err := r.add(line); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	read:
 		for {
 			select {
@@ -236,6 +270,9 @@ func (c *Clients) Stop(timeout time.Duration) (*Result, error) {
 				}
 				if strings.HasPrefix(line, `{"done"`) {
 					finished = true
+					continue
+				}
+				if strings.HasPrefix(line, `{"settled"`) {
 					continue
 				}
 				if err := r.add(line); err != nil {

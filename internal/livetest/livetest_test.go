@@ -49,7 +49,9 @@ func TestClientsAcrossHandOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	if err := c.WaitSettled(time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	next := serveOn(ln2)
 	rep, err := old.Shutdown(ctx)
 	if err != nil || rep.Cut != 0 {
@@ -74,4 +76,45 @@ func TestClientsAcrossHandOver(t *testing.T) {
 	ctx2, cancel2 := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel2()
 	next.Shutdown(ctx2)
+}
+
+// TestWaitSettled: once WaitSettled returns, the server holds every
+// WebSocket connection (stubborn and slow ones included) as hijacked and
+// every SSE stream as a request under way, at once, with no wait.
+func TestWaitSettled(t *testing.T) {
+	livetest.Require(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := serveOn(ln)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const ws, stubborn, slow, sse = 30, 2, 1, 5
+	c, err := livetest.Start(ctx, livetest.Options{Port: ln.Addr().(*net.TCPAddr).Port, WS: ws, Stubborn: stubborn, Slow: slow, SSE: sse, PerProcess: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitSettled(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if raw, in := d.Raw(), d.InFlight(); raw != ws+stubborn+slow || in != ws+stubborn+slow+sse {
+		t.Errorf("once settled: Raw() = %d, InFlight() = %d; want %d hijacked and %d under way", raw, in, ws+stubborn+slow, ws+stubborn+slow+sse)
+	}
+	r, err := c.Stop(time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tot := r.Totals()
+	if tot.WS != ws || tot.SSE != sse || len(r.Stubborn) != stubborn+slow {
+		t.Errorf("reports: %v and %d stubborn or slow; want %d, %d and %d", tot, len(r.Stubborn), ws, sse, stubborn+slow)
+	}
+	for _, s := range r.Stubborn {
+		if !s.Connected || s.Error != "" {
+			t.Errorf("stubborn or slow client: %+v, want connected, no error", s)
+		}
+	}
+	ctx2, cancel2 := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel2()
+	d.Shutdown(ctx2)
 }
