@@ -40,8 +40,18 @@ func newNetnsDialer(t testing.TB, nsPath string) *netnsDialer {
 	d := &netnsDialer{req: make(chan chan socketResult)}
 	ready := make(chan error, 1)
 	go func() {
-		// Never unlocked: the thread ends with this goroutine.
+		// The thread goes back to its own namespace before it is
+		// unlocked. A thread left in another one would end with this
+		// goroutine, except the process's main thread, which Go keeps:
+		// /proc/self/ns/net, /proc/net and the threads it starts after
+		// would then be the sandbox's.
 		runtime.LockOSThread()
+		own, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ready <- err
+			return
+		}
+		defer unix.Close(own)
 		ns, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err == nil {
 			err = unix.Setns(ns, unix.CLONE_NEWNET)
@@ -49,12 +59,16 @@ func newNetnsDialer(t testing.TB, nsPath string) *netnsDialer {
 		}
 		ready <- err
 		if err != nil {
+			runtime.UnlockOSThread()
 			return
 		}
 		for reply := range d.req {
 			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 			reply <- socketResult{fd, err}
 		}
+		if unix.Setns(own, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else still locked: the thread ends with the goroutine
 	}()
 	if err := <-ready; err != nil {
 		t.Fatalf("enter the network namespace %s: %v", nsPath, err)
@@ -151,11 +165,16 @@ func (d *netnsDialer) DialContext(ctx context.Context, network, addr string) (ne
 // finish before its deadline.
 func TestNetnsDialer(t *testing.T) {
 	requireRoot(t) // setns needs root
-	d := newNetnsDialer(t, "/proc/self/ns/net")
+	// The namespace of the thread that makes the listener (the process's
+	// main thread, /proc/self's, need not be where this one is).
+	runtime.LockOSThread()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	nsPath := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
+	runtime.UnlockOSThread()
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := newNetnsDialer(t, nsPath)
 	defer ln.Close()
 	go func() {
 		for {
