@@ -88,7 +88,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	storeBound(opts, notifier, set)
 
 	lin := inheritedLineage(handoff != nil, opts.OnEvent, log)
-	g := &group{opts: opts, set: set, lin: lin}
+	g := &group{opts: opts, set: set, lin: lin, received: make(chan struct{})}
 	started := time.Now()
 	var state atomic.Value // for Status: what Run is doing
 	state.Store("starting")
@@ -210,6 +210,9 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	// A new generation is ready from its first connection: the service
 	// as a whole stays ready across a hand-over.
 	opts.Readiness.set(readyServing)
+	if handoff == nil {
+		g.allReceived() // no old generation
+	}
 	if handoff != nil {
 		// Connections the old generation passes on, if it can and we
 		// have a server for them.
@@ -220,10 +223,13 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		err := handoff.Accepting(ctx)
 		if takesConns && (err == nil || errors.Is(err, upgrade.ErrOrphaned)) {
 			go func() {
+				defer g.allReceived()
 				if err := handoff.ReceiveConns(g.adopt); err != nil {
 					log.Warnf("connections from the old generation: %v", err)
 				}
 			}()
+		} else {
+			g.allReceived()
 		}
 		switch {
 		case errors.Is(err, upgrade.ErrOrphaned):
@@ -358,6 +364,11 @@ type group struct {
 	servers []*Server
 	lin     *lineage
 	sender  *upgrade.ConnSender // to the new generation, after a hand-over
+	// received is closed once the connections the old generation passes
+	// on have all come (or none will): until then a drain of this
+	// generation passes them on in turn, and its sender stays open.
+	received     chan struct{}
+	receivedOnce sync.Once
 
 	drainOnce sync.Once
 	stopBegan time.Time // when the stop began, before any shutdown delay
@@ -405,6 +416,10 @@ func (g *group) resume() {
 		s.kind.resume()
 	}
 }
+
+// allReceived records that no more connections will come from the old
+// generation.
+func (g *group) allReceived() { g.receivedOnce.Do(func() { close(g.received) }) }
 
 // adopts reports whether a server of the group takes connections a
 // previous generation passes on.
@@ -685,6 +700,12 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 			errs = append(errs, r.err)
 			cuts = append(cuts, fmt.Sprintf("%s %d", r.s.sock.Name, r.rep.Cut))
 		}
+	}
+	// Connections the old generation is still passing on go on to the
+	// new one through the sender: it closes once they have all come.
+	select {
+	case <-g.received:
+	case <-ctx.Done():
 	}
 	close(done)
 	if g.sender != nil {

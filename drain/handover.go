@@ -110,14 +110,16 @@ const scanEvery = 20 * time.Millisecond
 
 // Adopt serves c, a connection a previous generation handed over, on srv
 // as if srv's listener had accepted it; srv is served as by Serve (on a
-// listener of adopted connections) if it is not yet. It fails once the
-// drain has begun; c is closed then.
+// listener of adopted connections) if it is not yet. Once the drain has
+// begun, c goes on at once to where HandOver passes connections (nothing
+// of its next request has been read: the previous generation handed it
+// over at that moment); without a hand-over armed, or if it fails, c is
+// closed and Adopt returns http.ErrServerClosed.
 func (d *Drainer) Adopt(srv *http.Server, c net.Conn) error {
 	d.mu.Lock()
 	if d.Draining() {
 		d.mu.Unlock()
-		c.Close()
-		return http.ErrServerClosed
+		return d.passOn(c)
 	}
 	if d.adopt == nil {
 		d.adopt = make(map[*http.Server]*adoptListener)
@@ -135,9 +137,23 @@ func (d *Drainer) Adopt(srv *http.Server, c net.Conn) error {
 	case al.conns <- c:
 		return nil
 	case <-al.closed:
-		c.Close()
-		return http.ErrServerClosed
+		return d.passOn(c)
 	}
+}
+
+// passOn moves c, adopted while draining, on to the next generation.
+func (d *Drainer) passOn(c net.Conn) error {
+	if mv := d.mover.Load(); mv != nil {
+		err := mv.move(c)
+		if err == nil {
+			d.moves.Add(1)
+			c.Close() // this process's descriptor only: the next one has its own
+			return nil
+		}
+		d.moveFailed(err)
+	}
+	c.Close()
+	return http.ErrServerClosed
 }
 
 // adoptListener is the listener through which a server accepts the

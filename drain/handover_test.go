@@ -1,6 +1,7 @@
 package drain_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -319,5 +320,82 @@ func TestAdaptiveGrace(t *testing.T) {
 	once.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := once.c.Read(make([]byte, 1)); err == nil {
 		t.Errorf("the one-request connection read %d bytes after the drain, want it closed", n)
+	}
+}
+
+// TestHandOverChain: a generation that is itself draining when its
+// predecessor's connections arrive (a reload that came while the
+// previous one was still handing over) passes each on to the next one
+// at once: the clients keep their TCP connections, and their next
+// answers come from the third generation. The contrast is the same
+// generation draining without a hand-over armed: it closes what it is
+// given, and says so.
+func TestHandOverChain(t *testing.T) {
+	for _, armed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("armed=%v", armed), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := startGeneration(t, "a", ln)
+			b := startGeneration(t, "b", nil)
+			c := startGeneration(t, "c", nil)
+			const n = 100
+			var clients []*client
+			ports := map[*client]string{}
+			for range n {
+				cl := dial(t, a.addr)
+				if _, body, err := cl.get("/"); err != nil || body != "a\n" {
+					t.Fatalf("first answer: %q, %v", body, err)
+				}
+				cl.c.SetDeadline(time.Now().Add(15 * time.Second))
+				ports[cl] = cl.c.LocalAddr().String()
+				clients = append(clients, cl)
+			}
+			// b's own drain begins before a's connections come.
+			if armed {
+				b.d.HandOver(dupMove(t, c))
+			}
+			b.d.StopAccepting()
+			var refused sync.Map
+			a.d.HandOver(func(conn net.Conn) error {
+				err := dupMove(t, b)(conn)
+				if err != nil {
+					refused.Store(conn.RemoteAddr().String(), err)
+				}
+				return err
+			})
+			if _, err := shutdown(t, a.d, 10*time.Second); err != nil {
+				t.Fatalf("Shutdown of the first generation: %v", err)
+			}
+			if !armed {
+				var errs []error
+				refused.Range(func(_, v any) bool { errs = append(errs, v.(error)); return true })
+				if len(errs) != 1 || !errors.Is(errs[0], http.ErrServerClosed) || a.d.Moved() != 0 {
+					t.Errorf("a draining generation without a hand-over: Adopt refused %v, %d moved; want one http.ErrServerClosed and none moved (the contrast)", errs, a.d.Moved())
+				}
+				return
+			}
+			if a.d.Moved() != n || b.d.Moved() != n {
+				t.Errorf("moved: first generation %d, second %d; want %d each", a.d.Moved(), b.d.Moved(), n)
+			}
+			answers := map[string]int{}
+			for _, cl := range clients {
+				resp, body, err := cl.get("/")
+				switch {
+				case err != nil:
+					answers["failed"]++
+				case resp.Close:
+					answers["closed"]++
+				case cl.c.LocalAddr().String() != ports[cl]:
+					answers["new connection"]++
+				default:
+					answers[strings.TrimSpace(body)]++
+				}
+			}
+			if answers["c"] != n || len(answers) != 1 {
+				t.Errorf("answers after two hand-overs: %v, want %d from the third generation on the same connections", answers, n)
+			}
+		})
 	}
 }
