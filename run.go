@@ -137,6 +137,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		OnConns:  g.handOver,
 		OnStep:   opts.OnHandoverStep,
 		OnStart: func() {
+			g.awaitReceived(opts.ReloadTimeout / 2)
 			lin.emit(Event{Kind: EventReloadStarted, Message: "upgrade: starting " + opts.Path})
 		},
 		OnOutcome: func(res upgrade.Result, err error) {
@@ -417,6 +418,25 @@ func (g *group) resume() {
 	}
 }
 
+// awaitReceived waits, up to bound, until the connections the old
+// generation passes on have all come: a reload that follows another at
+// once starts when this generation serves them, instead of having them
+// pass through it to the next one.
+func (g *group) awaitReceived(bound time.Duration) {
+	select {
+	case <-g.received:
+		return
+	default:
+	}
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	select {
+	case <-g.received:
+	case <-t.C:
+		g.opts.Logger.Infof("connections from the old generation still arriving after %v: the new generation starts now, and they pass on to it", bound)
+	}
+}
+
 // allReceived records that no more connections will come from the old
 // generation.
 func (g *group) allReceived() { g.receivedOnce.Do(func() { close(g.received) }) }
@@ -688,6 +708,27 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 		go func() {
 			rep, err := s.kind.drain(ctx)
 			results <- result{s, rep, err}
+		}()
+	}
+	if g.sender != nil {
+		// The new generation's receiving ends once nothing more can go
+		// to it, not at the end of this drain: its own next reload waits
+		// for that (awaitReceived), not for this drain's long-lived
+		// connections.
+		go func() {
+			for _, s := range g.servers {
+				if k, ok := s.kind.(connMover); ok && k.canMove() {
+					select {
+					case <-k.handedOver():
+					case <-ctx.Done():
+					}
+				}
+			}
+			select {
+			case <-g.received:
+			case <-ctx.Done():
+			}
+			g.sender.Close()
 		}()
 	}
 	cut := 0

@@ -304,6 +304,9 @@ type connMover interface {
 	adopt(c net.Conn) error
 	// moved is how many connections went.
 	moved() int
+	// handedOver is closed once the drain has no connection left to
+	// pass on but those the previous generation still passes.
+	handedOver() <-chan struct{}
 }
 
 // handOver: plaintext HTTP/1.1 connections go; over TLS their state
@@ -318,6 +321,8 @@ func (k *httpKind) handOver(move func(net.Conn) error) {
 
 func (k *httpKind) adopt(c net.Conn) error { return k.d.Adopt(k.srv, c) }
 func (k *httpKind) moved() int             { return k.d.Moved() }
+
+func (k *httpKind) handedOver() <-chan struct{} { return k.d.HandedOver() }
 
 // grpcKind serves a GRPCServer. Its connections are tracked by a Drainer
 // as raw connections; the drain's start calls GracefulStop.

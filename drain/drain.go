@@ -71,6 +71,7 @@ type Drainer struct {
 	serving   int                    // Serve calls that have not returned
 	onDrain   []func()
 	begun     chan struct{}        // closed when the drain begins
+	handed    chan struct{}        // closed when Shutdown's wait for the hand-over ends
 	cancels   []context.CancelFunc // of NewContext's contexts
 	changed   chan struct{}        // closed and replaced when a connection goes
 
@@ -89,6 +90,7 @@ func New(opts Options) *Drainer {
 		conns:     make(map[net.Conn]*connMark),
 		raw:       make(map[*conn]struct{}),
 		begun:     make(chan struct{}),
+		handed:    make(chan struct{}),
 		changed:   make(chan struct{}),
 	}
 }
@@ -129,6 +131,12 @@ func Begun(ctx context.Context) <-chan struct{} {
 	ch, _ := ctx.Value(begunKey{}).(chan struct{})
 	return ch
 }
+
+// HandedOver is closed once Shutdown has seen every connection that
+// could go to HandOver's move go (or its deadline came), or at once in
+// Shutdown without a hand-over armed: from then on move is called only
+// for connections given to Adopt while draining.
+func (d *Drainer) HandedOver() <-chan struct{} { return d.handed }
 
 // Draining reports whether Shutdown has begun.
 func (d *Drainer) Draining() bool { return d.draining.Load() }
@@ -512,6 +520,7 @@ func (d *Drainer) Shutdown(ctx context.Context) (Report, error) {
 	d.mu.Unlock()
 
 	d.awaitMoves(ctx)
+	close(d.handed)
 	d.grace(ctx)
 	d.settleHTTP2(ctx)
 	early := d.early()

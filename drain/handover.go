@@ -126,19 +126,29 @@ func (d *Drainer) Adopt(srv *http.Server, c net.Conn) error {
 	}
 	al, ok := d.adopt[srv]
 	if !ok {
-		al = &adoptListener{conns: make(chan net.Conn), closed: make(chan struct{}), addr: c.LocalAddr()}
+		al = &adoptListener{addr: c.LocalAddr()}
+		al.ready = sync.NewCond(&al.mu)
 		d.adopt[srv] = al
 	}
 	d.mu.Unlock()
 	if !ok {
-		go d.Serve(srv, al)
+		// Registered before Adopt returns, so that the drain closes the
+		// listener, and its accept loop gives out what it holds.
+		wl, err := d.register(srv, al, true)
+		if err != nil {
+			// Draining already (register closed al): what another Adopt
+			// queued meanwhile goes on too.
+			for _, q := range al.take() {
+				d.passOn(q)
+			}
+			return d.passOn(c)
+		}
+		go d.serveOn(srv, wl, false)
 	}
-	select {
-	case al.conns <- c:
-		return nil
-	case <-al.closed:
+	if !al.push(c) {
 		return d.passOn(c)
 	}
+	return nil
 }
 
 // passOn moves c, adopted while draining, on to the next generation.
@@ -157,25 +167,60 @@ func (d *Drainer) passOn(c net.Conn) error {
 }
 
 // adoptListener is the listener through which a server accepts the
-// connections passed to Adopt.
+// connections passed to Adopt. It queues them, so that Adopt does not
+// wait for the server's accept loop (at thousands of connections from
+// the previous generation, a wait for each to be accepted in turn made
+// the last ones wait seconds); once closed, it still gives out what it
+// holds, then net.ErrClosed.
 type adoptListener struct {
-	conns  chan net.Conn
-	closed chan struct{}
-	once   sync.Once
+	mu     sync.Mutex
+	ready  *sync.Cond // signaled when queue grows or closed is set
+	queue  []net.Conn
+	closed bool
 	addr   net.Addr
 }
 
+// push queues c; false once the listener gave out its last connection.
+func (l *adoptListener) push(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.queue = append(l.queue, c)
+	l.ready.Signal()
+	return true
+}
+
+// take empties the queue of a closed listener that no accept loop serves.
+func (l *adoptListener) take() []net.Conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := l.queue
+	l.queue = nil
+	return q
+}
+
 func (l *adoptListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for len(l.queue) == 0 && !l.closed {
+		l.ready.Wait()
+	}
+	if len(l.queue) == 0 {
 		return nil, net.ErrClosed
 	}
+	c := l.queue[0]
+	l.queue[0] = nil
+	l.queue = l.queue[1:]
+	return c, nil
 }
 
 func (l *adoptListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	l.ready.Broadcast()
 	return nil
 }
 
