@@ -650,6 +650,12 @@ while :; do
 		# A process exiting between the two reads has no environment
 		# left to read: it says nothing of its parent.
 		[ "$vars" -gt 0 ] || continue
+		# One that exited during the read may have given only the first
+		# part of it (BATON_UPGRADE_PARENT comes last): its command line
+		# is still there afterwards only if its memory was throughout.
+		c0= c1=
+		{ IFS= read -r -d '' c0; IFS= read -r -d '' c1; } 2>/dev/null </proc/$p/cmdline
+		[ "$c0 $c1" = "/usr/bin/webapp serve" ] || continue
 		echo "P $p $parent"
 	done 2>/dev/null <"$f"
 	echo E
