@@ -137,7 +137,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		OnConns:  g.handOver,
 		OnStep:   opts.OnHandoverStep,
 		OnStart: func() {
-			g.awaitReceived(opts.ReloadTimeout / 2)
+			g.awaitReceived(min(opts.ReloadTimeout/2, 5*time.Second)) // within the reload command's wait: ReloadTimeout + 10 s
 			lin.emit(Event{Kind: EventReloadStarted, Message: "upgrade: starting " + opts.Path})
 		},
 		OnOutcome: func(res upgrade.Result, err error) {
