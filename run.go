@@ -743,10 +743,14 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 		}
 	}
 	// Connections the old generation is still passing on go on to the
-	// new one through the sender: it closes once they have all come.
-	select {
-	case <-g.received:
-	case <-ctx.Done():
+	// new one through the sender: it closes once they have all come. A
+	// stop has no new generation: they are closed as they come, and the
+	// stop does not wait for the old generation's drain.
+	if g.sender != nil {
+		select {
+		case <-g.received:
+		case <-ctx.Done():
+		}
 	}
 	close(done)
 	if g.sender != nil {
