@@ -160,13 +160,18 @@ func TestHostileStop(t *testing.T) {
 	j := s.waitJournalMatch(t, 10*time.Second, re)
 	report := lastLine(j, "connections cut at the deadline")
 	t.Logf("systemctl stop took %v (--drain-timeout=%v, TimeoutStopSec=10s); webapp reported: %s", stopTook, drainTimeout, report)
-	if stopTook > drainTimeout+4*time.Second {
-		t.Errorf("systemctl stop took %v, want about --drain-timeout=%v", stopTook, drainTimeout)
+	// A stop's deadline moves on while connections leave (issue 11): on
+	// a loaded machine the silent ones may turn 5 s old during the drain
+	// and be closed by net/http then, which moves it, up to the stop's
+	// own bound below TimeoutStopSec=.
+	extended := strings.Contains(j, "deadline moved to")
+	if stopTook > drainTimeout+4*time.Second && !extended || stopTook > 10*time.Second {
+		t.Errorf("systemctl stop took %v, want about --drain-timeout=%v (or, with the deadline moved on while connections left, within TimeoutStopSec=10s)", stopTook, drainTimeout)
 	}
 	m := re.FindStringSubmatch(report)
 	cut, _ := strconv.Atoi(m[1])
 	idle, _ := strconv.Atoi(m[2])
-	if cut != 2 || idle > silent || exactIdle && idle != silent {
+	if cut != 2 || idle > silent || exactIdle && !extended && idle != silent {
 		t.Errorf("webapp cut %d and closed %d idle, want 2 cut (the slowloris, the unread answers) and %d idle", cut, idle, silent)
 	}
 	if bad := killedBySystemd(j); len(bad) > 0 || strings.Contains(j, "Killing process") {
