@@ -32,7 +32,9 @@ func underWay(c net.Conn, st http.ConnState) bool {
 		return unknown
 	}
 	busy := unknown
-	rc.Control(func(fd uintptr) {
+	// A descriptor already closed (net/http closed the connection, and
+	// its ConnState has not come yet) has nothing under way here.
+	if err := rc.Control(func(fd uintptr) {
 		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
 			// Not sent at all: the client's window is closed.
 			busy = info.Notsent_bytes > 0 || st == http.StateNew && info.Bytes_received > 0
@@ -46,6 +48,8 @@ func underWay(c net.Conn, st http.ConnState) bool {
 		if n, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err == nil && n > 0 {
 			busy = true
 		}
-	})
+	}); err != nil {
+		return false
+	}
 	return busy
 }
