@@ -16,7 +16,9 @@ import (
 	"github.com/baton-dev/baton/drain"
 )
 
-// slowMux answers /slow after ?ms= milliseconds and / at once.
+// slowMux answers /slow after ?d= (a duration) and / at once. With
+// ?after=drain the wait begins only when the drain has: the request is
+// under way when it does however slowly the test gets there.
 func slowMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -24,6 +26,13 @@ func slowMux() *http.ServeMux {
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		if r.URL.Query().Get("after") == "drain" {
+			select {
+			case <-drain.Begun(r.Context()):
+			case <-r.Context().Done():
+				return
+			}
+		}
 		select {
 		case <-time.After(d):
 		case <-r.Context().Done():
@@ -120,7 +129,7 @@ func shutdown(t *testing.T, d *drain.Drainer, timeout time.Duration) (drain.Repo
 func TestInFlightRequestCompletes(t *testing.T) {
 	s := serve(t, drain.Options{IdleGrace: 100 * time.Millisecond})
 	c := dial(t, s.addr)
-	if err := c.send("/slow?d=700ms"); err != nil {
+	if err := c.send("/slow?d=700ms&after=drain"); err != nil {
 		t.Fatal(err)
 	}
 	waitInFlight(t, s.d, 1)

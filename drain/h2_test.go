@@ -109,7 +109,7 @@ func TestHTTP2StreamFinishes(t *testing.T) {
 	c := h2cClient()
 	body := make(chan string, 1)
 	go func() {
-		resp, err := c.Get("http://" + addr + "/slow?d=1500ms")
+		resp, err := c.Get("http://" + addr + "/slow?d=1500ms&after=drain")
 		if err != nil {
 			body <- "error: " + err.Error()
 			return
