@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/baton-dev/baton/activation"
@@ -26,7 +26,7 @@ func storeBound(opts Options, notifier *systemd.Notifier, set *activation.Set) {
 	if !opts.FDStore && capacity == 0 {
 		return
 	}
-	byName := map[string][]*os.File{}
+	byName := map[string][]syscall.Conn{}
 	var names []string
 	for _, f := range set.Files() {
 		if len(byName[f.Name]) == 0 {

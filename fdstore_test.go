@@ -1,7 +1,11 @@
 package baton_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -61,6 +65,107 @@ func TestRunStoresBoundSockets(t *testing.T) {
 			}
 			if !tc.want && len(stored) != 0 {
 				t.Errorf("stored %v, want nothing", stored)
+			}
+		})
+	}
+}
+
+// TestRunStoresIdleConnections: with a file descriptor store, a stop puts
+// each idle kept-alive connection in it (FDSTORE=1, FDNAME=conn-<socket>)
+// instead of closing it. A stored descriptor is the client's own TCP
+// connection: an answer written on it reaches the client. The store's
+// capacity ($FDSTORE) bounds what goes: the rest closes as without the
+// store. KeepConnectionsHere stores none (the contrast).
+func TestRunStoresIdleConnections(t *testing.T) {
+	const clients = 5
+	for _, tc := range []struct {
+		name    string
+		env     string // $FDSTORE; "" unset
+		fdStore bool
+		keep    bool
+		want    int
+	}{
+		{"flag", "", true, false, clients},
+		{"FDSTORE=4", "4", false, false, 3}, // the bound socket takes a place
+		{"contrast/KeepConnectionsHere", "", true, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			notify := notifytest.Listen(t)
+			notify.KeepStored()
+			t.Setenv("NOTIFY_SOCKET", notify.Addr())
+			t.Setenv("RUNTIME_DIRECTORY", "")
+			t.Setenv("FDSTORE", tc.env)
+			if tc.env == "" {
+				os.Unsetenv("FDSTORE")
+			}
+			addr := freeAddr(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				done <- baton.Run(ctx, baton.Options{FDStore: tc.fdStore, KeepConnectionsHere: tc.keep, IdleGrace: 10 * time.Millisecond, Logger: &testLog{}},
+					baton.HTTP(baton.Socket{Name: "web", Address: addr}, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+						io.WriteString(w, "here\n")
+					})}),
+				)
+			}()
+			notify.WaitFor(t, 0, "READY=1", 15*time.Second)
+			byPort := map[string]*bufio.Reader{}
+			var conns []net.Conn
+			for range clients {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(15 * time.Second))
+				br := bufio.NewReader(c)
+				fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.Close {
+					t.Fatalf("first answer: %v, %v", resp, err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				byPort[c.LocalAddr().String()] = br
+				conns = append(conns, c)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+			stored := notify.TakeStored("conn-web")
+			if len(stored) != tc.want {
+				t.Errorf("%d connections stored as conn-web, want %d", len(stored), tc.want)
+			}
+			for _, f := range stored {
+				nc, err := net.FileConn(f)
+				f.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				br := byPort[nc.RemoteAddr().String()]
+				if br == nil {
+					t.Errorf("stored connection from %v is none of the clients'", nc.RemoteAddr())
+					nc.Close()
+					continue
+				}
+				delete(byPort, nc.RemoteAddr().String())
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nnext!\n")
+				nc.Close()
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Errorf("client %v: %v, want the answer written on the stored descriptor", nc.RemoteAddr(), err)
+					continue
+				}
+				if b, _ := io.ReadAll(resp.Body); string(b) != "next!\n" {
+					t.Errorf("client %v read %q, want the answer written on the stored descriptor", nc.RemoteAddr(), b)
+				}
+			}
+			// The others were closed here, as without the store.
+			for port, br := range byPort {
+				if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+					t.Errorf("client %s, not stored: read %v, want EOF", port, err)
+				}
 			}
 		})
 	}

@@ -88,7 +88,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 	storeBound(opts, notifier, set)
 
 	lin := inheritedLineage(handoff != nil, opts.OnEvent, log)
-	g := &group{opts: opts, set: set, lin: lin, received: make(chan struct{})}
+	g := &group{opts: opts, set: set, lin: lin, received: make(chan struct{}), store: newConnStore(opts, notifier, set)}
 	started := time.Now()
 	var state atomic.Value // for Status: what Run is doing
 	state.Store("starting")
@@ -208,6 +208,7 @@ func Run(ctx context.Context, opts Options, servers ...*Server) error {
 		}
 	}
 	g.serve(serveErr)
+	g.adoptStored(notifier)
 	// A new generation is ready from its first connection: the service
 	// as a whole stays ready across a hand-over.
 	opts.Readiness.set(readyServing)
@@ -365,6 +366,7 @@ type group struct {
 	servers []*Server
 	lin     *lineage
 	sender  *upgrade.ConnSender // to the new generation, after a hand-over
+	store   *connStore          // where a stop puts connections; nil: nowhere
 	// received is closed once the connections the old generation passes
 	// on have all come (or none will): until then a drain of this
 	// generation passes them on in turn, and its sender stays open.
@@ -688,6 +690,9 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 			}
 		}
 	}()
+	if stopping && g.sender == nil {
+		g.armStore()
+	}
 	g.stopAccepting()
 	// A datagram read just before is still being answered on its socket:
 	// the sockets close once no handler needs them (or at the deadline).
@@ -756,11 +761,22 @@ func (g *group) stop(notifier *systemd.Notifier, stopping bool) error {
 	if g.sender != nil {
 		g.sender.Close() // the new generation's receiving ends
 	}
+	if stopping && g.store != nil && g.store.stored.Load() > 0 {
+		// systemd has the stored connections before this process exits.
+		bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := notifier.Barrier(bctx); err != nil {
+			log.Warnf("notify: %v", err)
+		}
+		cancel()
+	}
 	elapsed := time.Since(start)
 	took := elapsed.Round(time.Millisecond)
 	moved := g.moved()
 	movedNote := ""
-	if moved > 0 {
+	switch {
+	case moved > 0 && stopping:
+		movedNote = fmt.Sprintf(", %d kept in systemd's file descriptor store for the next start", moved)
+	case moved > 0:
 		movedNote = fmt.Sprintf(", %d handed to the new generation", moved)
 	}
 	if len(errs) > 0 {

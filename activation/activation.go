@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,6 +85,10 @@ type Set struct {
 	all     []net.Listener              // descriptor order
 	allPC   []net.PacketConn            // descriptor order
 	files   []File                      // descriptor order
+
+	conns     map[string][]net.Conn // stored connections by socket name, until taken
+	connNames []string              // every ConnName passed, taken or not
+	dropped   []error               // descriptors under a ConnName that were closed
 
 	mu       sync.Mutex
 	handedOn bool
@@ -169,7 +174,7 @@ func validName(s string) bool {
 }
 
 func newSet(source Source) *Set {
-	return &Set{source: source, byName: make(map[string][]net.Listener), packets: make(map[string][]net.PacketConn)}
+	return &Set{source: source, byName: make(map[string][]net.Listener), packets: make(map[string][]net.PacketConn), conns: make(map[string][]net.Conn)}
 }
 
 // held records the names the Set holds, in Spec order.
@@ -212,6 +217,10 @@ func adopt(specs []Spec, p passed, files []*os.File) (*Set, error) {
 	var errs []error
 	for i, f := range files {
 		fd, name := p.first+i, p.names[i]
+		if socket, ok := strings.CutPrefix(name, ConnPrefix); ok {
+			s.addStoredConn(want, socket, name, fd, f)
+			continue
+		}
 		sp, ok := want[name]
 		if !ok {
 			errs = append(errs, &FDError{FD: fd, Name: name, Err: unexpectedName(p, specs)})
@@ -253,6 +262,11 @@ func adopt(specs []Spec, p passed, files []*os.File) (*Set, error) {
 		}
 	}
 	if len(errs) > 0 {
+		for _, cs := range s.conns {
+			for _, c := range cs {
+				c.Close()
+			}
+		}
 		for _, l := range s.all {
 			l.Close()
 		}
@@ -515,6 +529,12 @@ func (s *Set) Close() error {
 			errs = append(errs, fmt.Errorf("activation: close %s: %w", pc.LocalAddr(), err))
 		}
 	}
+	for name, cs := range s.conns {
+		for _, c := range cs {
+			c.Close()
+		}
+		delete(s.conns, name)
+	}
 	if !s.handedOn {
 		for _, p := range s.unixgram {
 			if !strings.HasPrefix(p, "@") { // abstract: no file
@@ -547,3 +567,71 @@ func joinErrors(errs ...error) error {
 	}
 	return errors.Join(nonNil...)
 }
+
+// ConnPrefix begins the name under which a service stores an established
+// connection of one of its sockets in systemd's file descriptor store:
+// ConnName("http") is "conn-http". Listen takes descriptors so named apart
+// from the listeners (Set.TakeConns), so that the next start goes on
+// serving the connections a restart would otherwise close.
+const ConnPrefix = "conn-"
+
+// ConnName is the FDNAME= under which a connection of socket is stored.
+func ConnName(socket string) string { return ConnPrefix + socket }
+
+// addStoredConn takes a descriptor passed under ConnName(socket): a
+// connected stream socket of a stream Spec's socket goes to conns. Any
+// other is closed and recorded in dropped, without failing Listen: a
+// connection that cannot be served is lost either way, and refusing the
+// start would lose the listeners' queue too.
+func (s *Set) addStoredConn(want map[string]Spec, socket, name string, fd int, f *os.File) {
+	if !slices.Contains(s.connNames, name) {
+		s.connNames = append(s.connNames, name)
+	}
+	drop := func(err error) {
+		f.Close()
+		s.dropped = append(s.dropped, &FDError{FD: fd, Name: name, Err: err})
+	}
+	sp, ok := want[socket]
+	switch {
+	case !ok:
+		drop(fmt.Errorf("%w: a stored connection of socket %q, which no Spec asks for: closed", ErrUnexpectedName, socket))
+		return
+	case sp.Datagram():
+		drop(fmt.Errorf("%w: a stored connection of datagram socket %q: closed", ErrNotStream, socket))
+		return
+	}
+	if err := checkConnected(f); err != nil {
+		drop(fmt.Errorf("%w: closed", err))
+		return
+	}
+	c, err := net.FileConn(f)
+	f.Close() // FileConn has its own descriptor
+	if err != nil {
+		s.dropped = append(s.dropped, &FDError{FD: fd, Name: name, Err: fmt.Errorf("%w: closed", err)})
+		return
+	}
+	s.conns[socket] = append(s.conns[socket], c)
+}
+
+// TakeConns returns the connections of socket that were passed back from
+// the file descriptor store (named ConnName(socket)), in descriptor order,
+// and leaves them to the caller: the Set no longer holds or closes them.
+// A second call returns none.
+func (s *Set) TakeConns(socket string) []net.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs := s.conns[socket]
+	delete(s.conns, socket)
+	return cs
+}
+
+// ConnNames returns every ConnName under which descriptors were passed,
+// taken or dropped, in the order they came: the names a service removes
+// from the store once it holds the connections (FDSTOREREMOVE=1), so that
+// a later start does not get them again.
+func (s *Set) ConnNames() []string { return slices.Clone(s.connNames) }
+
+// Dropped returns, as *FDError values, the descriptors passed under a
+// ConnName that Listen closed: not a connected stream socket, or of a
+// socket no stream Spec asks for.
+func (s *Set) Dropped() []error { return slices.Clone(s.dropped) }

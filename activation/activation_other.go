@@ -22,6 +22,8 @@ func checkListening(*os.File) error { return errUnsupported }
 
 func checkDatagram(*os.File) error { return errUnsupported }
 
+func checkConnected(*os.File) error { return errUnsupported }
+
 // packetFile returns no file, like listenerFile.
 func packetFile(net.PacketConn) (*os.File, error) { return nil, nil }
 

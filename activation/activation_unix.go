@@ -127,6 +127,42 @@ func checkListening(f *os.File) error {
 	return nil
 }
 
+// checkConnected reports whether f is a connected stream socket: SO_TYPE
+// is SOCK_STREAM, SO_ACCEPTCONN is not set, and it has a peer. The error
+// wraps ErrNotStream.
+func checkConnected(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotStream, err)
+	}
+	var typ, acc int
+	var serr, perr error
+	err = rc.Control(func(fd uintptr) {
+		typ, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+		if serr == nil {
+			acc, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		}
+		if serr == nil {
+			_, perr = unix.Getpeername(int(fd))
+		}
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrNotStream, err)
+	case errors.Is(serr, unix.ENOTSOCK):
+		return fmt.Errorf("%w: a stored connection that is not a socket", ErrNotStream)
+	case serr != nil:
+		return fmt.Errorf("%w: getsockopt: %w", ErrNotStream, serr)
+	case typ != unix.SOCK_STREAM:
+		return fmt.Errorf("%w: a stored connection of socket type %s", ErrNotStream, sockType(typ))
+	case acc != 0:
+		return fmt.Errorf("%w: a stored connection that is a listening socket", ErrNotStream)
+	case perr != nil:
+		return fmt.Errorf("%w: a stored connection without a peer: %w", ErrNotStream, perr)
+	}
+	return nil
+}
+
 // checkDatagram reports whether f is a datagram socket (SO_TYPE is
 // SOCK_DGRAM). The error wraps ErrNotDatagram.
 func checkDatagram(f *os.File) error {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -48,10 +49,14 @@ type report struct {
 	ListenerErr map[string]string   // name: Set.Listener's error
 	Files       []string            // Set.Files names
 	Err         string
-	Is          []string  // the sentinels errors.Is finds in Err
-	FDErrs      []fdError // every *FDError in Err
-	FDs         []fdState // fds 3.. as they were right after Listen
-	Env         []string  // LISTEN_* and BATON_LISTEN_* left after Listen
+	Is          []string            // the sentinels errors.Is finds in Err
+	FDErrs      []fdError           // every *FDError in Err
+	FDs         []fdState           // fds 3.. as they were right after Listen
+	Env         []string            // LISTEN_* and BATON_LISTEN_* left after Listen
+	Conns       map[string][]string // name: TakeConns's remote addresses
+	ConnNames   []string
+	Dropped     []fdError
+	DroppedMsg  []string
 }
 
 type fdError struct {
@@ -138,15 +143,42 @@ func child(mode string) int {
 		for _, f := range set.Files() {
 			r.Files = append(r.Files, f.Name)
 		}
+		r.ConnNames = set.ConnNames()
+		for _, e := range set.Dropped() {
+			r.Dropped = append(r.Dropped, fdErrors(e)...)
+			r.DroppedMsg = append(r.DroppedMsg, e.Error())
+		}
 	}
-	b, _ := json.Marshal(r)
-	fmt.Printf("%s\n", b)
+	if mode != "conns" || err != nil {
+		b, _ := json.Marshal(r)
+		fmt.Printf("%s\n", b)
+	}
 	if err != nil {
 		return 0
 	}
 	defer set.Close()
 
 	switch mode {
+	case "conns":
+		// Report the stored connections, then write our pid on each and
+		// close it: the parent reads it on its own end.
+		r.Conns = map[string][]string{}
+		var all []net.Conn
+		for _, name := range set.Names() {
+			for _, c := range set.TakeConns(name) {
+				r.Conns[name] = append(r.Conns[name], c.RemoteAddr().String())
+				all = append(all, c)
+			}
+			if again := set.TakeConns(name); len(again) != 0 {
+				r.Conns[name] = append(r.Conns[name], "taken twice")
+			}
+		}
+		b, _ := json.Marshal(r)
+		fmt.Printf("%s\n", b)
+		for _, c := range all {
+			fmt.Fprintf(c, "pid %d\n", os.Getpid())
+			c.Close()
+		}
 	case "serve":
 		// Answer one connection on every listener with its name and the
 		// Set's source.
@@ -1074,5 +1106,88 @@ func TestBindDatagram(t *testing.T) {
 	}
 	if _, err := os.Stat(gram); err != nil {
 		t.Errorf("unixgram path of a handed-on Set after Close: %v, want it kept", err)
+	}
+}
+
+// connPair returns a connected TCP pair on loopback: the server side as a
+// passed descriptor (what a service stores), and the client side.
+func connPair(t *testing.T) (sock, net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close() // the file is a copy of its own
+	return fileOf(t, server.(*net.TCPConn), io.NopCloser(nil), client.LocalAddr().String()), client
+}
+
+// TestListenStoredConns: descriptors named ConnName(socket) are
+// connections a previous start stored; Listen gives those of a stream
+// Spec to TakeConns (the same TCP connections: what the child writes on
+// them reaches the clients' ends), and closes the others without failing
+// (a listener under a conn- name, a socket no Spec asks for, one of a
+// datagram Spec), saying why in Dropped. ConnNames lists every such name
+// for the removal from the store.
+func TestListenStoredConns(t *testing.T) {
+	ln := tcpSock(t)
+	c1, cl1 := connPair(t)
+	c2, cl2 := connPair(t)
+	gone, _ := connPair(t)
+	udp := udpSock(t)
+	notConn := tcpSock(t)
+	files := []*os.File{ln.file, c1.file, udp.file, c2.file, notConn.file, gone.file}
+	env := []string{"LISTEN_FDS=6", "LISTEN_FDNAMES=http:conn-http:udp:conn-http:conn-http:conn-admin", childPIDEnv + "=self"}
+	specs := []Spec{{Name: "http"}, {Name: "udp", Network: "udp"}}
+	r, _, cmd := startChild(t, "conns", specs, files, env...)
+	// The child has its copies: ours would keep the connections open.
+	for _, f := range files[1:] {
+		f.Close()
+	}
+	if r.Err != "" {
+		t.Fatalf("Listen() error = %s, want none: stored connections that cannot be served are dropped, not fatal", r.Err)
+	}
+	if want := []string{c1.addr, c2.addr}; !reflect.DeepEqual(r.Conns["http"], want) {
+		t.Errorf("TakeConns(\"http\") remote addresses = %q, want %q", r.Conns["http"], want)
+	}
+	if len(r.Conns["udp"]) != 0 {
+		t.Errorf("TakeConns(\"udp\") = %q, want none", r.Conns["udp"])
+	}
+	if want := []string{"conn-http", "conn-admin"}; !reflect.DeepEqual(r.ConnNames, want) {
+		t.Errorf("ConnNames() = %q, want %q", r.ConnNames, want)
+	}
+	if want := []fdError{{7, "conn-http"}, {8, "conn-admin"}}; !reflect.DeepEqual(r.Dropped, want) {
+		t.Errorf("Dropped() = %v (%q), want %v", r.Dropped, r.DroppedMsg, want)
+	}
+	if len(r.Files) != 2 || len(r.Addrs["http"]) != 1 {
+		t.Errorf("Files() = %q, Listeners(\"http\") = %q: want the two sockets only, not the connections", r.Files, r.Addrs["http"])
+	}
+	// The connections are the clients' own: what the child wrote comes
+	// out of them, and then the child's close.
+	for i, cl := range []net.Conn{cl1, cl2} {
+		cl.SetReadDeadline(time.Now().Add(20 * time.Second))
+		b, err := io.ReadAll(cl)
+		if err != nil || !strings.HasPrefix(string(b), "pid ") {
+			t.Errorf("client %d read %q, %v; want the child's pid, then EOF", i+1, b, err)
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("child: %v", err)
+	}
+	// (Whether the connections' passed descriptors were closed cannot be
+	// read from the numbers: the runtime reuses them at once.)
+	for _, fd := range r.FDs {
+		if (fd.FD == 3 || fd.FD == 5) && !fd.Open {
+			t.Errorf("after Listen fd %d (a socket) is closed, want it open", fd.FD)
+		}
 	}
 }

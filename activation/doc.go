@@ -72,6 +72,15 @@
 // its first start, stores the socket, and takes it back by name from then
 // on.
 //
+// Established connections a service stores come back too: a descriptor
+// named ConnName(socket) ("conn-http") is a connection of that socket, not
+// a listener. Listen gives those of a stream Spec to Set.TakeConns for the
+// service to go on serving, and lists every such name in Set.ConnNames so
+// that the service removes them from the store (FDSTOREREMOVE=1) once it
+// holds them. One it cannot serve (not a connected stream socket, or of a
+// socket no stream Spec asks for) is closed and reported by Set.Dropped;
+// it does not fail Listen, so a stale connection never blocks a start.
+//
 // A second socket unit for the same service (say admin.socket with
 // FileDescriptorName=admin and Service=webapp.service, listed in Sockets=
 // of the service) adds a second name; ListenStream= twice in one unit

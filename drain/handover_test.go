@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/drain"
+	"github.com/baton-dev/baton/internal/peerread"
 )
 
 // generation is one server of a pair standing for two generations of a
@@ -64,34 +65,6 @@ func startGeneration(t *testing.T, name string, ln net.Listener) *generation {
 	}
 	t.Cleanup(func() { g.releaseSlow(); g.srv.Close() })
 	return g
-}
-
-// waitRead waits until the server has read everything c sent: no byte
-// is left in its socket's receive queue (/proc/net/tcp), failing the
-// test after 10 s.
-func waitRead(t *testing.T, c net.Conn) {
-	t.Helper()
-	hex := func(a net.Addr) string {
-		ta := a.(*net.TCPAddr)
-		ip := ta.IP.To4()
-		return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ta.Port)
-	}
-	local, remote := hex(c.RemoteAddr()), hex(c.LocalAddr())
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		b, err := os.ReadFile("/proc/net/tcp")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) > 4 && f[1] == local && f[2] == remote {
-				if _, rx, _ := strings.Cut(f[4], ":"); strings.Trim(rx, "0") == "" {
-					return
-				}
-			}
-		}
-	}
-	t.Fatalf("the server has not read what %v sent within 10 s", c.LocalAddr())
 }
 
 // dupMove is a hand-over within this process: it takes a descriptor of
@@ -162,7 +135,9 @@ func TestHandOverKeepsConnections(t *testing.T) {
 	if _, err := io.WriteString(split.c, "GET / HTTP/1.1\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	waitRead(t, split.c)
+	if err := peerread.Wait(split.c, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	waitInFlight(t, old.d, 4)
 	ports := map[*client]string{}
 	for _, c := range append(clients, busy, piped, split, fresh) {

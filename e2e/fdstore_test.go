@@ -5,36 +5,38 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/baton-dev/baton/internal/load"
+	"github.com/baton-dev/baton/internal/peerread"
 	"github.com/baton-dev/baton/systemd/systemdtest"
 )
 
 // ownBindUnit is webapp.service without webapp.socket: webapp binds
-// 127.0.0.1:port itself. With store, FileDescriptorStoreMax= lets it give
-// that socket to systemd's file descriptor store; flags are added to
-// `webapp serve`.
-func ownBindUnit(port int, store bool, flags string) string {
+// 127.0.0.1:port itself. A storeMax above 0 is FileDescriptorStoreMax=,
+// which lets it give that socket (and at a stop its idle connections) to
+// systemd's file descriptor store; flags are added to `webapp serve`.
+func ownBindUnit(port, storeMax int, flags string) string {
 	u := "[Unit]\nDescription=webapp binding its own socket\n[Service]\nType=notify\nNotifyAccess=all\n" +
 		"RuntimeDirectory=webapp\nTimeoutStopSec=30s\nKillMode=control-group\n" +
 		fmt.Sprintf("ExecStart=/usr/bin/webapp serve --listen 127.0.0.1:%d %s\n", port, flags)
-	if store {
-		u += "FileDescriptorStoreMax=4\n"
+	if storeMax > 0 {
+		u += fmt.Sprintf("FileDescriptorStoreMax=%d\n", storeMax)
 	}
 	return u
 }
 
 // startOwnBind installs webapp-own.service (ownBindUnit) in a box of sd
 // and starts it.
-func startOwnBind(t *testing.T, sd systemdtest.Systemd, store bool, flags string) *service {
+func startOwnBind(t *testing.T, sd systemdtest.Systemd, storeMax int, flags string) *service {
 	t.Helper()
 	box := systemdtest.Boot(t, systemdtest.Options{Root: sd.Root})
 	port := systemdtest.Port(t)
 	s := &service{box: box, port: port, url: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	box.CopyFile(t, buildWebapp(t, ""), "/usr/bin/webapp", 0o755)
-	box.WriteFile(t, "/etc/systemd/system/webapp-own.service", []byte(ownBindUnit(port, store, flags)), 0o644)
+	box.WriteFile(t, "/etc/systemd/system/webapp-own.service", []byte(ownBindUnit(port, storeMax, flags)), 0o644)
 	box.Systemctl(t, "daemon-reload")
 	box.Systemctl(t, "start", "webapp-own.service")
 	s.get(t, "/")
@@ -62,7 +64,7 @@ func testFDStoreRestart(t *testing.T, sd systemdtest.Systemd) {
 	for _, mode := range []load.Mode{load.NewConnection} {
 		t.Run("store/"+mode.String(), func(t *testing.T) {
 			const restarts = 10
-			s := startOwnBind(t, sd, true, flags)
+			s := startOwnBind(t, sd, 4, flags)
 			// Sent before READY=1, so in the store once the start is done.
 			if n := s.box.Show(t, "webapp-own.service", "NFileDescriptorStore")["NFileDescriptorStore"]; n != "1" {
 				t.Fatalf("%s: NFileDescriptorStore=%s after the first start, want 1; journal:\n%s", sd.Name, n, s.box.Journal(t, "-u", "webapp-own.service", "-o", "cat"))
@@ -90,7 +92,7 @@ func testFDStoreRestart(t *testing.T, sd systemdtest.Systemd) {
 	}
 	t.Run("contrast/no-store", func(t *testing.T) {
 		const restarts = 5
-		s := startOwnBind(t, sd, false, "")
+		s := startOwnBind(t, sd, 0, "")
 		res := restartUnderLoad(t, s, "webapp-own.service", load.NewConnection, restarts, nil)
 		if res.Failures.Refused == 0 {
 			t.Errorf("%s: without the fd store %d restarts under load refused no connection (%d failed %+v): the contrast shows nothing", sd.Name, restarts, res.Failed(), res.Failures)
@@ -107,7 +109,7 @@ func TestFDStoreAddressChange(t *testing.T) { onEachSystemd(t, testFDStoreAddres
 
 func testFDStoreAddressChange(t *testing.T, sd systemdtest.Systemd) {
 	t.Parallel()
-	s := startOwnBind(t, sd, true, "--fd-store")
+	s := startOwnBind(t, sd, 4, "--fd-store")
 	newPort := systemdtest.Port(t)
 	s.box.WriteFile(t, "/etc/systemd/system/webapp-own.service.d/move.conf", []byte(fmt.Sprintf(
 		"[Service]\nRestart=on-failure\nRestartSec=200ms\nExecStart=\nExecStart=/usr/bin/webapp serve --listen 127.0.0.1:%d --fd-store\n", newPort)), 0o644)
@@ -135,4 +137,133 @@ func testFDStoreAddressChange(t *testing.T, sd systemdtest.Systemd) {
 		t.Errorf("%s: the old address %s still answers after the move", sd.Name, s.url)
 	}
 	t.Logf("%s: %v", sd.Name, s.box.Show(t, "webapp-own.service", "ActiveState", "NFileDescriptorStore", "NRestarts", "Result"))
+}
+
+// TestFDStoreKeepsConnections: with the file descriptor store, a stop
+// puts the idle kept-alive connections in it instead of closing them, and
+// the next start goes on serving them: across `systemctl restart`, 100
+// clients keep their TCP connection (the same client port, the client's
+// own connection object) and their next answer comes from the new main
+// process without "Connection: close"; a request in flight at the restart
+// is answered, and its connection goes on too. The new start removes the
+// connections from the store, which holds only the socket afterwards. The
+// contrast, --conn-handover=false, closes every one of them.
+func TestFDStoreKeepsConnections(t *testing.T) { onEachSystemd(t, testFDStoreKeepsConnections) }
+
+func testFDStoreKeepsConnections(t *testing.T, sd systemdtest.Systemd) {
+	flags := "--fd-store"
+	if sd.Name != "systemd252" {
+		flags = "" // $FDSTORE (systemd 254 and later) is enough
+	}
+	for _, tc := range []struct {
+		name  string
+		flags string
+		kept  bool
+	}{
+		{"store", flags, true},
+		{"contrast/conn-handover=false", flags + " --conn-handover=false", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startOwnBind(t, sd, 512, tc.flags)
+			unit := "webapp-own.service"
+			old := s.box.Show(t, unit, "MainPID")["MainPID"]
+			const n = 100
+			conns := make([]*rawConn, n)
+			ports := make([]string, n)
+			for i := range conns {
+				conns[i] = s.dialRaw(t)
+				resp, err := conns[i].get("/", 10*time.Second)
+				if err != nil || resp.Header.Get("X-Webapp-Pid") != old {
+					t.Fatalf("connection %d: %v, %v; want an answer from pid %s", i, resp, err, old)
+				}
+				ports[i] = conns[i].c.LocalAddr().String()
+			}
+			// A request under way at the restart: webapp has read it
+			// before the restart begins (on a slow machine it may be done
+			// by the time the stop begins: then it is one more idle
+			// connection, which goes to the store all the same).
+			busy := s.dialRaw(t)
+			busyPort := busy.c.LocalAddr().String()
+			slow := make(chan error, 1)
+			go func() {
+				resp, err := busy.get("/slow?ms=1500", 20*time.Second)
+				// Without the hand-over it is answered with
+				// "Connection: close", as at any drain.
+				if err == nil && (resp.StatusCode != 200 || resp.Close == tc.kept) {
+					err = fmt.Errorf("%s, Connection: close %v", resp.Status, resp.Close)
+				}
+				slow <- err
+			}()
+			if err := peerread.Wait(busy.c, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			cursor, err := s.journalCursor(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.box.Systemctl(t, "restart", unit)
+			if err := <-slow; err != nil {
+				t.Errorf("%s: the request under way at the restart: %v, want 200 (without Connection: close only with the hand-over)", sd.Name, err)
+			}
+			next := s.box.Show(t, unit, "MainPID")["MainPID"]
+			if next == old {
+				t.Fatalf("%s: MainPID stayed %s after the restart", sd.Name, old)
+			}
+			outcome := map[string]int{}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for i, c := range append(conns, busy) {
+				port := busyPort
+				if i < n {
+					port = ports[i]
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, err := c.get("/", 10*time.Second)
+					what := "went on"
+					switch {
+					case err != nil:
+						what = "failed"
+					case c.c.LocalAddr().String() != port:
+						what = "another connection"
+					case resp.Header.Get("X-Webapp-Pid") != next:
+						what = "answered by pid " + resp.Header.Get("X-Webapp-Pid")
+					case resp.Close:
+						what = "Connection: close"
+					}
+					mu.Lock()
+					outcome[what]++
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			if !tc.kept {
+				if outcome["failed"] != n+1 {
+					t.Errorf("%s: without the hand-over, after the restart: %v, want all %d closed (the contrast)", sd.Name, outcome, n+1)
+				}
+				t.Logf("%s, --conn-handover=false: after the restart %v", sd.Name, outcome)
+				return
+			}
+			if outcome["went on"] != n+1 || len(outcome) != 1 {
+				t.Errorf("%s: after the restart: %v, want all %d answered by pid %s on their connection", sd.Name, outcome, n+1, next)
+			}
+			took := fmt.Sprintf("took %d connections back from systemd's file descriptor store", n+1)
+			j, ok, err := s.waitJournalAfter(context.Background(), cursor, 15*time.Second, []string{"-u", unit}, func(j string) bool {
+				return strings.Contains(j, took) && strings.Contains(j, "kept in systemd's file descriptor store")
+			})
+			if err != nil || !ok {
+				t.Errorf("%s: after 15 s the journal does not say the stop stored and the new start took back the %d connections (%v):\n%s", sd.Name, n+1, err, j)
+			}
+			// Removed from the store once taken: only the socket is left.
+			waitFor(t, 10*time.Second, "the store to hold only the socket", func() (bool, string) {
+				p := s.box.Show(t, unit, "NFileDescriptorStore")
+				return p["NFileDescriptorStore"] == "1", fmt.Sprint(p)
+			})
+			if bad := killedBySystemd(j); len(bad) > 0 {
+				t.Errorf("systemd had to end a stop: %q", bad)
+			}
+			t.Logf("%s: after the restart %v; %s", sd.Name, outcome, lastLine(j, "kept in systemd's file descriptor store"))
+		})
+	}
 }

@@ -29,7 +29,11 @@
 // binds its own listener without a .socket unit can store it once and
 // take it back by name (activation.Listen) after every restart: the
 // socket never closes, and connections wait in its backlog instead of
-// being refused. RemoveStored (FDSTOREREMOVE=1) drops a name. The unit
+// being refused. Established connections can go the same way (baton
+// stores idle ones at a stop under activation.ConnName, and the next start
+// serves them on), since systemd keeps any descriptor: a TCP connection in
+// the store stays open, and what its client sends meanwhile waits in the
+// kernel. RemoveStored (FDSTOREREMOVE=1) drops a name. The unit
 // needs FileDescriptorStoreMax=; systemd 254 and later also set $FDSTORE
 // to it (StoreCapacity), systemd 252 does not. Measured on 252 and 257:
 // the store survives `systemctl restart` and is emptied by `systemctl

@@ -29,22 +29,26 @@ func StoreCapacity() (int, bool) {
 	return n, true
 }
 
-// Store gives copies of files to the service manager's file descriptor
-// store under name (FDSTORE=1 with FDNAME=name, the descriptors attached as
-// SCM_RIGHTS), in one datagram. systemd keeps them while the service
+// Store gives copies of descriptors to the service manager's file
+// descriptor store under name (FDSTORE=1 with FDNAME=name, the descriptors
+// attached as SCM_RIGHTS), in one datagram. Anything with a descriptor
+// will do: an *os.File, a listener, a *net.TCPConn. systemd keeps them while the service
 // restarts and passes them to its next start in LISTEN_FDS, named by
 // LISTEN_FDNAMES, where activation.Listen takes them by name like sockets
 // of a .socket unit. The unit needs FileDescriptorStoreMax= large enough
 // for everything stored; systemd closes what does not fit and logs
 // "Cannot store more fds than FileDescriptorStoreMax=" (the sender is not
 // told). A descriptor already in the store is not stored twice. The
-// caller keeps its own files. A nil Notifier stores nothing.
-func (n *Notifier) Store(name string, files ...*os.File) error {
+// caller keeps its own descriptors. A nil Notifier stores nothing.
+func (n *Notifier) Store(name string, files ...syscall.Conn) error {
 	if n == nil || len(files) == 0 {
 		return nil
 	}
 	if !validFDName(name) {
 		return fmt.Errorf("%w: %q", ErrBadFDName, name)
+	}
+	if len(files) > MaxStoreBatch {
+		return fmt.Errorf("systemd: store %q: %d descriptors in one datagram, at most %d", name, len(files), MaxStoreBatch)
 	}
 	conns := make([]syscall.RawConn, len(files))
 	for i, f := range files {
@@ -81,6 +85,10 @@ func (n *Notifier) Store(name string, files ...*os.File) error {
 	}
 	return nil
 }
+
+// MaxStoreBatch is the most descriptors Store sends in one datagram: the
+// kernel's SCM_MAX_FD is 253.
+const MaxStoreBatch = 253
 
 // RemoveStored asks the service manager to close and forget every
 // descriptor stored under name (FDSTOREREMOVE=1 with FDNAME=name), for

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-dev/baton/internal/peerread"
 	"github.com/baton-dev/baton/systemd/notifytest"
 )
 
@@ -222,7 +223,7 @@ func TestJournalLogging(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.Write([]byte("GET /slow?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n"))
-	if err := waitRead(conn, 10*time.Second); err != nil {
+	if err := peerread.Wait(conn, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)

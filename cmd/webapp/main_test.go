@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/baton-dev/baton/internal/peerread"
 )
 
 // TestMain runs the real webapp when the test binary is re-executed as a
@@ -428,46 +430,6 @@ func TestBindFailureIsClear(t *testing.T) {
 	}
 }
 
-// waitRead waits until the peer of c has read everything c sent: the
-// kernel holds no unread bytes for the peer's socket, so a request written
-// on c is in a handler, not queued. It polls /proc/net/tcp every 10 ms and
-// fails after within.
-func waitRead(c net.Conn, within time.Duration) error {
-	local, remote := procNetAddr(c.RemoteAddr()), procNetAddr(c.LocalAddr())
-	deadline := time.Now().Add(within)
-	for {
-		b, err := os.ReadFile("/proc/net/tcp")
-		if err != nil {
-			return err
-		}
-		queued := "no such connection"
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) > 4 && f[1] == local && f[2] == remote {
-				_, rx, _ := strings.Cut(f[4], ":")
-				if strings.Trim(rx, "0") == "" {
-					return nil
-				}
-				queued = "rx_queue " + rx
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%v has not read what %v sent within %v (%s)", c.RemoteAddr(), c.LocalAddr(), within, queued)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// procNetAddr formats an IPv4 TCP address as /proc/net/tcp does.
-func procNetAddr(a net.Addr) string {
-	ta, _ := a.(*net.TCPAddr)
-	if ta == nil || ta.IP.To4() == nil {
-		return ""
-	}
-	ip := ta.IP.To4()
-	return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ta.Port)
-}
-
 // send writes a GET of path on c without reading the answer.
 func (c *conn) send(path string) error {
 	_, err := fmt.Fprintf(c.c, "GET %s HTTP/1.1\r\nHost: webapp\r\n\r\n", path)
@@ -491,7 +453,7 @@ func (c *conn) inFlight(t *testing.T, path string) {
 	if err := c.send(path); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitRead(c.c, 10*time.Second); err != nil {
+	if err := peerread.Wait(c.c, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }

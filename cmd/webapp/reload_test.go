@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/internal/load"
+	"github.com/baton-dev/baton/internal/peerread"
 	"github.com/baton-dev/baton/upgrade"
 )
 
@@ -120,7 +121,7 @@ func slowStart(addr string) (func() (int, error), error) {
 		nc.Close()
 		return nil, err
 	}
-	if err := waitRead(nc, 10*time.Second); err != nil {
+	if err := peerread.Wait(nc, 10*time.Second); err != nil {
 		nc.Close()
 		return nil, err
 	}

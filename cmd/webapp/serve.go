@@ -90,12 +90,12 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	cl.duration(&c.stopTimeout, "stop-timeout", 0, "the unit's TimeoutStopSec= `duration`: a stop's drain ends a second before it (0: unknown, --drain-timeout alone bounds it)")
 	cl.duration(&c.shutdownDelay, "shutdown-delay", 0, "on SIGTERM, answer /readyz with 503 but keep accepting and serving for this `duration` before the drain, so that load balancers take this instance out first (0: drain at once; keep it plus --drain-timeout below TimeoutStopSec= or terminationGracePeriodSeconds)")
 	cl.duration(&c.idleGrace, "idle-grace", drain.DefaultIdleGrace, "keep answering kept-alive connections at least this `duration` into a drain before closing idle ones (a connection whose client sends requests further apart is kept for twice its gap, up to ten times this)")
-	fs.BoolVar(&c.connHandover, "conn-handover", true, "at a reload, hand kept-alive plaintext HTTP/1.1 connections to the new generation instead of closing them (false: they drain as at a stop)")
+	fs.BoolVar(&c.connHandover, "conn-handover", true, "at a reload, hand kept-alive plaintext HTTP/1.1 connections to the new generation instead of closing them, and at a stop with the fd store put them in the store for the next start (false: they drain and close)")
 	cl.duration(&c.reloadTimeout, "reload-timeout", upgrade.DefaultTimeout, "on reload, give up on a new generation not ready within this `duration` (keep it below TimeoutStartSec=)")
 	fs.StringVar(&c.control, "control", baton.ControlPath(), "unix socket `path` on which `webapp reload` reaches this service (default $RUNTIME_DIRECTORY/control.sock; none outside systemd)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: error, warn, info or debug")
-	fs.BoolVar(&c.fdStore, "fd-store", false, "give the sockets bound here (no .socket unit) to systemd's file descriptor store, so that a restart gets them back and refuses nothing (needs FileDescriptorStoreMax=; automatic where systemd sets $FDSTORE, 254 and later)")
+	fs.BoolVar(&c.fdStore, "fd-store", false, "give the sockets bound here (no .socket unit) to systemd's file descriptor store, so that a restart gets them back and refuses nothing, and at a stop the idle connections too (needs FileDescriptorStoreMax=; automatic where systemd sets $FDSTORE, 254 and later)")
 	fs.BoolVar(&c.notifyReload, "notify-reload", false, "the unit is Type=notify-reload (systemd 253 and later): SIGHUP from `systemctl reload` swaps the binary, and READY=1 with RELOADING=1 of the new generation ends the reload")
 	if err := cl.parse(args, stdout); err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -63,6 +64,10 @@ type Socket struct {
 	// times out.
 	holdBarrier bool
 	held        []int
+	// keepStored, when set, keeps the descriptors of FDSTORE=1 messages
+	// by FDNAME= as systemd's store does.
+	keepStored bool
+	stored     map[string][]int
 }
 
 // Listen opens a notify socket in t.TempDir() and closes it when the test
@@ -87,6 +92,11 @@ func Listen(t testing.TB) *Socket {
 		for _, fd := range s.held {
 			syscall.Close(fd)
 		}
+		for _, fds := range s.stored {
+			for _, fd := range fds {
+				syscall.Close(fd)
+			}
+		}
 		s.mu.Unlock()
 	})
 	return s
@@ -101,6 +111,32 @@ func (s *Socket) HoldBarriers() {
 	s.mu.Lock()
 	s.holdBarrier = true
 	s.mu.Unlock()
+}
+
+// KeepStored makes the socket keep the descriptors of later FDSTORE=1
+// messages under their FDNAME=, and close them at FDSTOREREMOVE=1, as
+// systemd's file descriptor store does, instead of closing them at once.
+func (s *Socket) KeepStored() {
+	s.mu.Lock()
+	s.keepStored = true
+	if s.stored == nil {
+		s.stored = map[string][]int{}
+	}
+	s.mu.Unlock()
+}
+
+// TakeStored returns the descriptors kept under name, in the order they
+// came, as files the caller owns: the socket no longer holds them.
+func (s *Socket) TakeStored(name string) []*os.File {
+	s.mu.Lock()
+	fds := s.stored[name]
+	delete(s.stored, name)
+	s.mu.Unlock()
+	files := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		files[i] = os.NewFile(uintptr(fd), name)
+	}
+	return files
 }
 
 func (s *Socket) read() {
@@ -133,6 +169,17 @@ func (s *Socket) read() {
 		if s.holdBarrier && m.Has("BARRIER=1") {
 			s.held = append(s.held, fds...)
 			fds = nil
+		}
+		if s.keepStored {
+			name, _ := m.Get("FDNAME")
+			switch {
+			case m.Has("FDSTORE=1"):
+				s.stored[name] = append(s.stored[name], fds...)
+				fds = nil
+			case m.Has("FDSTOREREMOVE=1"):
+				fds = append(fds, s.stored[name]...)
+				delete(s.stored, name)
+			}
 		}
 		close(s.notify)
 		s.notify = make(chan struct{})
