@@ -111,7 +111,6 @@ func TestRunStoresIdleConnections(t *testing.T) {
 			}()
 			notify.WaitFor(t, 0, "READY=1", 15*time.Second)
 			byPort := map[string]*bufio.Reader{}
-			var conns []net.Conn
 			for range clients {
 				c, err := net.Dial("tcp", addr)
 				if err != nil {
@@ -127,7 +126,6 @@ func TestRunStoresIdleConnections(t *testing.T) {
 				}
 				io.Copy(io.Discard, resp.Body)
 				byPort[c.LocalAddr().String()] = br
-				conns = append(conns, c)
 			}
 			cancel()
 			if err := <-done; err != nil {
