@@ -332,6 +332,33 @@ func ParseListenOverflows(b []byte) (int64, error) {
 	return 0, errors.New("/proc/net/netstat: no TcpExt ListenOverflows")
 }
 
+// AcceptBacklog reads, from the contents of /proc/net/tcp, the accept
+// queue of the listening socket on port (its rx_queue: connections whose
+// handshake is done and that the server has not accepted yet) and how
+// many handshakes to that port are pending (SYN_RECV), and whether such
+// a listener was found.
+func AcceptBacklog(b []byte, port int) (queued, pending int, found bool) {
+	suffix := fmt.Sprintf(":%04X", port)
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 5 || !strings.HasSuffix(f[1], suffix) {
+			continue
+		}
+		switch f[3] {
+		case "0A": // LISTEN
+			_, rx, _ := strings.Cut(f[4], ":")
+			n, err := strconv.ParseInt(rx, 16, 64)
+			if err == nil {
+				queued += int(n)
+				found = true
+			}
+		case "03": // SYN_RECV
+			pending++
+		}
+	}
+	return queued, pending, found
+}
+
 // DrainEvent is one of webapp's drain-started or drain-finished journal
 // entries (native fields BATON_*, `journalctl -o json`).
 type DrainEvent struct {

@@ -232,3 +232,19 @@ IpExt: 0 0
 		t.Error("ParseListenOverflows(no TcpExt lines) = nil error, want one")
 	}
 }
+
+func TestAcceptBacklog(t *testing.T) {
+	const tcp = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:0000000C 00:00000000 00000000     0        0 1 1 ffff 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:A1B2 03 00000000:00000000 02:00000064 00000000     0        0 0 0 ffff
+   2: 0100007F:1F90 0100007F:A1B3 01 00000000:00000000 00:00000000 00000000     0        0 2 1 ffff
+   3: 0100007F:1F91 00000000:0000 0A 00000000:00000005 00:00000000 00000000     0        0 3 1 ffff
+`
+	q, p, ok := AcceptBacklog([]byte(tcp), 8080)
+	if q != 12 || p != 1 || !ok {
+		t.Errorf("AcceptBacklog(8080) = %d, %d, %v; want 12 queued, 1 pending, found", q, p, ok)
+	}
+	if _, _, ok := AcceptBacklog([]byte(tcp), 9090); ok {
+		t.Errorf("AcceptBacklog(9090) found a listener, want none")
+	}
+}

@@ -199,6 +199,7 @@ func writeScale(b *strings.Builder, s *Scale, caption string) {
 	} else {
 		fmt.Fprintf(b, "the run had %s, enough for the largest count, so the benchmark adds no drop-in for it", s.LimitNOFILE)
 	}
+	fmt.Fprintf(b, ". The generator opens its connections before its load begins, %s at a time, each batch once webapp has accepted those before it (the listener's accept queue empty and no handshake pending, in the sandbox's `/proc/net/tcp`): all at once they overflowed the accept queue, and the kernel's retransmissions of the dropped handshakes held some first requests past the 5 s timeout before any reload. wrk's processes start one after the other, each once the connections of those before it are up", thousands(int64(scaleDialBatch)))
 	fmt.Fprintf(b, ". Each run holds its connections open, then runs %d reloads (`systemctl reload webapp.service`, run in the sandbox: `webapp reload`, which returns once the new generation is main and ready), one every %s or as soon as the previous one returned, if later. ", s.Reloads, fmtDur(s.Every))
 	if s.HandoverFlag {
 		fmt.Fprintf(b, "Every count runs twice: **with hand-over**, webapp's default (at a reload each idle HTTP/1.1 connection's descriptor goes to the new generation, which serves it on), and **without** (`--conn-handover=false` in `WEBAPP_OPTS`: the old generation answers with `Connection: close` for its idle grace, then closes what is idle, and the clients reconnect to the new one). The targets apply to the first.\n\n")

@@ -270,6 +270,22 @@ func (w *scaleWebapp) listenOverflows(t *testing.T) int64 {
 	return 0
 }
 
+// acceptSettled reports whether webapp has accepted every connection
+// made to its socket: the listener's accept queue is empty and no
+// handshake is pending (the sandbox's /proc/net/tcp), and if not, what
+// is left.
+func (w *scaleWebapp) acceptSettled(t *testing.T) (bool, string) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", w.box.PID1()))
+	if err != nil {
+		t.Fatalf("accept queue: %v", err)
+	}
+	queued, pending, found := AcceptBacklog(b, w.port)
+	if !found {
+		return false, fmt.Sprintf("no listener on port %d", w.port)
+	}
+	return queued == 0 && pending == 0, fmt.Sprintf("%d in the accept queue, %d handshakes pending", queued, pending)
+}
+
 func (w *scaleWebapp) mainPID(t *testing.T) int {
 	t.Helper()
 	pid, _ := strconv.Atoi(w.box.Show(t, "webapp.service", "MainPID")["MainPID"])
@@ -377,6 +393,13 @@ func (w *scaleWebapp) noteDrains(t *testing.T, r *ScaleRun, since time.Time) {
 func scaleGenerator(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int) ScaleRun {
 	cfg := e.cfg
 	ramp := newRampDialer(n, w.dial.DialContext)
+	began := time.Now()
+	if err := ramp.preconnect(t.Context(), w.addr, scaleDialBatch, func() (bool, string) { return w.acceptSettled(t) }); err != nil {
+		t.Fatalf("generator, %d connections: %v", n, err)
+	}
+	// webapp closes a connection that sends no request within its
+	// ReadHeaderTimeout (10 s): the load must begin well before.
+	t.Logf("generator, %d connections: opened and accepted in %v before the load", n, time.Since(began).Round(time.Millisecond))
 	opts := load.Options{
 		Clients:  n,
 		Duration: cfg.scaleLead + time.Duration(cfg.scaleReloads)*(cfg.scaleEvery+scaleEventSlack) + cfg.scaleTail,
@@ -430,18 +453,71 @@ func scaleGenerator(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n
 }
 
 // rampDialer dials for the generator and remembers when every client
-// had the first bytes of its first response. It does not hold dials
-// back: holding a client's first connection until others were answered
-// made the ramp at 16,000 connections slower than the clients' timeout
-// (the clients already connected keep webapp busy), while 16,000 dials
-// at once are all taken within seconds, the socket's backlog (4096)
-// notwithstanding.
+// had the first bytes of its first response. The clients' first
+// connections are opened before the load begins (preconnect): 16,000
+// dials at once overflowed webapp's accept queue (Backlog=4096), and
+// the kernel's retransmissions of the dropped handshakes held a few
+// hundred first requests past the clients' 5 s timeout, failures of the
+// ramp rather than of a reload. Holding each client's first request
+// until others were answered instead made the ramp slower than the
+// timeout (the clients already connected keep webapp busy).
 type rampDialer struct {
 	first   int64
 	dials   atomic.Int64
 	served  atomic.Int64
 	allUpAt atomic.Int64 // unix nanoseconds
 	d       func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	mu   sync.Mutex
+	pool []net.Conn // opened by preconnect, not yet given out
+}
+
+// scaleDialBatch is how many connections preconnect opens at once:
+// within the socket's Backlog=4096, so that a batch fits in the accept
+// queue however slowly webapp accepts.
+const scaleDialBatch = 4000
+
+// preconnect opens the first connections to addr, batch at a time, each batch
+// once webapp has accepted those before it (settled: its accept queue is
+// empty and no handshake is pending), within scaleConnectWait each.
+func (r *rampDialer) preconnect(ctx context.Context, addr string, batch int, settled func() (bool, string)) error {
+	for len(r.pool) < int(r.first) {
+		k := min(batch, int(r.first)-len(r.pool))
+		conns := make([]net.Conn, k)
+		errs := make([]error, k)
+		var wg sync.WaitGroup
+		for i := range k {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				conns[i], errs[i] = r.d(ctx, "tcp", addr)
+			}()
+		}
+		wg.Wait()
+		for i := range conns {
+			if errs[i] != nil {
+				for _, c := range append(r.pool, conns...) {
+					if c != nil {
+						c.Close()
+					}
+				}
+				r.pool = nil
+				return fmt.Errorf("opening connection %d before the load: %w", len(r.pool)+i+1, errs[i])
+			}
+		}
+		r.pool = append(r.pool, conns...)
+		deadline := time.Now().Add(scaleConnectWait)
+		for {
+			ok, what := settled()
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) || !sleepCtx(ctx, 20*time.Millisecond) {
+				return fmt.Errorf("%d connections open, webapp has not accepted them all after %v: %s", len(r.pool), scaleConnectWait, what)
+			}
+		}
+	}
+	return nil
 }
 
 func newRampDialer(n int, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *rampDialer {
@@ -449,6 +525,15 @@ func newRampDialer(n int, dial func(ctx context.Context, network, addr string) (
 }
 
 func (r *rampDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	r.mu.Lock()
+	if k := len(r.pool); k > 0 {
+		c := r.pool[k-1]
+		r.pool = r.pool[:k-1]
+		r.mu.Unlock()
+		r.dials.Add(1)
+		return &rampConn{Conn: c, r: r}, nil
+	}
+	r.mu.Unlock()
 	c, err := r.d(ctx, network, addr)
 	if err != nil || r.dials.Add(1) > r.first {
 		return c, err
