@@ -66,7 +66,27 @@ func TestConnHandover(t *testing.T) {
 		t.Errorf("old generation (pid %s) holds %d descriptors after the hand-over, want at most %d (%d before the clients, and the request in flight)", old, fds, base+1, base)
 	}
 
+	outcome, firstErr := goOn(conns, ports, next)
+	if firstErr != nil {
+		t.Logf("first failure after the reload: %v", firstErr)
+	}
+	if outcome["went on"] != n || len(outcome) != 1 {
+		t.Errorf("after the reload: %v, want all %d answered by pid %s on their connection", outcome, n, next)
+	}
+	if rep := <-slow; rep.err != nil || rep.status != 200 {
+		t.Errorf("request in flight at the reload: %d %v", rep.status, rep.err)
+	}
+	line := s.waitJournal(t, 15*time.Second, "handed to the new generation")
+	t.Logf("reload took %v; old generation's descriptors %d -> %d; after it: %v; journal: %s", r.Took.Round(time.Millisecond), base+n, fds, outcome, line)
+}
+
+// goOn sends GET / once more on each of conns, at once, and counts the
+// outcomes: "went on" when the answer came on the same connection (the
+// client port in ports) from pid without "Connection: close", else what
+// happened instead ("failed", the first such error returned too).
+func goOn(conns []*rawConn, ports []string, pid string) (map[string]int, error) {
 	outcome := map[string]int{}
+	var firstErr error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i, c := range conns {
@@ -77,26 +97,22 @@ func TestConnHandover(t *testing.T) {
 			what := "went on"
 			switch {
 			case err != nil:
-				what = "failed: " + err.Error()
+				what = "failed"
 			case c.c.LocalAddr().String() != ports[i]:
 				what = "another connection"
-			case resp.Header.Get("X-Webapp-Pid") != next:
+			case resp.Header.Get("X-Webapp-Pid") != pid:
 				what = "answered by pid " + resp.Header.Get("X-Webapp-Pid")
 			case resp.Close:
 				what = "Connection: close"
 			}
 			mu.Lock()
 			outcome[what]++
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	if outcome["went on"] != n || len(outcome) != 1 {
-		t.Errorf("after the reload: %v, want all %d answered by pid %s on their connection", outcome, n, next)
-	}
-	if rep := <-slow; rep.err != nil || rep.status != 200 {
-		t.Errorf("request in flight at the reload: %d %v", rep.status, rep.err)
-	}
-	line := s.waitJournal(t, 15*time.Second, "handed to the new generation")
-	t.Logf("reload took %v; old generation's descriptors %d -> %d; after it: %v; journal: %s", r.Took.Round(time.Millisecond), base+n, fds, outcome, line)
+	return outcome, firstErr
 }

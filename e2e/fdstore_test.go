@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -209,35 +208,7 @@ func testFDStoreKeepsConnections(t *testing.T, sd systemdtest.Systemd) {
 			if next == old {
 				t.Fatalf("%s: MainPID stayed %s after the restart", sd.Name, old)
 			}
-			outcome := map[string]int{}
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			for i, c := range append(conns, busy) {
-				port := busyPort
-				if i < n {
-					port = ports[i]
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					resp, err := c.get("/", 10*time.Second)
-					what := "went on"
-					switch {
-					case err != nil:
-						what = "failed"
-					case c.c.LocalAddr().String() != port:
-						what = "another connection"
-					case resp.Header.Get("X-Webapp-Pid") != next:
-						what = "answered by pid " + resp.Header.Get("X-Webapp-Pid")
-					case resp.Close:
-						what = "Connection: close"
-					}
-					mu.Lock()
-					outcome[what]++
-					mu.Unlock()
-				}()
-			}
-			wg.Wait()
+			outcome, _ := goOn(append(conns, busy), append(ports, busyPort), next)
 			if !tc.kept {
 				if outcome["failed"] != n+1 {
 					t.Errorf("%s: without the hand-over, after the restart: %v, want all %d closed (the contrast)", sd.Name, outcome, n+1)
