@@ -602,8 +602,8 @@ func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, 
 	since := time.Now()
 	var t0 time.Time
 	// The processes start one after the other, each once the connections
-	// of those before it are up, so that no more than wrkMaxConns
-	// connections arrive at once.
+	// of those before it are up and accepted, so that no more than
+	// wrkMaxConns connections arrive at once.
 	want := 0
 	for i := range procs {
 		c := n / procs
@@ -639,6 +639,19 @@ func scaleWrk(t *testing.T, e *benchEnv, w *scaleWebapp, v ScaleVariant, n int, 
 		}
 		if up < want {
 			r.Failures = fmt.Sprintf("only %d of %d connections up after %s; ", up, want, fmtDur(scaleConnectWait))
+		}
+		// Up on wrk's side is not yet accepted: the next process starts
+		// once webapp's accept queue is empty, so that its burst of
+		// connections fits in it (Backlog=4096).
+		for deadline := time.Now().Add(scaleConnectWait); ; {
+			ok, what := w.acceptSettled(t)
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) || !sleepCtx(ctx, 20*time.Millisecond) {
+				t.Logf("wrk, %d connections: after %v %s", n, scaleConnectWait, what)
+				break
+			}
 		}
 	}
 	opens0, err := w.activeOpens()

@@ -292,12 +292,16 @@ func (h *Handoff) TakeConns() error {
 
 // ReceiveConns takes the connections the old generation passes, until it
 // closes its end (ConnSender.Close, or it exited): call it after
-// Accepting returned nil or ErrOrphaned. For each connection, in order,
-// it calls fn with the name of the socket it came from, on the calling
-// goroutine; fn owns the conn, and should hand it to a server rather
-// than serve it (the old generation waits while fn runs). ReceiveConns
-// returns nil at the orderly end, and an error for a malformed stream
-// (it then closes every descriptor it received and did not pass to fn).
+// Accepting returned nil or ErrOrphaned. For each connection it calls fn
+// with the name of the socket it came from; fn owns the conn, and should
+// hand it to a server rather than serve it (the old generation waits
+// while fn runs). The messages' connections are made and passed on by
+// several goroutines at once (a message's in order), so fn must be safe
+// for concurrent use: at thousands of connections a single goroutine,
+// sharing the cores with the servers' thousands, took seconds. ReceiveConns
+// returns nil at the orderly end, once every fn has returned, and an
+// error for a malformed stream (it then closes every descriptor it
+// received and did not pass to fn).
 // It closes the conns channel when it returns; without one (see
 // TakeConns) it returns nil at once.
 func (h *Handoff) ReceiveConns(fn func(name string, c net.Conn)) error {
@@ -322,6 +326,18 @@ func (h *Handoff) ReceiveConns(fn func(name string, c net.Conn)) error {
 func receiveConns(c *net.UnixConn, fn func(string, net.Conn), msg func(name string, n int)) error {
 	var fifo []int
 	defer func() { closeFDs(fifo) }()
+	// Each message's descriptors become connections on a goroutine of
+	// their own, at most receiveWorkers at a time.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	workers := make(chan struct{}, receiveWorkers)
+	var errMu sync.Mutex
+	var connErr error
+	failed := func() error {
+		errMu.Lock()
+		defer errMu.Unlock()
+		return connErr
+	}
 	buf := make([]byte, 4096)
 	oob := make([]byte, rightsSpace(maxConnsPerMessage))
 	have := 0
@@ -352,14 +368,28 @@ func receiveConns(c *net.UnixConn, fn func(string, net.Conn), msg func(name stri
 			if msg != nil {
 				msg(name, k)
 			}
-			for j, fd := range fds {
-				conn, err := fdConn(fd, name)
-				if err != nil {
-					closeFDs(fds[j+1:])
-					return fmt.Errorf("upgrade: receiving connections: %w", err)
-				}
-				fn(name, conn)
+			if err := failed(); err != nil {
+				closeFDs(fds)
+				return err
 			}
+			workers <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-workers; wg.Done() }()
+				for j, fd := range fds {
+					conn, err := fdConn(fd, name)
+					if err != nil {
+						closeFDs(fds[j+1:])
+						errMu.Lock()
+						if connErr == nil {
+							connErr = fmt.Errorf("upgrade: receiving connections: %w", err)
+						}
+						errMu.Unlock()
+						return
+					}
+					fn(name, conn)
+				}
+			}()
 		}
 		have = copy(buf, buf[start:have])
 		if have >= maxConnsLine {
@@ -372,12 +402,17 @@ func receiveConns(c *net.UnixConn, fn func(string, net.Conn), msg func(name stri
 		case errors.Is(rerr, io.EOF) && len(fifo) > 0:
 			return fmt.Errorf("upgrade: receiving connections: the stream ends with %s no header claimed", count(len(fifo), "descriptor"))
 		case errors.Is(rerr, io.EOF):
-			return nil
+			wg.Wait()
+			return failed()
 		default:
 			return fmt.Errorf("upgrade: receiving connections: %w", rerr)
 		}
 	}
 }
+
+// receiveWorkers is how many messages' connections receiveConns makes at
+// once.
+const receiveWorkers = 32
 
 // parseConnsHeader reads a message header without its newline:
 // "conns <name> <n>", n from 1 to maxConnsPerMessage.
