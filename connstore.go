@@ -12,7 +12,7 @@ import (
 )
 
 // connStore is where a stop puts the idle plaintext HTTP/1.1 connections
-// when the unit has a file descriptor store: systemd keeps them while the
+// when the unit has a file descriptor store of a known size: systemd keeps them while the
 // service restarts and passes them to the next start, which goes on
 // serving them (adoptStored). Their clients keep their TCP connection
 // across `systemctl restart` as across a reload. A plain stop loses
@@ -20,38 +20,35 @@ import (
 // is inactive (FileDescriptorStorePreserve=restart, the default).
 type connStore struct {
 	notifier *systemd.Notifier
-	limit    int // how many connections fit, -1 if systemd did not say
+	limit    int // how many connections fit
 	stored   atomic.Int64
 }
 
 // newConnStore returns the connection store of this start, or nil when
-// connections do not go to the store: no service manager, no store
-// (neither $FDSTORE nor Options.FDStore), or Options.KeepConnectionsHere.
+// connections do not go to the store: no service manager, no store's
+// size known (neither $FDSTORE nor Options.FDStoreMax: systemd closes
+// what does not fit, and a connection it closes is lost), or
+// Options.KeepConnectionsHere.
 func newConnStore(opts Options, notifier *systemd.Notifier, set *activation.Set) *connStore {
 	if notifier == nil || opts.KeepConnectionsHere {
 		return nil
 	}
 	capacity, told := systemd.StoreCapacity()
-	switch {
-	case told && capacity == 0:
-		return nil
-	case !told && !opts.FDStore:
+	if !told {
+		capacity = opts.FDStoreMax
+	}
+	if capacity <= 0 {
 		return nil
 	}
-	cs := &connStore{notifier: notifier, limit: -1}
-	if told {
-		cs.limit = capacity
-		// The sockets stored by storeBound, or passed back from the
-		// store, take their places.
-		if set.Source() == activation.Bound || opts.FDStore {
-			cs.limit -= len(set.Files())
-		}
-		if cs.limit <= 0 {
-			opts.Logger.Warnf("file descriptor store: FileDescriptorStoreMax=%d holds only the sockets: connections close at a stop", capacity)
-			return nil
-		}
+	// The sockets take their places: stored by storeBound, or passed
+	// back from the store (sockets of a .socket unit are not in it, but
+	// nothing here tells them apart: they leave a place or two unused).
+	limit := capacity - len(set.Files())
+	if limit <= 0 {
+		opts.Logger.Warnf("file descriptor store: FileDescriptorStoreMax=%d holds only the sockets: connections close at a stop", capacity)
+		return nil
 	}
-	return cs
+	return &connStore{notifier: notifier, limit: limit}
 }
 
 // errStoreFull ends the storing of a stop: the connections left drain
@@ -66,7 +63,7 @@ func (cs *connStore) mover(socket string) func(net.Conn) error {
 		if !ok {
 			return fmt.Errorf("%T has no descriptor", c)
 		}
-		if n := cs.stored.Add(1); cs.limit >= 0 && n > int64(cs.limit) {
+		if n := cs.stored.Add(1); n > int64(cs.limit) {
 			cs.stored.Add(-1)
 			return fmt.Errorf("%w (FileDescriptorStoreMax= leaves room for %d connections)", errStoreFull, cs.limit)
 		}

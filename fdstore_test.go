@@ -74,20 +74,24 @@ func TestRunStoresBoundSockets(t *testing.T) {
 // each idle kept-alive connection in it (FDSTORE=1, FDNAME=conn-<socket>)
 // instead of closing it. A stored descriptor is the client's own TCP
 // connection: an answer written on it reaches the client. The store's
-// capacity ($FDSTORE) bounds what goes: the rest closes as without the
-// store. KeepConnectionsHere stores none (the contrast).
+// capacity ($FDSTORE, or Options.FDStoreMax) bounds what goes: the rest
+// closes as without the store, and without a known capacity none goes.
+// KeepConnectionsHere stores none (the contrast).
 func TestRunStoresIdleConnections(t *testing.T) {
 	const clients = 5
 	for _, tc := range []struct {
-		name    string
-		env     string // $FDSTORE; "" unset
-		fdStore bool
-		keep    bool
-		want    int
+		name     string
+		env      string // $FDSTORE; "" unset
+		fdStore  bool
+		storeMax int
+		keep     bool
+		want     int
 	}{
-		{"flag", "", true, false, clients},
-		{"FDSTORE=4", "4", false, false, 3}, // the bound socket takes a place
-		{"contrast/KeepConnectionsHere", "", true, true, 0},
+		{"FDStoreMax=16", "", true, 16, false, clients},
+		{"FDSTORE=4", "4", false, 0, false, 3}, // the bound socket takes a place
+		// Without the store's size, systemd would close what does not fit.
+		{"FDStore, size unknown", "", true, 0, false, 0},
+		{"contrast/KeepConnectionsHere", "", true, 16, true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			notify := notifytest.Listen(t)
@@ -103,7 +107,7 @@ func TestRunStoresIdleConnections(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() {
-				done <- baton.Run(ctx, baton.Options{FDStore: tc.fdStore, KeepConnectionsHere: tc.keep, IdleGrace: 10 * time.Millisecond, Logger: &testLog{}},
+				done <- baton.Run(ctx, baton.Options{FDStore: tc.fdStore, FDStoreMax: tc.storeMax, KeepConnectionsHere: tc.keep, IdleGrace: 10 * time.Millisecond, Logger: &testLog{}},
 					baton.HTTP(baton.Socket{Name: "web", Address: addr}, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 						io.WriteString(w, "here\n")
 					})}),

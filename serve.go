@@ -56,7 +56,7 @@ type Options struct {
 	// adapts to each connection's pace, up to ten times as long).
 	IdleGrace time.Duration
 	// KeepConnectionsHere turns off the hand-over of connections at a
-	// reload (and their storing at a stop: see FDStore): by default the plaintext HTTP/1.1 connections of HTTP
+	// reload (and their storing at a stop: see FDStoreMax): by default the plaintext HTTP/1.1 connections of HTTP
 	// servers go to the new generation (their descriptors pass over the
 	// hand-over's channel) as soon as nothing of their next request has
 	// been read here, and their clients never reconnect. With it set they
@@ -137,15 +137,20 @@ type Options struct {
 	// start (Restart=on-failure) binds the new address: do not set it for
 	// sockets a .socket unit passes.
 	//
-	// Where the store is in use (FDStore, or $FDSTORE above 0), a stop also
-	// puts every idle connection that a reload would hand over (plaintext
-	// HTTP/1.1, unless KeepConnectionsHere) in the store under
-	// activation.ConnName(socket), within $FDSTORE's room, instead of
-	// closing it; the next start serves them on and removes them from the
-	// store, so that their clients keep their TCP connection across
-	// `systemctl restart`. FileDescriptorStoreMax= must leave room for
-	// them; what does not fit closes as without the store.
 	FDStore bool
+	// FDStoreMax is the unit's FileDescriptorStoreMax=, for systemd 252
+	// and 253, which do not pass it as $FDSTORE. Where the store's size is
+	// known ($FDSTORE above 0, or FDStoreMax), a stop also puts every idle
+	// connection that a reload would hand over (plaintext HTTP/1.1,
+	// unless KeepConnectionsHere) in the store under
+	// activation.ConnName(socket), as many as fit beside the sockets,
+	// instead of closing it; the next start serves them on and removes
+	// them from the store, so that their clients keep their TCP
+	// connection across `systemctl restart`. What does not fit closes as
+	// without the store. Without a known size no connection is stored:
+	// systemd closes what does not fit, and those clients would lose
+	// their request.
+	FDStoreMax int
 	// NotifyReload is for a unit with Type=notify-reload (systemd 253 and
 	// later), whose `systemctl reload` sends SIGHUP (a value on Reload)
 	// and waits for READY=1: see upgrade.Options.NotifyReload.

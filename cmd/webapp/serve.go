@@ -26,8 +26,8 @@ import (
 const serveUsage = `usage: webapp serve [--listen ADDR] [--listen-https ADDR] [--listen-grpc ADDR] [--listen-udp ADDR]
                     [--tls-cert FILE] [--tls-key FILE] [--shutdown-delay D] [--drain-timeout D]
                     [--stop-timeout D] [--idle-grace D] [--reload-timeout D] [--control PATH]
-                    [--log-format text|json] [--log-level L] [--fd-store] [--notify-reload]
-                    [--conn-handover=false]
+                    [--log-format text|json] [--log-level L] [--fd-store] [--fd-store-max N]
+                    [--notify-reload] [--conn-handover=false]
 
 Serves the sockets systemd passes by name (FileDescriptorName=), or binds
 the --listen addresses without systemd:
@@ -71,6 +71,7 @@ type serveConfig struct {
 	faultFile       string
 	ignoreDrain     bool
 	fdStore         bool
+	fdStoreMax      int
 	notifyReload    bool
 	connHandover    bool
 }
@@ -95,7 +96,8 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.control, "control", baton.ControlPath(), "unix socket `path` on which `webapp reload` reaches this service (default $RUNTIME_DIRECTORY/control.sock; none outside systemd)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: error, warn, info or debug")
-	fs.BoolVar(&c.fdStore, "fd-store", false, "give the sockets bound here (no .socket unit) to systemd's file descriptor store, so that a restart gets them back and refuses nothing, and at a stop the idle connections too (needs FileDescriptorStoreMax=; automatic where systemd sets $FDSTORE, 254 and later)")
+	fs.BoolVar(&c.fdStore, "fd-store", false, "give the sockets bound here (no .socket unit) to systemd's file descriptor store, so that a restart gets them back and refuses nothing (needs FileDescriptorStoreMax=; automatic where systemd sets $FDSTORE, 254 and later)")
+	fs.IntVar(&c.fdStoreMax, "fd-store-max", 0, "the unit's FileDescriptorStoreMax= `count`, for systemd 252 and 253, which do not pass it as $FDSTORE: with a known size a stop also keeps idle connections in the store for the next start (0: unknown)")
 	fs.BoolVar(&c.notifyReload, "notify-reload", false, "the unit is Type=notify-reload (systemd 253 and later): SIGHUP from `systemctl reload` swaps the binary, and READY=1 with RELOADING=1 of the new generation ends the reload")
 	if err := cl.parse(args, stdout); err != nil {
 		return nil, err
@@ -135,6 +137,8 @@ func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
 		return nil, cl.errorf("--shutdown-delay %v: must not be negative", c.shutdownDelay)
 	case c.idleGrace < 0:
 		return nil, cl.errorf("--idle-grace %v: must not be negative", c.idleGrace)
+	case c.fdStoreMax < 0:
+		return nil, cl.errorf("--fd-store-max %d: must not be negative", c.fdStoreMax)
 	case c.reloadTimeout <= 0:
 		return nil, cl.errorf("--reload-timeout %v: must be positive", c.reloadTimeout)
 	case c.control != "" && !filepath.IsAbs(c.control):
@@ -300,6 +304,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Version:             version,
 		Logger:              log,
 		FDStore:             cfg.fdStore,
+		FDStoreMax:          cfg.fdStoreMax,
 		NotifyReload:        cfg.notifyReload,
 		OnHandoverStep: func(s upgrade.Step) {
 			log.Debugf("hand-over: %s", s)
