@@ -31,6 +31,9 @@ type Scale struct {
 	Every, Margin, Lead, Tail time.Duration
 	// Timeout is every client's per-request timeout.
 	Timeout time.Duration
+	// DialBatch is how many connections the generator opens at once
+	// before its load; WrkConns how many each wrk process holds.
+	DialBatch, WrkConns int
 	// Addr is webapp.socket's address (in the box's own network).
 	Addr string
 	// HandoverFlag says whether this webapp has --conn-handover; without

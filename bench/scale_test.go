@@ -88,7 +88,7 @@ func runScale(t *testing.T, e *benchEnv) *Scale {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Scale{Reloads: cfg.scaleReloads, Every: cfg.scaleEvery, Margin: load.DefaultMargin, Lead: cfg.scaleLead, Tail: cfg.scaleTail, Timeout: scaleTimeout, HandoverFlag: flag}
+	s := &Scale{Reloads: cfg.scaleReloads, Every: cfg.scaleEvery, Margin: load.DefaultMargin, Lead: cfg.scaleLead, Tail: cfg.scaleTail, Timeout: scaleTimeout, DialBatch: scaleDialBatch, WrkConns: wrkMaxConns, HandoverFlag: flag}
 	variants := []ScaleVariant{{Handover: false, Title: "today's (no `--conn-handover`)"}}
 	if flag {
 		variants = []ScaleVariant{
