@@ -87,6 +87,12 @@ func (d *netnsDialer) DialContext(ctx context.Context, network, addr string) (ne
 	opErr := func(err error) error {
 		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
 	}
+	// A context already ended ends the dial here: the select below picks
+	// either case when both are ready, and a loopback connect is done at
+	// once.
+	if err := ctx.Err(); err != nil {
+		return nil, opErr(err)
+	}
 	reply := make(chan socketResult, 1)
 	select {
 	case d.req <- reply:
